@@ -1,0 +1,48 @@
+"""autoprune: find the pruned network that runs fastest on a device, by measuring it.
+
+Example:
+    >>> import autoprune
+    >>> result = autoprune.search(task="digits", device="x86-ort",
+    ...                           latency_budget_ms=0.05, n_trials=8)
+    >>> result.front
+    >>> result.export(trial=int(result.front.iloc[0]["trial"]), out="deploy/")
+
+Imports are lazy so that ``import autoprune`` (and the timing subprocess) stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = [
+    "AutopruneError", "SearchResult", "load_profile", "load_space", "load_task", "run_package", "search",
+]
+
+_LAZY = {
+    "search": ("autoprune.study", "search"),
+    "SearchResult": ("autoprune.results", "SearchResult"),
+    "load_profile": ("autoprune.profiles", "load_profile"),
+    "load_space": ("autoprune.space", "load_space"),
+    "load_task": ("autoprune.tasks", "load_task"),
+    "run_package": ("autoprune.deploy", "run_package"),
+    "AutopruneError": ("autoprune.errors", "AutopruneError"),
+}
+
+if TYPE_CHECKING:
+    from autoprune.deploy import run_package
+    from autoprune.errors import AutopruneError
+    from autoprune.profiles import load_profile
+    from autoprune.results import SearchResult
+    from autoprune.study import search
+    from autoprune.space import load_space
+    from autoprune.tasks import load_task
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'autoprune' has no attribute {name!r}")

@@ -1,0 +1,84 @@
+"""ONNX Runtime: the artifact is the ORT-optimised ONNX file for the profile's settings."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autoprune.backends._base import Backend, BuildResult
+from autoprune.errors import BackendError
+
+if TYPE_CHECKING:
+    from autoprune.export import OnnxArtifact
+    from autoprune.measure import Measurement
+    from autoprune.profiles import DeviceProfile, OrtSettings
+
+LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+          "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+INSTALL_HINT = {
+    "CUDAExecutionProvider": "install onnxruntime-gpu (`pip install -e .[gpu]`) and the CUDA runtime",
+    "TensorrtExecutionProvider": "install onnxruntime-gpu with TensorRT",
+}
+
+
+def session_options(settings: OrtSettings, optimized_path: str | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = settings.intra_op_threads
+    opts.inter_op_num_threads = settings.inter_op_threads
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[settings.graph_optimization_level])
+    opts.log_severity_level = 3  # the NCHWc "same environment" notice is expected here
+    if optimized_path:
+        opts.optimized_model_filepath = optimized_path
+    return opts
+
+
+class OrtBackend(Backend):
+    name = "onnxruntime"
+
+    def check_available(self, profile: DeviceProfile) -> None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        missing = [p for p in profile.onnxruntime.providers if p not in available]
+        if missing:
+            hints = "; ".join(INSTALL_HINT.get(p, f"install an onnxruntime build with {p}") for p in missing)
+            raise BackendError(
+                f"profile {profile.name!r} asks for {', '.join(missing)}, but this onnxruntime "
+                f"offers {available}. To fix: {hints}, or choose another profile (`autoprune devices`)."
+            )
+
+    def build(self, onnx: OnnxArtifact, profile: DeviceProfile, out_dir: Path) -> BuildResult:
+        import onnxruntime as ort
+
+        start = time.perf_counter()
+        out = Path(out_dir) / "model.opt.onnx"
+        try:
+            ort.InferenceSession(
+                onnx.path,
+                session_options(profile.onnxruntime, str(out)),
+                providers=list(profile.onnxruntime.providers),
+            )
+        except Exception as exc:  # noqa: BLE001 - an unbuildable candidate fails its trial
+            return BuildResult(None, f"{type(exc).__name__}: {exc}", time.perf_counter() - start)
+        return BuildResult(str(out), None, time.perf_counter() - start)
+
+    def time(self, artifact_path: str, profile: DeviceProfile) -> Measurement:
+        import numpy as np
+        import onnxruntime as ort
+
+        from autoprune.measure import timed_loop
+
+        settings = profile.onnxruntime
+        session = ort.InferenceSession(
+            artifact_path, session_options(settings), providers=list(settings.providers)
+        )
+        feeds = {}
+        rng = np.random.default_rng(0)
+        for inp in session.get_inputs():
+            shape = [d if isinstance(d, int) else profile.batch_size for d in inp.shape]
+            feeds[inp.name] = rng.standard_normal(shape).astype(np.float32)
+        return timed_loop(lambda: session.run(None, feeds), profile.measurement, settings.intra_op_threads)

@@ -1,0 +1,221 @@
+"""The ``autoprune`` command: one function per sub-command.
+
+A user mistake prints one line (``autoprune: error: ...``) and exits with code 2;
+nothing is written before the inputs are checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from autoprune.errors import AutopruneError
+
+# A pipe gets a wide table rather than rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from autoprune.profiles import available_profiles, load_profile
+
+    table = Table(title="device profiles", title_justify="left")
+    for col in ("name", "backend", "runner", "batch", "description"):
+        table.add_column(col)
+    for name in available_profiles():
+        p = load_profile(name)
+        table.add_row(name, p.backend, p.runner, str(p.batch_size), p.description)
+    out.print(table)
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from autoprune.pruning import METHODS
+
+    table = Table(title="pruning methods", title_justify="left")
+    table.add_column("name")
+    table.add_column("description")
+    for m in METHODS.values():
+        table.add_row(m.name, m.description)
+    out.print(table)
+    return 0
+
+
+def cmd_groups(args: argparse.Namespace) -> int:
+    from autoprune.space import load_space, resolve
+    from autoprune.tasks import load_task
+
+    space = load_space(args.space)
+    task = load_task(args.task, args.data_dir)
+    resolved = {g.info.name: g for g in resolve(space, task.model, task.example_input(1), task.ignored_layers).groups}
+    from autoprune.pruning import find_groups
+
+    table = Table(title=f"prunable groups of {task.name} under space {space.name!r}", title_justify="left")
+    for col in ("group", "type", "channels", "searched", "methods", "layers"):
+        table.add_column(col)
+    for info in find_groups(task.model, task.example_input(1), task.ignored_layers):
+        g = resolved.get(info.name)
+        table.add_row(info.name, info.root_type, str(info.channels), "yes" if g else "no",
+                      ", ".join(g.rule.methods) if g else "", ", ".join(info.members))
+    out.print(table)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from autoprune.study import search
+
+    result = search(
+        task=args.task,
+        device=args.device,
+        latency_budget_ms=args.latency_budget_ms,
+        n_trials=args.trials,
+        space=args.space,
+        study_name=args.study,
+        results_dir=args.results_dir,
+        storage=args.storage,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        progress=not args.quiet,
+    )
+    _print_front(result)
+    out.print(f"results: {result.study_dir}/ (trials.csv, pareto.csv, pareto.png, pareto.html)")
+    return 0
+
+
+def cmd_front(args: argparse.Namespace) -> int:
+    from autoprune.results import SearchResult
+
+    result = SearchResult.load(args.results, storage=args.storage)
+    if args.format == "table":
+        _print_front(result)
+    elif args.format == "csv":
+        sys.stdout.write(result.front.to_csv(index=False))
+    else:
+        sys.stdout.write(result.front.to_json(orient="records", indent=1) + "\n")
+    return 0
+
+
+def _print_front(result) -> None:
+    from autoprune.results import FRONT_COLUMNS
+
+    base = result.baseline
+    n_ok = int((result.trials["state"] == "COMPLETE").sum()) if not result.trials.empty else 0
+    n_fail = int((result.trials["state"] == "FAIL").sum()) if not result.trials.empty else 0
+    title = (f"Pareto front of {result.identity['study']}: budget {result.budget_ms:g} ms on "
+             f"{result.identity['device']} ({n_ok} complete, {n_fail} failed trials)")
+    if base is not None:
+        title += f"\nbaseline (trial {int(base['trial'])}): {base['accuracy']:.2f}% at {base['latency_ms']:.3f} ms"
+    table = Table(title=title, title_justify="left")
+    headers = {"trial": "trial", "accuracy": "acc %", "accuracy_drop": "drop", "latency_ms": "latency ms",
+               "latency_p90_ms": "p90 ms", "speedup": "speedup", "size_mb": "size MB",
+               "macs_ratio": "MACs", "params": "params", "round_to": "round_to"}
+    for col in FRONT_COLUMNS:
+        table.add_column(headers[col], justify="right")
+    for _, r in result.front.iterrows():
+        table.add_row(
+            str(int(r["trial"])), f"{r['accuracy']:.2f}", f"{r['accuracy_drop']:+.2f}",
+            f"{r['latency_ms']:.3f}", f"{r['latency_p90_ms']:.3f}", f"{r['speedup']:.2f}x",
+            f"{r['size_mb']:.3f}", f"{r['macs_ratio']:.2f}", f"{int(r['params']):,}", str(r["round_to"]),
+        )
+    out.print(table)
+    if result.front.empty:
+        out.print("[yellow]no trial met the latency budget yet; run more trials or raise the budget[/]")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from autoprune.results import SearchResult
+
+    result = SearchResult.load(args.results, storage=args.storage)
+    path = result.export(args.trial, args.out)
+    manifest = json.loads((path / "manifest.json").read_text())
+    m = manifest["metrics"]
+    out.print(f"exported trial {args.trial} to {path}/: accuracy {m['accuracy']:.2f}%, "
+              f"latency {m['latency_ms']:.3f} ms ({m['speedup']:.2f}x), files: {', '.join(manifest['files'])}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from autoprune.deploy import run_package
+
+    res = run_package(args.package, args.input, runs=args.runs)
+    out.print(f"checksums ok; output shape {tuple(res['output_shape'])}; latency median "
+              f"{res['latency_median_ms']:.3f} ms, p90 {res['latency_p90_ms']:.3f} ms over {res['runs']} runs "
+              f"(search measured {res['manifest']['metrics']['latency_ms']:.3f} ms)")
+    if args.save_output:
+        import numpy as np
+
+        np.save(args.save_output, res["output"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="autoprune", description="Hardware-aware pruning search: "
+                                "find the pruned model that is fastest on your device, by measuring it.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("devices", help="list device profiles")
+    s.set_defaults(func=cmd_devices)
+    s = sub.add_parser("methods", help="list pruning methods")
+    s.set_defaults(func=cmd_methods)
+    s = sub.add_parser("groups", help="list a task's prunable groups under a search space")
+    s.add_argument("--task", required=True)
+    s.add_argument("--space", default="default")
+    s.add_argument("--data-dir")
+    s.set_defaults(func=cmd_groups)
+
+    s = sub.add_parser("search", help="run or resume a search")
+    s.add_argument("--task", required=True, help="built-in task name or package.module:factory")
+    s.add_argument("--device", required=True, help="device profile name or YAML path")
+    s.add_argument("--latency-budget-ms", type=float, required=True, metavar="MS")
+    s.add_argument("--trials", type=int, default=40, help="total trials, baseline included (default 40)")
+    s.add_argument("--space", default="default", help="search space name or YAML path")
+    s.add_argument("--study", help="study name (default TASK-DEVICE)")
+    s.add_argument("--results-dir", default="results")
+    s.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study folder)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--data-dir", help="dataset folder (default: the Debian package's)")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("front", help="print a study's Pareto front")
+    s.add_argument("results", type=Path)
+    s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    s.add_argument("--storage")
+    s.set_defaults(func=cmd_front)
+
+    s = sub.add_parser("export", help="write a trial as a deploy package")
+    s.add_argument("results", type=Path)
+    s.add_argument("--trial", type=int, required=True)
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--storage")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("run", help="verify and run a deploy package with plain onnxruntime")
+    s.add_argument("package", type=Path)
+    s.add_argument("--input", type=Path, help=".npy input (default: random at the model's shape)")
+    s.add_argument("--runs", type=int, default=100)
+    s.add_argument("--save-output", type=Path, help="write the output array to this .npy file")
+    s.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except AutopruneError as exc:
+        err.print(f"[bold red]autoprune: error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err.print("autoprune: interrupted. Finished trials are saved; run the same command to resume.")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

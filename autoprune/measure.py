@@ -1,0 +1,172 @@
+"""Latency measurement: the protocol, its statistics, and the measurement cache.
+
+Latency decides which model a user ships, so a figure is only recorded when it is
+trustworthy: warm-up, then batches of timed runs until the 95% confidence interval of
+the median is within ``target_ci`` of it (or a cap is hit); a run that stays noisy is
+measured again, and recorded as ``noisy`` only if every attempt was.
+
+This module imports only the standard library: it runs inside the timing process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "autoprune.measurement-cache/1"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One candidate's measured latency on one device (times in milliseconds)."""
+
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    cv: float
+    ci_low_ms: float
+    ci_high_ms: float
+    runs: int
+    attempts: int
+    noisy: bool
+    threads: int
+    load_avg: float
+    wall_s: float
+
+    @property
+    def ci_rel(self) -> float:
+        return (self.ci_high_ms - self.ci_low_ms) / 2 / self.median_ms if self.median_ms else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+        return cls(**data)
+
+
+def median_ci(sorted_times: list[float], z: float = 1.96) -> tuple[float, float]:
+    """Distribution-free 95% CI of the median from order statistics (binomial approx.)."""
+    n = len(sorted_times)
+    half = z * math.sqrt(n) / 2
+    lo = max(0, int(math.floor(n / 2 - half)) - 1)
+    hi = min(n - 1, int(math.ceil(n / 2 + half)))
+    return sorted_times[lo], sorted_times[hi]
+
+
+def _stats(times: list[float]) -> dict[str, float]:
+    s = sorted(times)
+    med = statistics.median(s)
+    mean = statistics.fmean(s)
+    lo, hi = median_ci(s)
+    return {
+        "median": med,
+        "p90": s[min(len(s) - 1, int(math.ceil(0.9 * len(s))) - 1)],
+        "mean": mean,
+        "min": s[0],
+        "cv": statistics.pstdev(s) / mean if mean > 0 else 0.0,
+        "ci_low": lo,
+        "ci_high": hi,
+        "ci_rel": (hi - lo) / 2 / med if med > 0 else math.inf,
+    }
+
+
+def timed_loop(run_once: Callable[[], object], config: Any, threads: int) -> Measurement:
+    """Time ``run_once`` under the protocol in ``config`` (a profiles.MeasureConfig)."""
+    start_wall = time.perf_counter()
+    load = os.getloadavg()[0]
+    best: tuple[bool, float, dict[str, float], int] | None = None
+    attempts = 0
+    for attempt in range(1 + config.noise_retries):
+        attempts = attempt + 1
+        for _ in range(config.warmup):
+            run_once()
+        times: list[float] = []
+        began = time.perf_counter()
+        while True:
+            for _ in range(config.min_repeats):
+                t0 = time.perf_counter()
+                run_once()
+                times.append(time.perf_counter() - t0)
+            st = _stats(times)
+            if st["ci_rel"] <= config.target_ci:
+                break
+            if len(times) >= config.max_repeats or time.perf_counter() - began > config.max_seconds:
+                break
+        noisy = st["ci_rel"] > config.target_ci or st["cv"] > config.max_cv
+        candidate = (noisy, st["ci_rel"], st, len(times))
+        if best is None or candidate[:2] < best[:2]:
+            best = candidate
+        if not noisy:
+            break
+        time.sleep(0.2 * attempts)  # let a burst of load from elsewhere pass
+    assert best is not None
+    noisy, _, st, runs = best
+    return Measurement(
+        median_ms=st["median"] * 1e3,
+        p90_ms=st["p90"] * 1e3,
+        mean_ms=st["mean"] * 1e3,
+        min_ms=st["min"] * 1e3,
+        cv=st["cv"],
+        ci_low_ms=st["ci_low"] * 1e3,
+        ci_high_ms=st["ci_high"] * 1e3,
+        runs=runs,
+        attempts=attempts,
+        noisy=noisy,
+        threads=threads,
+        load_avg=load,
+        wall_s=time.perf_counter() - start_wall,
+    )
+
+
+class MeasurementCache:
+    """Measured latencies keyed by (architecture hash, backend, profile hash).
+
+    Stored as one JSON file written atomically. A file that cannot be read is moved
+    aside (``*.corrupt``) with a warning and the cache starts empty: a cache can always
+    be rebuilt by measuring again, a wrong figure cannot be taken back.
+    Noisy measurements are not cached, so they are measured again next time.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._entries: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+                if data.get("schema") != SCHEMA:
+                    raise ValueError(f"unexpected schema {data.get('schema')!r}")
+                self._entries = {k: Measurement.from_dict(v).to_dict() for k, v in data["entries"].items()}
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                aside = self.path.with_suffix(".corrupt")
+                os.replace(self.path, aside)
+                warnings.warn(f"measurement cache {self.path} was unreadable ({exc}); moved to {aside}, starting empty")
+                self._entries = {}
+
+    @staticmethod
+    def key(arch_hash: str, backend: str, profile_hash: str) -> str:
+        return f"{arch_hash}:{backend}:{profile_hash}"
+
+    def get(self, key: str) -> Measurement | None:
+        entry = self._entries.get(key)
+        return Measurement.from_dict(entry) if entry else None
+
+    def put(self, key: str, measurement: Measurement) -> None:
+        if measurement.noisy:
+            return
+        self._entries[key] = measurement.to_dict()
+        from autoprune._config import atomic_write_text
+
+        atomic_write_text(self.path, json.dumps({"schema": SCHEMA, "entries": self._entries}, indent=1))
+
+    def __len__(self) -> int:
+        return len(self._entries)

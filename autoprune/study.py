@@ -1,0 +1,368 @@
+"""The Optuna study: objectives, the latency constraint, storage, resume.
+
+Objectives are accuracy (maximise), latency_ms (minimise) and size_mb (minimise). The
+latency budget is a constraint (``Trial.set_constraint``): infeasible trials are kept and
+ranked behind feasible ones. Trial 0 is the unpruned model, the baseline.
+
+Example:
+    >>> import autoprune
+    >>> result = autoprune.search(task="digits", device="x86-ort",
+    ...                           latency_budget_ms=0.05, n_trials=8)
+    >>> result.front[["trial", "accuracy", "latency_ms"]]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from autoprune._config import atomic_write_text
+from autoprune.errors import BudgetError, ConfigError, StudyError
+
+CONFIG_SCHEMA = "autoprune.study/1"
+DIRECTIONS = ("maximize", "minimize", "minimize")
+OBJECTIVES = ("accuracy", "latency_ms", "size_mb")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """What a search is; two runs with the same identity are the same study."""
+
+    task: str
+    device: str
+    latency_budget_ms: float
+    n_trials: int
+    space: str = "default"
+    study_name: str | None = None
+    results_dir: str = "results"
+    storage: str | None = None
+    seed: int = 0
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.latency_budget_ms > 0:
+            raise ConfigError(
+                f"the latency budget must be a positive number of milliseconds, got {self.latency_budget_ms}."
+            )
+        if self.n_trials < 1:
+            raise ConfigError(f"--trials must be at least 1 (trial 0 is the baseline), got {self.n_trials}.")
+        if self.study_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.study_name):
+            raise ConfigError(
+                f"study name {self.study_name!r} must start with a letter or digit and use only "
+                "letters, digits, '.', '_' and '-'."
+            )
+
+    @property
+    def name(self) -> str:
+        if self.study_name:
+            return self.study_name
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{self.task}-{self.device}").strip("-")
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.results_dir) / self.name
+
+
+def default_storage(study_dir: Path) -> str:
+    return f"sqlite:///{study_dir.resolve() / 'study.db'}"
+
+
+def _identity(config: SearchConfig, profile, space) -> dict[str, Any]:
+    return {
+        "schema": CONFIG_SCHEMA,
+        "study": config.name,
+        "task": config.task,
+        "device": config.device,
+        "profile_hash": profile.hash,
+        "space": config.space,
+        "space_hash": space.hash,
+        "latency_budget_ms": config.latency_budget_ms,
+        "seed": config.seed,
+    }
+
+
+def _check_study_dir(study_dir: Path, identity: dict[str, Any]) -> bool:
+    """Return True if resuming; refuse a folder that holds anything else."""
+    cfg = study_dir / "config.json"
+    if cfg.is_file():
+        try:
+            old = json.loads(cfg.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StudyError(f"{cfg} is unreadable ({exc}); move the folder away or pick another --study.") from None
+        diff = {k: (old.get(k), v) for k, v in identity.items() if old.get(k) != v}
+        if diff:
+            lines = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+            raise StudyError(
+                f"{study_dir} holds a different study ({lines}). Nothing was changed. "
+                "Use another --study NAME or --results-dir, or the original settings to resume."
+            )
+        return True
+    if study_dir.exists() and any(study_dir.iterdir()):
+        raise StudyError(
+            f"{study_dir} exists and is not an autoprune study (no config.json). Nothing was "
+            "changed. Choose another --study NAME or --results-dir."
+        )
+    return False
+
+
+class _Searcher:
+    """Builds everything once, then runs trials. Kept private: use :func:`search`."""
+
+    def __init__(self, config: SearchConfig) -> None:
+        from autoprune import backends, runners
+        from autoprune.profiles import load_profile
+        from autoprune.space import load_space
+
+        from autoprune.tasks._loader import check_task_spec
+
+        self.config = config
+        check_task_spec(config.task)
+        self.profile = load_profile(config.device)
+        self.space = load_space(config.space)
+        self.backend = backends.create(self.profile.backend)
+        self.backend.check_available(self.profile)
+        self.runner = runners.create(self.profile.runner)
+        self.identity = _identity(config, self.profile, self.space)
+        self.study_dir = config.study_dir
+        if config.storage is None:
+            self.resuming = _check_study_dir(self.study_dir, self.identity)
+        else:
+            self.resuming = (self.study_dir / "config.json").is_file() and _check_study_dir(
+                self.study_dir, self.identity
+            )
+        _check_writable(Path(config.results_dir))
+
+    def prepare(self, log: Callable[[str], None]) -> None:
+        from autoprune.measure import MeasurementCache
+        from autoprune.objective import Context
+        from autoprune.space import resolve
+        from autoprune.tasks import load_task
+
+        self.task = load_task(self.config.task, self.config.data_dir)
+        resolved = resolve(self.space, self.task.model, self.task.example_input(1), self.task.ignored_layers)
+        if not resolved.groups:
+            raise ConfigError(
+                f"search space {self.config.space!r} leaves no prunable group in task "
+                f"{self.task.name!r}; check its rules (`autoprune groups --task {self.config.task}`)."
+            )
+        self.ctx = Context(self.task, self.profile, resolved, self.backend, self.runner, None, self.config.seed)
+        if not self.resuming:
+            self._preflight(log)
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        self.ctx.cache = MeasurementCache(self.study_dir / "measurements.json")
+        for key, m in getattr(self, "_preflight_measurements", {}).items():
+            self.ctx.cache.put(key, m)
+        record = dict(self.identity, storage=self.config.storage, data_dir=self.config.data_dir)  # not identity
+        atomic_write_text(self.study_dir / "config.json", json.dumps(record, indent=2) + "\n")
+
+    def _preflight(self, log: Callable[[str], None]) -> None:
+        """Measure the unpruned and the most-pruned model; refuse an unreachable budget."""
+        from autoprune.export import to_onnx
+        from autoprune.measure import MeasurementCache
+        from autoprune.objective import TrialFailure, measure_onnx, prune
+        from autoprune.pruning import PruningPlan
+
+        log("measuring the unpruned and the most-pruned model to check the budget")
+        found = {}
+        with tempfile.TemporaryDirectory(prefix="autoprune-preflight-") as tmp:
+            for label, plan in (("unpruned", PruningPlan()), ("smallest", self.ctx.space.smallest_plan())):
+                model, _ = prune(self.ctx, plan, self.config.seed)
+                onnx = to_onnx(model, self.ctx.example_input, Path(tmp) / f"{label}.onnx", self.space.parity_atol)
+                try:
+                    m, _ = measure_onnx(self.ctx, onnx, Path(tmp), {})
+                except TrialFailure as exc:
+                    raise StudyError(f"the {label} model cannot be timed on {self.profile.name}: {exc}") from None
+                found[label] = (onnx, m)
+        self._preflight_measurements = {
+            MeasurementCache.key(o.arch_hash, self.backend.name, self.profile.hash): m for o, m in found.values()
+        }
+        base, small = found["unpruned"][1].median_ms, found["smallest"][1].median_ms
+        self.reachable = (base, small)
+        log(f"unpruned {base:.3f} ms, most-pruned {small:.3f} ms, budget {self.config.latency_budget_ms:g} ms")
+        if self.config.latency_budget_ms < small * 0.98:
+            raise BudgetError(
+                f"latency budget {self.config.latency_budget_ms:g} ms is below what any candidate can "
+                f"reach on {self.profile.name}: the unpruned model takes {base:.3f} ms and the most "
+                f"pruned one the space allows takes {small:.3f} ms. Raise --latency-budget-ms to at "
+                f"least {small:.3f}, or widen the space's ratio range."
+            )
+
+    def open_study(self):
+        import optuna
+
+        # Failed candidates are reported by autoprune with their stage; Optuna's own
+        # warning for each would say the same thing again.
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        storage_url = self.config.storage or default_storage(self.study_dir)
+        try:
+            storage = optuna.storages.RDBStorage(storage_url, engine_kwargs=_engine_kwargs(storage_url))
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by backend
+            raise ConfigError(f"cannot open storage {storage_url!r}: {exc}") from None
+        sampler = optuna.samplers.TPESampler(seed=self.config.seed, n_startup_trials=8)
+        study = optuna.create_study(
+            storage=storage,
+            sampler=sampler,
+            study_name=self.config.name,
+            directions=list(DIRECTIONS),
+            load_if_exists=True,
+        )
+        old = study.user_attrs.get("autoprune")
+        if old is not None and old != self.identity:
+            raise StudyError(
+                f"storage study {self.config.name!r} was created with different settings "
+                f"({_diff(old, self.identity)}). Use another --study NAME."
+            )
+        if old is None:
+            if study.trials:
+                raise StudyError(
+                    f"storage study {self.config.name!r} already has trials that autoprune did not "
+                    "create. Use another --study NAME."
+                )
+            study.set_user_attr("autoprune", self.identity)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(OBJECTIVES))
+            study.enqueue_trial(self.ctx.space.baseline_params(), user_attrs={"baseline": True})
+        self.study = study
+        self._recover_interrupted()
+        return study
+
+    def _recover_interrupted(self) -> None:
+        """Fail RUNNING trials left by a killed run and queue their parameters again.
+
+        Only with the default per-study SQLite file, which no other process uses; a
+        shared --storage may have live workers, so their trials are left alone.
+        """
+        import optuna
+
+        if self.config.storage is not None:
+            return
+        storage = self.study._storage
+        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            storage.set_trial_user_attr(t._trial_id, "fail_stage", "interrupted")
+            storage.set_trial_user_attr(t._trial_id, "fail_reason", "the search stopped during this trial")
+            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            self.study.enqueue_trial(t.params, user_attrs=dict(t.user_attrs, retry_of=t.number), skip_if_exists=False)
+
+    def objective(self, trial) -> tuple[float, float, float]:
+        from autoprune.objective import TrialFailure, candidate_attrs, run_candidate
+
+        plan = self.ctx.space.suggest(trial)
+        trial.set_user_attr("plan", plan.to_dict())
+        trial_dir = self.study_dir / "trials" / str(trial.number)
+        try:
+            cand = run_candidate(self.ctx, plan, trial_dir, self.config.seed + trial.number)
+        except TrialFailure as exc:
+            trial.set_user_attr("fail_stage", exc.stage)
+            trial.set_user_attr("fail_reason", exc.reason[:2000])
+            raise
+        for k, v in candidate_attrs(cand).items():
+            trial.set_user_attr(k, v)
+        # Feasible when <= 0. Optuna ranks infeasible trials behind feasible ones but
+        # keeps them (Trial.set_constraint replaced the sampler's constraints_func in 5.0).
+        trial.set_constraint("latency_budget", cand.latency.median_ms - self.config.latency_budget_ms)
+        return cand.accuracy, cand.latency.median_ms, cand.size_mb
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+
+
+def _diff(a: dict, b: dict) -> str:
+    return "; ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in b if a.get(k) != b.get(k))
+
+
+def _check_writable(folder: Path) -> None:
+    import os
+
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"results directory {folder} is not writable (checked {probe}).")
+
+
+def finished_count(study) -> int:
+    """Trials that count toward --trials: complete, or failed because of the candidate."""
+    import optuna
+
+    n = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            n += 1
+        elif t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("fail_stage") != "interrupted":
+            n += 1
+    return n
+
+
+def search(
+    *,
+    task: str,
+    device: str,
+    latency_budget_ms: float,
+    n_trials: int,
+    space: str = "default",
+    study_name: str | None = None,
+    results_dir: str | Path = "results",
+    storage: str | None = None,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+):
+    """Run (or resume) a search and return its :class:`~autoprune.results.SearchResult`.
+
+    ``n_trials`` is the total the study should hold, baseline included: running the same
+    call again after an interruption finishes the remaining trials only.
+
+    Raises:
+        AutopruneError: a set-up problem (unknown names, bad files, unreachable budget,
+            a results directory holding another study). Candidate failures never raise.
+    """
+    config = SearchConfig(
+        task=task,
+        device=device,
+        latency_budget_ms=float(latency_budget_ms),
+        n_trials=int(n_trials),
+        space=space,
+        study_name=study_name,
+        results_dir=str(results_dir),
+        storage=storage,
+        seed=seed,
+        data_dir=None if data_dir is None else str(data_dir),
+    )
+    searcher = _Searcher(config)  # checks names and files before the heavy imports below
+
+    from autoprune import results as results_mod
+    from autoprune.objective import TrialFailure
+    from autoprune.progress import SearchProgress
+
+    with SearchProgress(enabled=progress) as bar:
+        searcher.prepare(bar.log)
+        study = searcher.open_study()
+        done = finished_count(study)
+        remaining = max(0, config.n_trials - done)
+        if done:
+            bar.log(f"resuming study {config.name!r}: {done} trial(s) already finished, {remaining} to go")
+        bar.start(total=config.n_trials, done=done)
+
+        def after_trial(study, trial) -> None:
+            bar.advance(trial, config.latency_budget_ms)
+            results_mod.write_trials(study, searcher.study_dir)
+
+        if remaining:
+            study.optimize(
+                searcher.objective,
+                n_trials=remaining,
+                catch=(TrialFailure,),
+                callbacks=[after_trial],
+                gc_after_trial=False,
+            )
+    result = results_mod.SearchResult.load(searcher.study_dir, storage=config.storage)
+    result.write_all()
+    return result

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Everything autoprune needs on a fresh Debian machine: the Fashion-MNIST package,
+# a virtual environment in .venv, and the Python packages. Safe to run again: each
+# step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]]; then
+    echo "bootstrap: installing Debian's dataset-fashion-mnist" >&2
+    SUDO=""
+    [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null
+fi
+
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+if [[ ! -x .venv/bin/python ]]; then
+    echo "bootstrap: creating .venv with $PYTHON" >&2
+    "$PYTHON" -m venv .venv
+fi
+
+# Reinstall only when the project's dependencies changed. torch/torchvision are
+# pinned to the pair that installs from this machine kind's local wheels; plain pip
+# (not uv or poetry) finds them there.
+stamp=.venv/.autoprune-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+    echo "bootstrap: installing Python packages into .venv (a few minutes the first time)" >&2
+    .venv/bin/python -m pip install --disable-pip-version-check -q -e ".[test]" 2>&1 \
+        | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+    .venv/bin/python -c "import torch, torchvision, torch_pruning, onnxruntime, optuna" 
+    touch "$stamp"
+fi

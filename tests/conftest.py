@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "fixtures"))  # user-task factories
+
+
+@pytest.fixture(scope="session")
+def digits_task():
+    from autoprune.tasks import load_task
+
+    return load_task("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_study(tmp_path_factory):
+    """One real digits search (SQLite storage, real ORT timing) shared by many tests."""
+    import autoprune
+
+    results = tmp_path_factory.mktemp("results")
+    result = autoprune.search(
+        task="digits",
+        device="x86-ort",
+        latency_budget_ms=1.0,
+        n_trials=6,
+        results_dir=results,
+        progress=False,
+    )
+    return result
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real command line in a subprocess, as a user would."""
+    env = dict(os.environ, PYTHONPATH=f"{REPO / 'tests' / 'fixtures'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    return subprocess.run(
+        [sys.executable, "-m", "autoprune", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from autoprune.deploy import run_package, verify_package
+from autoprune.errors import ExportError, PackageError
+
+
+@pytest.fixture(scope="module")
+def package(digits_study, tmp_path_factory):
+    member = int(digits_study.front.sort_values("latency_ms").iloc[0]["trial"])
+    out = tmp_path_factory.mktemp("deploy") / "pkg"
+    digits_study.export(member, out)
+    return out, member
+
+
+def test_package_has_every_file_with_checksums(package):
+    out, member = package
+    manifest = verify_package(out)
+    assert manifest["trial"] == member and manifest["schema"] == "autoprune.deploy/1"
+    assert set(manifest["files"]) == {"model.onnx", "model.opt.onnx", "model.pt2"}
+    for key in ("torch", "onnxruntime", "onnx", "optuna", "python"):
+        assert key in manifest["versions"]
+    assert manifest["device"]["name"] == "x86-ort" and len(manifest["device"]["hash"]) == 64
+    assert manifest["metrics"]["latency_ms"] > 0 and "groups" in manifest["plan"]
+
+
+def test_exported_onnx_matches_the_pruned_pytorch_model(package, digits_task):
+    out, _ = package
+    program = torch.export.load(out / "model.pt2")  # no autoprune code needed
+    x = digits_task.val.x[:1]
+    expected = program.module()(x).detach().numpy()
+    np.save(out.parent / "x.npy", x.numpy())
+    res = run_package(out, out.parent / "x.npy", runs=10)
+    assert res["output_shape"] == [1, 10]
+    assert np.abs(res["output"] - expected).max() < 1e-4
+    assert res["latency_median_ms"] > 0
+
+
+def test_tampered_package_is_refused(package, tmp_path):
+    import shutil
+
+    out, _ = package
+    copy = tmp_path / "pkg"
+    shutil.copytree(out, copy)
+    data = bytearray((copy / "model.opt.onnx").read_bytes())
+    data[-1] ^= 0xFF
+    (copy / "model.opt.onnx").write_bytes(bytes(data))
+    with pytest.raises(PackageError, match="does not match its sha256"):
+        run_package(copy)
+
+
+def test_export_refuses_missing_trial_failed_trial_and_nonempty_out(digits_study, tmp_path):
+    with pytest.raises(ExportError, match=r"has no trial 999\. Complete trials: \[0, "):
+        digits_study.export(999, tmp_path / "a")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not empty"):
+        digits_study.export(0, full)
+    assert (full / "keep.txt").read_text() == "mine"
+
+
+def test_input_of_wrong_shape_is_a_clear_error(package, tmp_path):
+    out, _ = package
+    np.save(tmp_path / "bad.npy", np.zeros((2, 3), dtype=np.float32))
+    from autoprune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"has shape \[2, 3\]; the model takes \[1, 1, 8, 8\]"):
+        run_package(out, tmp_path / "bad.npy")
+    assert json.loads((out / "manifest.json").read_text())["input"]["shape"] == [1, 1, 8, 8]

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from autoprune import pruning
+from autoprune.export import ExportFailure, to_onnx
+from autoprune.pruning import GroupChoice, PruningPlan
+
+
+def test_export_checks_and_matches_pytorch(digits_task, tmp_path):
+    x = digits_task.example_input(1)
+    art = to_onnx(digits_task.model, x, tmp_path / "m.onnx", parity_atol=1e-4)
+    onnx.checker.check_model(onnx.load(art.path))
+    assert art.input_shape == (1, 1, 8, 8) and art.output_shape == (1, 10)
+    assert art.max_abs_diff < 1e-4
+    assert art.params == sum(p.numel() for p in digits_task.model.parameters())
+    assert art.macs > 0 and art.bytes == (tmp_path / "m.onnx").stat().st_size
+    sess = ort.InferenceSession(art.path, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x.numpy()})[0]
+    assert abs(got - digits_task.model(x).detach().numpy()).max() < 1e-4
+
+
+def test_architecture_hash_ignores_weights_but_not_shapes(digits_task, tmp_path):
+    x = digits_task.example_input(1)
+    half = {"features.3": GroupChoice("l1", 0.5)}
+    a, _ = pruning.apply(digits_task.model, PruningPlan(half), x, ignored_layers=("fc",))
+    b, _ = pruning.apply(digits_task.model, PruningPlan({"features.3": GroupChoice("random", 0.5)}), x,
+                         ignored_layers=("fc",), seed=3)
+    c, _ = pruning.apply(digits_task.model, PruningPlan({"features.3": GroupChoice("l1", 0.25)}), x,
+                         ignored_layers=("fc",))
+    ha = to_onnx(a, x, tmp_path / "a.onnx", 1e-3)
+    hb = to_onnx(b, x, tmp_path / "b.onnx", 1e-3)
+    hc = to_onnx(c, x, tmp_path / "c.onnx", 1e-3)
+    assert ha.sha256 != hb.sha256  # different channels kept: different weights
+    assert ha.arch_hash == hb.arch_hash  # ... but the same architecture: one latency
+    assert ha.arch_hash != hc.arch_hash
+
+
+class _TraceDiverges(nn.Module):
+    """Behaves differently when traced for export: a real parity failure."""
+
+    def forward(self, x):
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return x * 2
+        return x
+
+
+def test_parity_failure_is_an_export_failure(tmp_path):
+    with pytest.raises(ExportFailure, match="differs from PyTorch"):
+        to_onnx(_TraceDiverges(), torch.ones(1, 3), tmp_path / "d.onnx", parity_atol=1e-3)
+    assert not (tmp_path / "d.onnx").exists()
+
+
+def test_unexportable_model_is_an_export_failure(tmp_path):
+    class Bad(nn.Module):
+        def forward(self, x):
+            return torch.linalg.eig(x)[0].real  # not exportable to ONNX
+
+    with pytest.raises(ExportFailure, match="ONNX export failed"):
+        to_onnx(Bad(), torch.randn(1, 3, 3), tmp_path / "e.onnx", parity_atol=1e-3)

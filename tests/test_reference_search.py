@@ -1,0 +1,27 @@
+"""The reference task end to end (slow: real ResNet fine-tuning on Fashion-MNIST)."""
+
+from __future__ import annotations
+
+import pytest
+
+import autoprune
+from autoprune.tasks.builtin import FASHION_DIR
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="needs Debian's dataset-fashion-mnist"),
+]
+
+
+def test_fashion_search_finds_a_faster_model_within_budget(tmp_path):
+    result = autoprune.search(task="fashion-mnist", device="x86-ort", latency_budget_ms=1.0, n_trials=4,
+                              results_dir=tmp_path, progress=False)
+    base = result.baseline
+    assert base is not None and base["accuracy"] > 88
+    done = result.trials[result.trials["state"] == "COMPLETE"]
+    assert len(done) == 4
+    # the most-pruned candidates are measured faster than the baseline
+    assert done["latency_ms"].min() < base["latency_ms"]
+    out = result.export(int(done.sort_values("latency_ms").iloc[0]["trial"]), tmp_path / "pkg")
+    res = autoprune.run_package(out, runs=20)
+    assert res["output_shape"] == [1, 10]

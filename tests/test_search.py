@@ -1,0 +1,95 @@
+"""End-to-end search on digits: real pruning, training, ONNX, ORT timing, SQLite storage."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pandas as pd
+import pytest
+
+import autoprune
+from autoprune.errors import BudgetError, StudyError
+from autoprune.study import finished_count
+
+
+def test_search_produces_trials_front_and_files(digits_study):
+    result = digits_study
+    files = {p.name for p in result.study_dir.iterdir()}
+    assert {"config.json", "study.db", "trials.csv", "pareto.csv", "pareto.png", "pareto.html",
+            "measurements.json", "trials"} <= files
+    trials = pd.read_csv(result.study_dir / "trials.csv")
+    assert len(trials) == 6
+    base = trials[trials["baseline"]]
+    assert len(base) == 1 and int(base["trial"].iloc[0]) == 0
+    assert base["speedup"].iloc[0] == pytest.approx(1.0)
+    done = trials[trials["state"] == "COMPLETE"]
+    assert (done["latency_ms"] > 0).all() and (done["accuracy"] > 0).all()
+    assert (done["latency_ci_low_ms"] <= done["latency_ms"]).all()
+    assert any(c.startswith("param:") and c.endswith(".method") for c in trials.columns)
+    for stage in ("prune_s", "recover_s", "evaluate_s", "export_s", "build_s", "measure_s"):
+        assert stage in trials.columns
+    # the front is feasible and non-dominated
+    front = result.front
+    assert not front.empty and (front["latency_ms"] <= 1.0).all()
+    for _, a in front.iterrows():
+        for _, b in done.iterrows():
+            dominates = (b["accuracy"] >= a["accuracy"] and b["latency_ms"] <= a["latency_ms"]
+                         and b["size_mb"] <= a["size_mb"]) and (
+                b["accuracy"] > a["accuracy"] or b["latency_ms"] < a["latency_ms"] or b["size_mb"] < a["size_mb"])
+            assert not dominates, f"trial {b['trial']} dominates front member {a['trial']}"
+
+
+def test_pruned_candidates_are_smaller(digits_study):
+    done = digits_study.trials[digits_study.trials["state"] == "COMPLETE"]
+    pruned = done[~done["baseline"]]
+    assert (pruned["macs_ratio"] <= 1.0).all()
+    assert (pruned["macs_ratio"] < 1.0).any(), "no trial actually removed channels"
+
+
+def test_same_command_resumes_without_redoing_trials(digits_study):
+    d = digits_study.study_dir
+    before = pd.read_csv(d / "trials.csv")
+    again = autoprune.search(task="digits", device="x86-ort", latency_budget_ms=1.0, n_trials=6,
+                             results_dir=d.parent, progress=False)
+    after = pd.read_csv(d / "trials.csv")
+    assert len(after) == 6
+    pd.testing.assert_frame_equal(before.drop(columns=["duration_s"]), after.drop(columns=["duration_s"]))
+    assert finished_count(again.study) == 6
+
+
+def test_interrupted_trials_are_failed_and_retried(tmp_path):
+    kw = dict(task="digits", device="x86-ort", latency_budget_ms=1.0, results_dir=tmp_path, progress=False)
+    first = autoprune.search(n_trials=2, **kw)
+    # Simulate a run killed mid-trial: a RUNNING trial is left in the storage.
+    study = first.study
+    stale = study.ask({"features.0.method": optuna.distributions.CategoricalDistribution(["none", "l1", "l2", "taylor", "random"])})
+    assert study.trials[stale.number].state == optuna.trial.TrialState.RUNNING
+    result = autoprune.search(n_trials=3, **kw)
+    states = result.trials.set_index("trial")["state"]
+    assert states[stale.number] == "FAIL"
+    assert result.trials.set_index("trial").loc[stale.number, "fail_stage"] == "interrupted"
+    assert finished_count(result.study) == 3
+    assert (result.trials["state"] == "COMPLETE").sum() == 3
+
+
+def test_results_dir_of_a_different_study_is_refused_untouched(digits_study):
+    d = digits_study.study_dir
+    snapshot = {p.name: p.stat().st_mtime_ns for p in d.iterdir()}
+    with pytest.raises(StudyError, match=r"holds a different study.*latency_budget_ms: 1\.0 there, 2\.0 now"):
+        autoprune.search(task="digits", device="x86-ort", latency_budget_ms=2.0, n_trials=6,
+                         results_dir=d.parent, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == snapshot
+
+
+def test_unreachable_budget_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(BudgetError, match=r"below what any candidate can reach.*unpruned model takes [0-9.]+ ms.*most pruned one.*takes [0-9.]+ ms"):
+        autoprune.search(task="digits", device="x86-ort", latency_budget_ms=0.0001, n_trials=3,
+                         results_dir=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_config_records_identity(digits_study):
+    cfg = json.loads((digits_study.study_dir / "config.json").read_text())
+    assert cfg["task"] == "digits" and cfg["device"] == "x86-ort" and cfg["latency_budget_ms"] == 1.0
+    assert len(cfg["profile_hash"]) == 64 and len(cfg["space_hash"]) == 64

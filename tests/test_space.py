@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+
+from autoprune.errors import ConfigError
+from autoprune.pruning import GroupChoice
+from autoprune.space import available_spaces, load_space, resolve
+from autoprune.tasks.models import CifarResNet
+
+
+def _space(tmp_path, body: str):
+    f = tmp_path / "s.yaml"
+    f.write_text("version: 1\n" + body)
+    return load_space(f)
+
+
+def test_every_shipped_space_loads():
+    assert "default" in available_spaces()
+    for name in available_spaces():
+        assert load_space(name).name == name
+
+
+def test_unknown_space_lists_known():
+    with pytest.raises(ConfigError, match=r"unknown search space 'defualt'.*Did you mean 'default'"):
+        load_space("defualt")
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("default: {methods: [l1, magic]}\n", r"s\.yaml\.default: unknown method\(s\) \['magic'\]"),
+        ("default: {ratio: {low: 0.5, high: 1.2}}\n", r"low <= high < 1"),
+        ("round_to: [0]\n", r"round_to"),
+        ("recovery: {finetune_steps: -1}\n", r"finetune_steps"),
+        ("rules: [{match: 're:(', methods: [l1]}]\n", r"bad regular expression"),
+        ("rulez: []\n", r"unknown key\(s\) rulez"),
+        ("recovery: {lr: fast}\n", r"recovery\.lr: expected a number"),
+    ],
+)
+def test_malformed_space_names_file_and_key(tmp_path, body, message):
+    with pytest.raises(ConfigError, match=message):
+        _space(tmp_path, body)
+
+
+def _resnet():
+    torch.manual_seed(0)
+    return CifarResNet(1, (8, 16, 32), 1, 10).eval(), torch.randn(1, 1, 12, 12)
+
+
+def test_residual_layers_form_one_group():
+    model, x = _resnet()
+    resolved = resolve(load_space("default"), model, x, ("fc",))
+    groups = {g.info.name: g.info for g in resolved.groups}
+    # The stem output feeds the stage-1 residual add: stem and block conv2 are coupled.
+    stem = groups["stem.0"]
+    assert "layers.0.conv2" in stem.members
+    assert "fc" not in [m for g in groups.values() for m in g.members]
+    assert {"layers.0.conv1", "layers.1.conv1", "layers.2.conv1"} <= set(groups)
+
+
+def test_rule_precedence_exact_then_pattern_order_then_default(tmp_path):
+    model, x = _resnet()
+    space = _space(
+        tmp_path,
+        """
+default: {methods: [l1]}
+rules:
+  - {match: "layers.*.conv1", methods: [l2]}
+  - {match: "re:layers\\\\.1\\\\..*", methods: [random]}
+  - {match: "layers.1.conv1", methods: [taylor]}
+  - {match: "layers.2.conv1", prune: false}
+  - {match: "*", types: [Linear], methods: [random]}
+""",
+    )
+    resolved = {g.info.name: g.rule.methods for g in resolve(space, model, x, ("fc",)).groups}
+    assert resolved["layers.1.conv1"] == ("taylor",)  # exact name beats every pattern
+    assert resolved["layers.0.conv1"] == ("l2",)  # first matching pattern in file order
+    assert "layers.2.conv1" not in resolved  # prune: false keeps it whole
+    assert resolved["stem.0"] == ("l1",)  # types filter: Conv2d is not Linear -> default
+
+
+def test_suggest_gives_a_plan_through_a_real_study(tmp_path):
+    model, x = _resnet()
+    resolved = resolve(load_space("default"), model, x, ("fc",))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", directions=["maximize", "minimize"])
+    study.enqueue_trial(resolved.baseline_params())
+    trial = study.ask()
+    assert resolved.suggest(trial).is_identity  # baseline parameters -> unpruned
+    plan = resolved.suggest(study.ask())
+    assert set(plan.groups) == {g.info.name for g in resolved.groups}
+    for choice in plan.groups.values():
+        assert isinstance(choice, GroupChoice)
+        assert choice.method == "none" or 0.1 <= choice.ratio <= 0.7
+    assert plan.round_to in (1, 8)
