@@ -41,6 +41,8 @@ class Measurement:
     threads: int
     load_avg: float
     wall_s: float
+    sessions: int = 1
+    session_spread: float = 0.0  # (max - min) / median of the per-process medians
 
     @property
     def ci_rel(self) -> float:
@@ -125,6 +127,39 @@ def timed_loop(run_once: Callable[[], object], config: Any, threads: int) -> Mea
         threads=threads,
         load_avg=load,
         wall_s=time.perf_counter() - start_wall,
+    )
+
+
+def combine(parts: list[Measurement], max_spread: float) -> Measurement:
+    """Merge timings taken in separate processes into one figure.
+
+    On this machine kind the median of one process differed from the next by up to
+    30% although each process's own CI was within 2% (memory placement, the other
+    tenant): the spread *between* processes is the error that matters, so the figure
+    is the median of per-process medians, the CI spans all of theirs, and a spread
+    above ``max_spread`` marks the result noisy.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    medians = sorted(p.median_ms for p in parts)
+    mid = statistics.median(medians)
+    spread = (medians[-1] - medians[0]) / mid if mid > 0 else 0.0
+    return Measurement(
+        median_ms=mid,
+        p90_ms=statistics.median(p.p90_ms for p in parts),
+        mean_ms=statistics.fmean(p.mean_ms for p in parts),
+        min_ms=min(p.min_ms for p in parts),
+        cv=max(p.cv for p in parts),
+        ci_low_ms=min(min(p.ci_low_ms for p in parts), mid),
+        ci_high_ms=max(max(p.ci_high_ms for p in parts), mid),
+        runs=sum(p.runs for p in parts),
+        attempts=sum(p.attempts for p in parts),
+        noisy=any(p.noisy for p in parts) or spread > max_spread,
+        threads=parts[0].threads,
+        load_avg=max(p.load_avg for p in parts),
+        wall_s=sum(p.wall_s for p in parts),
+        sessions=len(parts),
+        session_spread=spread,
     )
 
 

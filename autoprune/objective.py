@@ -165,6 +165,8 @@ def candidate_attrs(c: Candidate) -> dict[str, Any]:
         "latency_noisy": m.noisy,
         "latency_cached": c.latency_cached,
         "latency_threads": m.threads,
+        "latency_sessions": m.sessions,
+        "latency_session_spread": m.session_spread,
         "load_avg": m.load_avg,
         "size_mb": c.size_mb,
         "onnx_bytes": c.onnx.bytes,

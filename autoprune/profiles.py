@@ -30,7 +30,10 @@ class MeasureConfig:
     Timing runs in batches of ``min_repeats`` until the 95% confidence interval of the
     median is within ``target_ci`` of it, or ``max_repeats`` / ``max_seconds`` is hit.
     A result whose CV exceeds ``max_cv`` or misses the CI target is measured again, up
-    to ``noise_retries`` times, before it is recorded as noisy.
+    to ``noise_retries`` times, before it is recorded as noisy. The whole protocol runs
+    in ``sessions`` separate processes and the median of their medians is recorded; a
+    spread between them above ``max_spread`` also marks the result noisy.
+    ``timeout_s`` limits each process.
     """
 
     warmup: int = 10
@@ -41,6 +44,9 @@ class MeasureConfig:
     max_cv: float = 0.15
     noise_retries: int = 2
     timeout_s: float = 120.0
+    sessions: int = 3
+    max_spread: float = 0.15
+
 
     def __post_init__(self) -> None:
         if self.warmup < 0:
@@ -53,6 +59,11 @@ class MeasureConfig:
         for name in ("target_ci", "max_seconds", "max_cv", "timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name} > 0` must hold, but got {getattr(self, name)}.")
+        if self.sessions < 1 or self.max_spread <= 0:
+            raise ValueError(
+                f"`sessions >= 1` and `max_spread > 0` must hold, but got "
+                f"(sessions={self.sessions}, max_spread={self.max_spread})."
+            )
         if self.noise_retries < 0:
             raise ValueError(f"`noise_retries >= 0` must hold, but got {self.noise_retries}.")
 

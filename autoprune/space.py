@@ -176,6 +176,24 @@ class ResolvedSpace:
             params["round_to"] = min(self.space.round_to)
         return params
 
+    def uniform_params(self, ratio: float, method: str = "l1") -> dict[str, Any]:
+        """Optuna parameters of 'every group cut by ``ratio``', what users try by hand.
+
+        The ratio is clipped to each group's range and step; a group whose rule does not
+        allow ``method`` uses its first other method. ``round_to`` is the largest offered,
+        since that is what a hand-tuned plan would use for vector units.
+        """
+        params: dict[str, Any] = {}
+        for g in self.groups:
+            allowed = [m for m in g.rule.methods if m != "none"]
+            params[f"{g.info.name}.method"] = method if method in allowed else allowed[0]
+            r = g.rule.ratio
+            steps = round((min(max(ratio, r.low), r.high) - r.low) / r.step)
+            params[f"{g.info.name}.ratio"] = round(min(r.low + steps * r.step, r.high), 6)
+        if len(self.space.round_to) > 1:
+            params["round_to"] = max(self.space.round_to)
+        return params
+
     def smallest_plan(self) -> PruningPlan:
         """The most aggressive plan the space allows (for the reachable-latency check)."""
         choices = {}

@@ -25,7 +25,8 @@ def test_ort_build_and_local_runner_measure(onnx_model, tmp_path):
     assert result.error is None, result.error
     m = result.measurement
     assert 0 < m.min_ms <= m.median_ms <= m.p90_ms
-    assert m.runs >= profile.measurement.min_repeats
+    assert m.runs >= profile.measurement.min_repeats * profile.measurement.sessions
+    assert m.sessions == profile.measurement.sessions
     assert m.threads == profile.onnxruntime.intra_op_threads
 
 

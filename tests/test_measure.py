@@ -67,3 +67,16 @@ def test_corrupt_cache_is_moved_aside_not_trusted(tmp_path, content):
     assert len(cache) == 0
     assert (tmp_path / "m.corrupt").read_text() == content
     assert any("unreadable" in str(w.message) for w in caught)
+
+
+def test_combine_takes_the_median_of_process_medians_and_flags_spread():
+    from autoprune.measure import combine
+
+    parts = [_m(median_ms=1.0, ci_low_ms=0.98, ci_high_ms=1.02), _m(median_ms=1.1, ci_low_ms=1.08, ci_high_ms=1.12),
+             _m(median_ms=2.0, ci_low_ms=1.9, ci_high_ms=2.1)]
+    m = combine(parts, max_spread=0.15)
+    assert m.median_ms == 1.1 and m.sessions == 3 and m.runs == 150
+    assert m.ci_low_ms == 0.98 and m.ci_high_ms == 2.1
+    assert m.session_spread == pytest.approx(1.0 / 1.1) and m.noisy
+    steady = combine(parts[:2], max_spread=0.15)
+    assert not steady.noisy and steady.median_ms == pytest.approx(1.05)

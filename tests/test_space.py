@@ -94,3 +94,22 @@ def test_suggest_gives_a_plan_through_a_real_study(tmp_path):
         assert isinstance(choice, GroupChoice)
         assert choice.method == "none" or 0.1 <= choice.ratio <= 0.7
     assert plan.round_to in (1, 8)
+
+
+def test_uniform_params_clip_to_each_rule(tmp_path):
+    model, x = _resnet()
+    space = _space(tmp_path, """
+default: {methods: [none, l1, l2], ratio: {low: 0.1, high: 0.7, step: 0.1}}
+rules:
+  - {match: "stem.0", methods: [taylor], ratio: {low: 0.0, high: 0.2, step: 0.05}}
+round_to: [1, 8]
+""")
+    resolved = resolve(space, model, x, ("fc",))
+    params = resolved.uniform_params(0.5)
+    assert params["stem.0.method"] == "taylor" and params["stem.0.ratio"] == 0.2  # clipped to the rule's high
+    assert params["layers.0.conv1.method"] == "l1" and params["layers.0.conv1.ratio"] == 0.5
+    assert params["round_to"] == 8
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.enqueue_trial(params)
+    plan = resolved.suggest(study.ask())
+    assert plan.groups["layers.0.conv1"] == GroupChoice("l1", 0.5) and plan.round_to == 8

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from autoprune.measure import Measurement
+from autoprune.measure import Measurement, combine
 from autoprune.runners._base import Runner, RunnerResult
 
 if TYPE_CHECKING:
@@ -29,6 +29,15 @@ class LocalRunner(Runner):
     def measure(self, build: BuildResult, profile: DeviceProfile) -> RunnerResult:
         if build.artifact_path is None:
             return RunnerResult(None, f"nothing to time: build failed ({build.error})")
+        parts = []
+        for _ in range(profile.measurement.sessions):
+            result = self._one_process(build, profile)
+            if result.measurement is None:
+                return result
+            parts.append(result.measurement)
+        return RunnerResult(combine(parts, profile.measurement.max_spread))
+
+    def _one_process(self, build: BuildResult, profile: DeviceProfile) -> RunnerResult:
         request = json.dumps({"artifact": build.artifact_path, "profile": profile.to_dict()})
         env = dict(os.environ, OMP_NUM_THREADS=str(max(1, profile.onnxruntime.intra_op_threads)))
         proc = subprocess.Popen(
