@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import platform
 import shutil
 import tempfile
@@ -64,8 +65,10 @@ def rebuild_model(result: SearchResult, trial: int):
     model, _ = pruning.apply(task.model, shape_plan, task.example_input(1), ignored_layers=task.ignored_layers)
     try:
         model.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=True))
-    except (RuntimeError, OSError) as exc:
-        raise ExportError(f"trial {trial}'s saved weights do not fit its plan: {exc}") from None
+    except (RuntimeError, OSError, pickle.UnpicklingError) as exc:
+        # weights_only=True: a state file holding anything but tensors is refused, not run
+        first = str(exc).strip().splitlines()[0]
+        raise ExportError(f"trial {trial}'s saved weights {state_file} cannot be loaded: {first}") from None
     return model.eval(), task, plan
 
 

@@ -199,6 +199,9 @@ class MeasurementCache:
         if measurement.noisy:
             return
         self._entries[key] = measurement.to_dict()
+        self.flush()
+
+    def flush(self) -> None:
         from autoprune._config import atomic_write_text
 
         atomic_write_text(self.path, json.dumps({"schema": SCHEMA, "entries": self._entries}, indent=1))

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from autoprune import pruning
+from autoprune.testing import faults
 from autoprune.backends import Backend
 from autoprune.evaluate import accuracy
 from autoprune.export import OnnxArtifact, to_onnx
@@ -80,6 +81,7 @@ class Context:
 def _stage(name: str, times: dict[str, float]):
     start = time.perf_counter()
     try:
+        faults.inject(name)
         yield
     except TrialFailure:
         raise
@@ -121,8 +123,16 @@ def measure_onnx(ctx: Context, onnx: OnnxArtifact, work_dir: Path, times: dict[s
     return result.measurement, False
 
 
-def run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, seed: int) -> Candidate:
+def run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, seed: int, number: int = -1) -> Candidate:
     """Evaluate one plan end to end; raise TrialFailure(stage, reason) on any failure."""
+    faults.set_trial(number)
+    try:
+        return _run_candidate(ctx, plan, trial_dir, seed)
+    finally:
+        faults.set_trial(-1)  # work outside a trial (the budget check) is never a target
+
+
+def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, seed: int) -> Candidate:
     times: dict[str, float] = {}
     rec = ctx.space.space.recovery
     trial_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ class MeasureConfig:
     to ``noise_retries`` times, before it is recorded as noisy. The whole protocol runs
     in ``sessions`` separate processes and the median of their medians is recorded; a
     spread between them above ``max_spread`` also marks the result noisy.
-    ``timeout_s`` limits each process.
+    ``timeout_s`` and ``memory_limit_mb`` limit each process.
     """
 
     warmup: int = 10
@@ -46,6 +46,8 @@ class MeasureConfig:
     timeout_s: float = 120.0
     sessions: int = 3
     max_spread: float = 0.15
+    memory_limit_mb: int | None = 4096  # address-space cap of a timing process; null = none
+    cache: bool = True  # reuse a latency for an architecture already timed in the study
 
 
     def __post_init__(self) -> None:
@@ -64,6 +66,8 @@ class MeasureConfig:
                 f"`sessions >= 1` and `max_spread > 0` must hold, but got "
                 f"(sessions={self.sessions}, max_spread={self.max_spread})."
             )
+        if self.memory_limit_mb is not None and self.memory_limit_mb < 256:
+            raise ValueError(f"`memory_limit_mb >= 256` must hold, but got {self.memory_limit_mb}.")
         if self.noise_retries < 0:
             raise ValueError(f"`noise_retries >= 0` must hold, but got {self.noise_retries}.")
 

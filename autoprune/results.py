@@ -119,7 +119,11 @@ class SearchResult:
                 f"{study_dir} is not an autoprune results directory (no config.json). "
                 "Pass the folder a search wrote, e.g. results/fashion-mnist-x86-ort."
             )
-        identity = json.loads(cfg.read_text())
+        try:
+            identity = json.loads(cfg.read_text())
+            identity["study"], identity["latency_budget_ms"]  # noqa: B018 - required keys
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StudyError(f"{cfg} is damaged ({type(exc).__name__}: {exc}); it cannot be read.") from None
         url = storage or identity.get("storage") or default_storage(study_dir)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:

@@ -158,9 +158,11 @@ class _Searcher:
         # config.json first: a folder holding it is a study that the same command resumes.
         record = dict(self.identity, storage=self.config.storage, data_dir=self.config.data_dir)  # not identity
         atomic_write_text(self.study_dir / "config.json", json.dumps(record, indent=2) + "\n")
-        self.ctx.cache = MeasurementCache(self.study_dir / "measurements.json")
-        for key, m in getattr(self, "_preflight_measurements", {}).items():
-            self.ctx.cache.put(key, m)
+        if self.profile.measurement.cache:
+            self.ctx.cache = MeasurementCache(self.study_dir / "measurements.json")
+            for key, m in getattr(self, "_preflight_measurements", {}).items():
+                self.ctx.cache.put(key, m)
+            self.ctx.cache.flush()
 
     def _preflight(self, log: Callable[[str], None]) -> None:
         """Measure the unpruned and the most-pruned model; refuse an unreachable budget."""
@@ -206,17 +208,48 @@ class _Searcher:
                 "or widen the space's ratio range."
             )
 
-    def open_study(self):
+    def check_storage(self) -> None:
+        """Open the storage and vet an existing study of this name, before anything is written."""
         import optuna
 
         # Failed candidates are reported by autoprune with their stage; Optuna's own
         # warning for each would say the same thing again.
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         storage_url = self.config.storage or default_storage(self.study_dir)
+        if self.config.storage is None and not self.resuming:
+            self.storage_obj = None  # created with the study folder, after the set-up checks
+            return
+        self.storage_obj = _open_storage(storage_url)
         try:
-            storage = optuna.storages.RDBStorage(storage_url, engine_kwargs=_engine_kwargs(storage_url))
-        except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by backend
-            raise ConfigError(f"cannot open storage {storage_url!r}: {exc}") from None
+            existing = optuna.load_study(study_name=self.config.name, storage=self.storage_obj)
+        except KeyError:
+            return
+        self._vet_existing(existing)
+
+    def _vet_existing(self, study) -> None:
+        old = study.user_attrs.get("autoprune")
+        if old is not None and old != self.identity:
+            raise StudyError(
+                f"storage study {self.config.name!r} was created with different settings "
+                f"({_diff(old, self.identity)}). Use another --study NAME."
+            )
+        if old is None and study.trials:
+            raise StudyError(
+                f"storage study {self.config.name!r} already has trials that autoprune did not "
+                "create. Use another --study NAME."
+            )
+        if [d.name.lower() for d in study.directions] != list(DIRECTIONS):
+            raise StudyError(
+                f"storage study {self.config.name!r} cannot be used: it has directions "
+                f"{[d.name.lower() for d in study.directions]}, autoprune needs {list(DIRECTIONS)}. "
+                "Use another --study NAME."
+            )
+
+    def open_study(self):
+        import optuna
+
+        storage_url = self.config.storage or default_storage(self.study_dir)
+        storage = self.storage_obj or _open_storage(storage_url)
         sampler = optuna.samplers.TPESampler(seed=self.config.seed, n_startup_trials=8)
         study = optuna.create_study(
             storage=storage,
@@ -225,18 +258,8 @@ class _Searcher:
             directions=list(DIRECTIONS),
             load_if_exists=True,
         )
-        old = study.user_attrs.get("autoprune")
-        if old is not None and old != self.identity:
-            raise StudyError(
-                f"storage study {self.config.name!r} was created with different settings "
-                f"({_diff(old, self.identity)}). Use another --study NAME."
-            )
-        if old is None:
-            if study.trials:
-                raise StudyError(
-                    f"storage study {self.config.name!r} already has trials that autoprune did not "
-                    "create. Use another --study NAME."
-                )
+        self._vet_existing(study)
+        if study.user_attrs.get("autoprune") is None:
             study.set_user_attr("autoprune", self.identity)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -261,11 +284,12 @@ class _Searcher:
         if self.config.storage is not None:
             return
         storage = self.study._storage
-        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        for t in self.study.get_trials(deepcopy=True, states=(optuna.trial.TrialState.RUNNING,)):
             storage.set_trial_user_attr(t._trial_id, "fail_stage", "interrupted")
             storage.set_trial_user_attr(t._trial_id, "fail_reason", "the search stopped during this trial")
             storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            self.study.enqueue_trial(t.params, user_attrs=dict(t.user_attrs, retry_of=t.number), skip_if_exists=False)
+            keep = {k: v for k, v in t.user_attrs.items() if k in ("baseline", "warm_start")}
+            self.study.enqueue_trial(t.params, user_attrs=dict(keep, retry_of=t.number), skip_if_exists=False)
 
     def objective(self, trial) -> tuple[float, float, float]:
         from autoprune.objective import TrialFailure, candidate_attrs, run_candidate
@@ -274,7 +298,7 @@ class _Searcher:
         trial.set_user_attr("plan", plan.to_dict())
         trial_dir = self.study_dir / "trials" / str(trial.number)
         try:
-            cand = run_candidate(self.ctx, plan, trial_dir, self.config.seed + trial.number)
+            cand = run_candidate(self.ctx, plan, trial_dir, self.config.seed + trial.number, trial.number)
         except TrialFailure as exc:
             trial.set_user_attr("fail_stage", exc.stage)
             trial.set_user_attr("fail_reason", exc.reason[:2000])
@@ -287,8 +311,18 @@ class _Searcher:
         return cand.accuracy, cand.latency.median_ms, cand.size_mb
 
 
-def _engine_kwargs(url: str) -> dict[str, Any]:
-    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+def _open_storage(url: str):
+    import optuna
+
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by backend
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StudyError(
+            f"cannot open storage {url!r}: {first}. Check the URL; a damaged "
+            "study.db can be moved away to start over (its trials are then lost)."
+        ) from None
 
 
 def _diff(a: dict, b: dict) -> str:
@@ -354,10 +388,12 @@ def search(
         data_dir=None if data_dir is None else str(data_dir),
     )
     searcher = _Searcher(config)  # checks names and files before the heavy imports below
+    searcher.check_storage()
 
     from autoprune import results as results_mod
     from autoprune.objective import TrialFailure
     from autoprune.progress import SearchProgress
+    from autoprune.testing import faults
 
     with SearchProgress(enabled=progress) as bar:
         searcher.prepare(bar.log)
@@ -370,6 +406,7 @@ def search(
 
         def after_trial(study, trial) -> None:
             bar.advance(trial, config.latency_budget_ms)
+            faults.inject("results", trial.number)
             results_mod.write_trials(study, searcher.study_dir)
 
         if remaining:

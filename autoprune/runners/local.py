@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from autoprune.measure import Measurement, combine
 from autoprune.runners._base import Runner, RunnerResult
+from autoprune.testing import faults
 
 if TYPE_CHECKING:
     from autoprune.backends import BuildResult
@@ -40,6 +41,8 @@ class LocalRunner(Runner):
     def _one_process(self, build: BuildResult, profile: DeviceProfile) -> RunnerResult:
         request = json.dumps({"artifact": build.artifact_path, "profile": profile.to_dict()})
         env = dict(os.environ, OMP_NUM_THREADS=str(max(1, profile.onnxruntime.intra_op_threads)))
+        env.update(faults.child_env())
+        limit = profile.measurement.memory_limit_mb
         proc = subprocess.Popen(
             [sys.executable, "-m", "autoprune.runners._device"],
             stdin=subprocess.PIPE,
@@ -48,6 +51,7 @@ class LocalRunner(Runner):
             text=True,
             env=env,
             start_new_session=True,  # so a timeout kills the whole process group
+            preexec_fn=(lambda: _limit_memory(limit)) if limit else None,
         )
         try:
             out, err = proc.communicate(request, timeout=profile.measurement.timeout_s)
@@ -57,7 +61,7 @@ class LocalRunner(Runner):
             return RunnerResult(None, f"timing timed out after {profile.measurement.timeout_s:g} s")
         if proc.returncode < 0:
             name = signal.Signals(-proc.returncode).name
-            return RunnerResult(None, f"timing process died with {name}")
+            return RunnerResult(None, f"timing process died with {name} (exit {proc.returncode})")
         for line in reversed(out.splitlines()):
             if line.startswith(RESULT_TAG):
                 payload = json.loads(line[len(RESULT_TAG):])
@@ -66,3 +70,11 @@ class LocalRunner(Runner):
                 return RunnerResult(Measurement.from_dict(payload["measurement"]))
         tail = (err.strip().splitlines() or ["no output"])[-1]
         return RunnerResult(None, f"timing process exited with code {proc.returncode}: {tail}")
+
+
+def _limit_memory(megabytes: int) -> None:
+    """Cap the timing process's address space: a runaway candidate fails alone."""
+    import resource
+
+    limit = megabytes << 20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

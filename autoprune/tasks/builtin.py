@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import pickle
 import sys
 import time
 import warnings
@@ -146,7 +147,7 @@ def _try_load(pt: Path, meta: Path, name: str, build: Callable[[], nn.Module]):
             return None
         model = build()
         model.load_state_dict(torch.load(pt, map_location="cpu", weights_only=True))
-    except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
         warnings.warn(f"checkpoint {pt} is unreadable ({exc}); rebuilding it.")
         return None
     model.eval()

@@ -1,0 +1,1 @@
+"""Helpers for testing autoprune itself (fault injection)."""

@@ -1,0 +1,166 @@
+"""The bad-input catalogue: every user mistake gets one clear line, exit code 2, no
+traceback, and nothing already in the results folder changes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+import optuna
+import pytest
+
+from conftest import run_cli
+
+
+def _snapshot(root):
+    """sha256 of every file under root (what 'nothing lost or overwritten' means)."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            out[path] = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, digits_study):
+    """A results folder with a finished study (one failed trial), a package, odd files."""
+    import autoprune
+
+    root = tmp_path_factory.mktemp("world")
+    results = root / "results"
+    os.environ["AUTOPRUNE_FAULT"] = "raise@export#1"
+    try:
+        study = autoprune.search(task="digits", device="x86-ort", latency_budget_ms=5.0, n_trials=3,
+                                 results_dir=results, progress=False)
+    finally:
+        del os.environ["AUTOPRUNE_FAULT"]
+    assert study.trials.set_index("trial").loc[1, "state"] == "FAIL"
+    pkg = root / "pkg"
+    study.export(0, pkg)
+    tampered = root / "tampered"
+    shutil.copytree(pkg, tampered)
+    (tampered / "model.onnx").write_bytes((tampered / "model.onnx").read_bytes() + b"\0")
+    (root / "notastudy").mkdir()
+    (root / "notastudy" / "mine.txt").write_text("keep me")
+    damaged = root / "damaged" / "s"
+    damaged.mkdir(parents=True)
+    (damaged / "config.json").write_text("{truncated")
+    (root / "garbage.db").write_bytes(b"this is not a database" * 100)
+    foreign = optuna.create_study(study_name="digits-x86-ort", storage=f"sqlite:///{root / 'foreign.db'}")
+    foreign.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    np.save(root / "x_wrong.npy", np.zeros((3, 3), dtype=np.float32))
+    (root / "space_bad_yaml.yaml").write_text("version: 1\ndefault:\n  methods: [l1, l2\n")
+    (root / "space_unknown_key.yaml").write_text("version: 1\ndefault: {methods: [l1], ratios: {}}\n")
+    (root / "space_ratio.yaml").write_text("version: 1\ndefault: {ratio: {low: 0.1, high: 1.5}}\n")
+    (root / "space_types.yaml").write_text("version: 1\nround_to: eight\n")
+    (root / "profile_type.yaml").write_text("description: d\nbackend: onnxruntime\nbatch_size: one\n")
+    (root / "afile").write_text("not a folder")
+    return root
+
+
+S = ["search", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "5", "--trials", "3"]
+
+
+def _with(args, **changes):
+    args = list(args)
+    for flag, value in changes.items():
+        flag = "--" + flag.replace("_", "-")
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    return args
+
+
+CATALOGUE = [
+    ("unknown task", _with(S, task="mnist-fashion"), ["unknown task 'mnist-fashion'", "Known: digits, fashion-mnist"]),
+    ("task module missing", _with(S, task="nosuchpkg.mod:make"), ["cannot import 'nosuchpkg.mod'"]),
+    ("task factory missing", _with(S, task="user_tasks:nothing"), ["has no callable 'nothing'"]),
+    ("factory returns no Task", _with(S, task="user_tasks:not_a_task"), ["returned int"]),
+    ("unknown device", _with(S, device="x86-tvmm"), ["unknown device profile 'x86-tvmm'", "Known: x86-ort"]),
+    ("device file missing", _with(S, device="{root}/nope.yaml"), ["nope.yaml does not exist"]),
+    ("profile wrongly typed", _with(S, device="{root}/profile_type.yaml"), ["batch_size: expected a whole number"]),
+    ("unknown space", _with(S, space="nope"), ["unknown search space 'nope'"]),
+    ("space malformed YAML", _with(S, space="{root}/space_bad_yaml.yaml"), ["space_bad_yaml.yaml", "malformed YAML"]),
+    ("space unknown key", _with(S, space="{root}/space_unknown_key.yaml"), ["default: unknown key(s) ratios"]),
+    ("space ratio out of range", _with(S, space="{root}/space_ratio.yaml"), ["0 <= low <= high < 1"]),
+    ("space wrongly typed", _with(S, space="{root}/space_types.yaml"), ["round_to: expected a list"]),
+    ("negative budget", _with(S, latency_budget_ms="-1"), ["latency budget must be a positive number"]),
+    ("zero budget", _with(S, latency_budget_ms="0"), ["latency budget must be a positive number"]),
+    ("budget not a number", _with(S, latency_budget_ms="fast"), ["invalid float value: 'fast'"]),
+    ("unreachable budget", _with(S, latency_budget_ms="0.000001", results_dir="{root}/fresh"),
+     ["below what any candidate can reach", "unpruned model takes"]),
+    ("zero trials", _with(S, trials="0"), ["--trials must be at least 1"]),
+    ("bad study name", _with(S, study="../escape"), ["study name '../escape' must start"]),
+    ("missing dataset", ["search", "--task", "fashion-mnist", "--device", "x86-ort", "--latency-budget-ms", "1",
+                         "--data-dir", "{root}/notastudy", "--results-dir", "{root}/fresh"],
+     ["Fashion-MNIST not found", "apt-get install dataset-fashion-mnist"]),
+    ("unwritable results dir", _with(S, results_dir="{root}/afile/results"), ["is not writable"]),
+    ("results dir of another study", _with(S, latency_budget_ms="7", results_dir="{root}/results"),
+     ["holds a different study", "latency_budget_ms: 5.0 there, 7.0 now"]),
+    ("results dir not a study", _with(S, study="notastudy", results_dir="{root}"), ["is not an autoprune study"]),
+    ("damaged storage file", _with(S, storage="sqlite:///{root}/garbage.db", results_dir="{root}/fresh"),
+     ["cannot open storage"]),
+    ("malformed storage URL", _with(S, storage="nonsense://x", results_dir="{root}/fresh"), ["cannot open storage 'nonsense://x'"]),
+    ("storage holds someone else's study", _with(S, storage="sqlite:///{root}/foreign.db", results_dir="{root}/fresh"),
+     ["already has trials that autoprune did not create"]),
+    ("front of a non-study", ["front", "{root}/notastudy"], ["not an autoprune results directory"]),
+    ("front of a damaged study", ["front", "{root}/damaged/s"], ["config.json is damaged"]),
+    ("front format unknown", ["front", "{root}/results/digits-x86-ort", "--format", "xml"], ["invalid choice: 'xml'"]),
+    ("export missing trial", ["export", "{root}/results/digits-x86-ort", "--trial", "42", "--out", "{root}/o1"],
+     ["has no trial 42", "Complete trials: [0, 2]"]),
+    ("export failed trial", ["export", "{root}/results/digits-x86-ort", "--trial", "1", "--out", "{root}/o2"],
+     ["trial 1 did not complete", "failed at export", "injected fault"]),
+    ("export into non-empty folder", ["export", "{root}/results/digits-x86-ort", "--trial", "0", "--out",
+                                      "{root}/notastudy"], ["exists and is not empty"]),
+    ("run a non-package", ["run", "{root}/notastudy"], ["not a deploy package"]),
+    ("run a tampered package", ["run", "{root}/tampered"], ["model.onnx does not match its sha256", "Refusing"]),
+    ("run with a missing input", ["run", "{root}/pkg", "--input", "{root}/none.npy"], ["cannot read input"]),
+    ("run with a wrong-shape input", ["run", "{root}/pkg", "--input", "{root}/x_wrong.npy"],
+     ["has shape [3, 3]; the model takes [1, 1, 8, 8]"]),
+    ("groups of an unknown task", ["groups", "--task", "nope"], ["unknown task 'nope'"]),
+]
+
+
+@pytest.mark.parametrize("label, argv, needles", CATALOGUE, ids=[c[0] for c in CATALOGUE])
+def test_bad_input(world, label, argv, needles):
+    before = _snapshot(world)
+    proc = run_cli(*[a.format(root=world) for a in argv])
+    assert proc.returncode == 2, (label, proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    text = " ".join(proc.stderr.split())
+    # one message, last; progress lines may precede an error found only by measuring
+    last = proc.stderr.strip().split("autoprune: error:")[-1]
+    assert text.count("autoprune: error:") == 1 or ("usage:" in text and "error:" in text), text
+    assert "\nautoprune:" not in last, text
+    for needle in needles:
+        assert needle in text, (label, text)
+    assert _snapshot(world) == before, f"{label}: files in the results folder changed"
+    assert not (world / "fresh").exists() or not any((world / "fresh").iterdir())
+
+
+def test_catalogue_is_long_enough():
+    assert len(CATALOGUE) >= 20
+
+
+def test_malicious_weights_file_is_refused_not_run(world, tmp_path):
+    """A trial's state.pt replaced by a pickle that runs code: weights_only refuses it."""
+    import pickle
+
+    study = world / "results" / "digits-x86-ort"
+    copy = tmp_path / "results" / "digits-x86-ort"
+    shutil.copytree(study, copy)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (copy / "trials" / "0" / "state.pt").write_bytes(pickle.dumps(Evil()))
+    proc = run_cli("export", str(copy), "--trial", "0", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "cannot be loaded" in proc.stderr, proc.stderr
+    assert not marker.exists()

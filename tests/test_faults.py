@@ -1,0 +1,58 @@
+"""Bad candidates: a real segfault, a hang, memory exhaustion and a failed export in
+the middle of one search. Each must become a failed trial with its stage and reason
+while the search goes on."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pandas as pd
+import pytest
+
+import autoprune
+from autoprune.profiles import load_profile
+
+PROFILE = """\
+description: x86-ort with short limits, for fault tests
+backend: onnxruntime
+measurement: {warmup: 2, min_repeats: 10, max_seconds: 0.3, sessions: 1, timeout_s: 15, memory_limit_mb: 1024,
+              cache: false}
+"""
+
+
+@pytest.fixture
+def short_profile(tmp_path):
+    path = tmp_path / "x86-ort-short.yaml"
+    path.write_text(PROFILE)
+    load_profile(path)  # valid
+    return path
+
+
+def test_bad_candidates_become_failed_trials(tmp_path, short_profile, monkeypatch):
+    monkeypatch.setenv("AUTOPRUNE_FAULT", "segv@device#1,hang@device#2,oom@device#3,raise@export#4")
+    result = autoprune.search(task="digits", device=str(short_profile), latency_budget_ms=5.0, n_trials=7,
+                              results_dir=tmp_path / "r", progress=False)
+    df = pd.read_csv(result.study_dir / "trials.csv").set_index("trial")
+    assert len(df) == 7
+    expected = {
+        1: ("measure", "timing process died with SIGSEGV"),
+        2: ("measure", "timing timed out after 15 s"),
+        3: ("measure", "timing process ran out of memory (limit 1024 MB)"),
+        4: ("export", "RuntimeError: injected fault"),
+    }
+    for number, (stage, reason) in expected.items():
+        assert df.loc[number, "state"] == "FAIL"
+        assert df.loc[number, "fail_stage"] == stage
+        assert reason in df.loc[number, "fail_reason"], df.loc[number, "fail_reason"]
+    # (cache: false, so every trial reaches a timing process whatever it prunes)
+    for number in (0, 5, 6):  # the search went on around them
+        assert df.loc[number, "state"] == "COMPLETE"
+    assert not result.front.empty
+
+
+def test_no_timing_process_is_left_behind(tmp_path, short_profile, monkeypatch):
+    monkeypatch.setenv("AUTOPRUNE_FAULT", "hang@device#1")
+    autoprune.search(task="digits", device=str(short_profile), latency_budget_ms=5.0, n_trials=3,
+                     results_dir=tmp_path / "r", progress=False)
+    found = subprocess.run(["pgrep", "-f", "autoprune.runners._device"], capture_output=True, text=True)
+    assert found.stdout.split() == []
