@@ -160,3 +160,23 @@ def repo_dir(name: str, env: str) -> Path:
     if override:
         return Path(override)
     return Path(__file__).resolve().parents[1] / name
+
+
+def load_named(cls: type[T], name_or_path: str | Path, known: dict[str, Path], kind: str, hint: str = "") -> T:
+    """Load a ``kind`` (profile, space) given by name (from ``known``) or by YAML path.
+
+    The file's stem is its name unless the file says otherwise.
+    """
+    from autoprune.errors import did_you_mean
+
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        name = str(name_or_path)
+        if name not in known:
+            raise ConfigError(f"unknown {kind} {name!r}." + did_you_mean(name, list(known)) + hint)
+        path = known[name]
+    elif not path.is_file():
+        raise ConfigError(f"{kind} file {path} does not exist.")
+    data = load_yaml(path)
+    data.setdefault("name", path.stem)
+    return from_dict(cls, data, str(path))

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from autoprune._config import from_dict, load_yaml, repo_dir, stable_hash
-from autoprune.errors import ConfigError, did_you_mean
+from autoprune._config import load_named, repo_dir, stable_hash
 
 PROFILES_ENV = "AUTOPRUNE_PROFILES_DIR"
 
@@ -134,18 +133,7 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     Raises:
         ConfigError: unknown name (the known ones are listed) or a malformed file.
     """
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        known = available_profiles()
-        if str(name_or_path) not in known:
-            raise ConfigError(
-                f"unknown device profile {str(name_or_path)!r}."
-                + did_you_mean(str(name_or_path), list(known))
-                + " List them with `autoprune devices`."
-            )
-        path = known[str(name_or_path)]
-    elif not path.is_file():
-        raise ConfigError(f"device profile file {path} does not exist.")
-    data = load_yaml(path)
-    data.setdefault("name", path.stem)
-    return from_dict(DeviceProfile, data, str(path))
+    return load_named(
+        DeviceProfile, name_or_path, available_profiles(), "device profile",
+        " List them with `autoprune devices`.",
+    )

@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoprune._config import from_dict, load_yaml, repo_dir, stable_hash
-from autoprune.errors import ConfigError, did_you_mean
+from autoprune._config import load_named, repo_dir, stable_hash
 from autoprune.pruning import METHODS, GroupChoice, GroupInfo, PruningPlan, find_groups
 
 SPACES_ENV = "AUTOPRUNE_SPACES_DIR"
@@ -215,19 +214,7 @@ def available_spaces() -> dict[str, Path]:
 
 def load_space(name_or_path: str | Path = "default") -> SearchSpace:
     """Load a search space by name (``default``) or YAML path; errors name file and key."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        known = available_spaces()
-        if str(name_or_path) not in known:
-            raise ConfigError(
-                f"unknown search space {str(name_or_path)!r}." + did_you_mean(str(name_or_path), list(known))
-            )
-        path = known[str(name_or_path)]
-    elif not path.is_file():
-        raise ConfigError(f"search space file {path} does not exist.")
-    data = load_yaml(path)
-    data.setdefault("name", path.stem)
-    return from_dict(SearchSpace, data, str(path))
+    return load_named(SearchSpace, name_or_path, available_spaces(), "search space")
 
 
 def resolve(space: SearchSpace, model, example_input, ignored_layers: tuple[str, ...] = ()) -> ResolvedSpace:
