@@ -130,9 +130,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
+    chmod_shared(Path(tmp), 0o666)  # mkstemp makes 0600; results are meant to be shared
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
@@ -142,6 +140,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def chmod_shared(path: Path, mode: int) -> None:
+    """Give ``path`` ``mode`` less the umask, as a plain open()/mkdir() would have."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(mode & ~umask)
 
 
 def sha256_file(path: Path) -> str:

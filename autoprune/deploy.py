@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from autoprune._config import atomic_write_text, sha256_file
+from autoprune._config import atomic_write_text, chmod_shared, sha256_file
 from autoprune.errors import ConfigError, ExportError, PackageError
 
 if TYPE_CHECKING:
@@ -102,9 +102,7 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a package is meant to be shared
+        chmod_shared(staging, 0o777)  # mkdtemp makes 0700; a package is meant to be shared
     except OSError as exc:
         raise ExportError(f"cannot write into {parent}: {exc.strerror}.") from None
 

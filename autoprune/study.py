@@ -96,11 +96,9 @@ def _check_study_dir(study_dir: Path, identity: dict[str, Any]) -> bool:
             old = json.loads(cfg.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise StudyError(f"{cfg} is unreadable ({exc}); move the folder away or pick another --study.") from None
-        diff = {k: (old.get(k), v) for k, v in identity.items() if old.get(k) != v}
-        if diff:
-            lines = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+        if any(old.get(k) != v for k, v in identity.items()):
             raise StudyError(
-                f"{study_dir} holds a different study ({lines}). Nothing was changed. "
+                f"{study_dir} holds a different study ({_diff(old, identity)}). Nothing was changed. "
                 "Use another --study NAME or --results-dir, or the original settings to resume."
             )
         return True
