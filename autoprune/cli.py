@@ -38,10 +38,10 @@ def cmd_methods(args: argparse.Namespace) -> int:
     from autoprune.pruning import METHODS
 
     table = Table(title="pruning methods", title_justify="left")
-    table.add_column("name")
-    table.add_column("description")
+    for col in ("name", "kind", "description"):
+        table.add_column(col)
     for m in METHODS.values():
-        table.add_row(m.name, m.description)
+        table.add_row(m.name, m.kind, m.description + (" (needs labelled batches)" if m.needs_gradients else ""))
     out.print(table)
     return 0
 
@@ -52,17 +52,24 @@ def cmd_groups(args: argparse.Namespace) -> int:
 
     space = load_space(args.space)
     task = load_task(args.task, args.data_dir)
-    resolved = {g.info.name: g for g in resolve(space, task.model, task.example_input(1), task.ignored_layers).groups}
-    from autoprune.pruning import find_groups
+    whole = resolve(space, task.model, task.example_input(1), task.ignored_layers)
+    resolved = {g.info.name: g for g in whole.groups}
+    from autoprune.pruning import find_blocks, find_groups
 
     table = Table(title=f"prunable groups of {task.name} under space {space.name!r}", title_justify="left")
     for col in ("group", "type", "channels", "searched", "methods", "layers"):
         table.add_column(col)
     for info in find_groups(task.model, task.example_input(1), task.ignored_layers):
         g = resolved.get(info.name)
-        table.add_row(info.name, info.root_type, str(info.channels), "yes" if g else "no",
+        channels = f"{info.channels} ({info.heads} heads)" if info.heads else str(info.channels)
+        table.add_row(info.name, info.root_type, channels, "yes" if g else "no",
                       ", ".join(g.rule.methods) if g else "", ", ".join(info.members))
     out.print(table)
+    blocks = find_blocks(task.model)
+    if blocks:
+        searched = set(whole.blocks)
+        out.print("residual blocks that may be removed whole (space `depth:`): " + ", ".join(
+            f"{b}{'' if b in searched else ' (not searched)'}" for b in blocks))
     return 0
 
 
@@ -113,14 +120,16 @@ def _print_front(result) -> None:
     table = Table(title=title, title_justify="left")
     headers = {"trial": "trial", "accuracy": "acc %", "accuracy_drop": "drop", "latency_ms": "latency ms",
                "latency_p90_ms": "p90 ms", "speedup": "speedup", "size_mb": "size MB",
-               "macs_ratio": "MACs", "params": "params", "round_to": "round_to"}
+               "macs_ratio": "MACs", "params": "params", "sparsity": "zeros", "round_to": "round_to",
+               "methods": "methods"}
     for col in FRONT_COLUMNS:
         table.add_column(headers[col], justify="right")
     for _, r in result.front.iterrows():
         table.add_row(
             str(int(r["trial"])), f"{r['accuracy']:.2f}", f"{r['accuracy_drop']:+.2f}",
             f"{r['latency_ms']:.3f}", f"{r['latency_p90_ms']:.3f}", f"{r['speedup']:.2f}x",
-            f"{r['size_mb']:.3f}", f"{r['macs_ratio']:.2f}", f"{int(r['params']):,}", str(r["round_to"]),
+            f"{r['size_mb']:.3f}", f"{r['macs_ratio']:.2f}", f"{int(r['params']):,}", f"{r['sparsity']:.0%}",
+            str(r["round_to"]), str(r["methods"]),
         )
     out.print(table)
     if result.front.empty:

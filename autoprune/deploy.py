@@ -56,12 +56,8 @@ def rebuild_model(result: SearchResult, trial: int):
         raise ExportError(f"trial {trial}'s files are missing from {trial_dir}; it cannot be exported.")
     task = load_task(result.identity["task"], result.identity.get("data_dir"))
     plan = pruning.PruningPlan.from_dict(json.loads(plan_file.read_text()))
-    # Only the channel counts matter here (the weights are loaded below), so every
-    # method is replaced by l1, which needs no gradients and is deterministic.
-    shape_plan = pruning.PruningPlan(
-        {k: pruning.GroupChoice("l1" if c.method != "none" else "none", c.ratio) for k, c in plan.groups.items()},
-        plan.round_to,
-    )
+    # Only the layer shapes matter here (the weights are loaded below).
+    shape_plan = plan.shape_only()
     model, _ = pruning.apply(task.model, shape_plan, task.example_input(1), ignored_layers=task.ignored_layers)
     try:
         model.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=True))

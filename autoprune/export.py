@@ -7,6 +7,8 @@ when every trial exports, and both give the same ORT latency.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
 import io
 import warnings
@@ -40,6 +42,7 @@ class OnnxArtifact:
     max_abs_diff: float
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
+    gzip_bytes: int = 0  # what the file costs to ship: zeros from sparse methods compress
 
 
 def architecture_hash(model_bytes: bytes) -> str:
@@ -60,6 +63,18 @@ def architecture_hash(model_bytes: bytes) -> str:
         init.dims.extend(shape)
     proto.producer_version = ""
     return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
+
+
+@contextlib.contextmanager
+def _mha_fastpath_off():
+    """nn.MultiheadAttention takes a fused kernel in eval mode with an even head count;
+    the fused op has no ONNX export, the plain path does (same numbers)."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
@@ -88,7 +103,7 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: Path, parity_at
     model = model.eval()
     buf = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), _mha_fastpath_off():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
             torch.onnx.export(
                 model,
@@ -129,6 +144,7 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: Path, parity_at
         sha256=sha256_file(path),
         arch_hash=architecture_hash(blob),
         bytes=len(blob),
+        gzip_bytes=len(gzip.compress(blob, compresslevel=6, mtime=0)),
         macs=count_macs(model, example_input),
         params=params,
         nonzero_params=nonzero,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ from autoprune import pruning
 from autoprune.testing import faults
 from autoprune.backends import Backend
 from autoprune.evaluate import accuracy
-from autoprune.export import OnnxArtifact, to_onnx
+from autoprune.export import OnnxArtifact, count_params, to_onnx
 from autoprune.measure import Measurement, MeasurementCache
 from autoprune.profiles import DeviceProfile
 from autoprune.recover import TrainConfig, recalibrate_bn, train
@@ -49,8 +51,9 @@ class Candidate:
     latency_cached: bool
     size_mb: float
     onnx: OnnxArtifact
-    widths: dict[str, tuple[int, int]]
+    pruned: pruning.PruneReport
     stage_s: dict[str, float]
+    violation: str | None = None  # the unpruned reference may break the space's caps
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Context:
     seed: int = 0
     example_input: torch.Tensor = field(init=False)
     gradient_batches: list[tuple[torch.Tensor, torch.Tensor]] = field(init=False)
+    base_params: tuple[int, int] = field(init=False)  # (params, nonzero) of the unpruned model
 
     def __post_init__(self) -> None:
         self.example_input = self.task.example_input(self.profile.batch_size)
@@ -75,31 +79,96 @@ class Context:
         for _ in range(rec.gradient_batches):
             idx = torch.randint(len(self.task.train), (rec.batch_size,), generator=gen)
             self.gradient_batches.append((self.task.train.x[idx], self.task.train.y[idx]))
+        self.base_params = count_params(self.task.model)
 
 
 @contextlib.contextmanager
-def _stage(name: str, times: dict[str, float]):
+def _stage(name: str, times: dict[str, float], limit_s: float | None = None):
     start = time.perf_counter()
     try:
-        faults.inject(name)
-        yield
+        with _time_limit(limit_s, name):
+            faults.inject(name)
+            yield
     except TrialFailure:
         raise
     except Exception as exc:  # noqa: BLE001 - a bad candidate must not stop the study
         raise TrialFailure(name, f"{type(exc).__name__}: {exc}") from exc
+    finally:  # summed: iterative pruning enters prune and recover several times
+        times[name] = round(times.get(name, 0.0) + time.perf_counter() - start, 4)
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None, what: str):
+    """Raise TimeoutError in this thread after ``seconds`` (SIGALRM).
+
+    Torch-Pruning's graph tracing has been seen to never return on some models; the
+    surgery runs in this process (the model is too costly to ship to a child), so an
+    alarm is the way to stop it. It interrupts Python code and sleeps, which is where
+    such a hang spins; only the main thread can take signals, elsewhere no limit.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _expired(signum, frame):
+        raise TimeoutError(f"{what} did not finish within {seconds:g} s (space key prune_timeout_s)")
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
     finally:
-        times[name] = round(time.perf_counter() - start, 4)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
-def prune(ctx: Context, plan: pruning.PruningPlan, seed: int):
+def prune(ctx: Context, plan: pruning.PruningPlan, seed: int, model=None, fraction: float = 1.0,
+          original: pruning.PruneReport | None = None):
     return pruning.apply(
-        ctx.task.model,
+        ctx.task.model if model is None else model,
         plan,
         ctx.example_input[:1],
         ignored_layers=ctx.task.ignored_layers,
         gradient_batches=ctx.gradient_batches,
         seed=seed,
+        fraction=fraction,
+        original=original,
     )
+
+
+def prune_and_recover(ctx: Context, plan: pruning.PruningPlan, seed: int, times: dict[str, float]):
+    """Surgery then recovery; with ``recovery.iterations = k`` the plan is applied in k
+    equal shares, each followed by BN recalibration and steps/k of fine-tuning, so the
+    total fine-tune budget is the same as one-shot pruning."""
+    rec = ctx.space.space.recovery
+    k = 1 if plan.is_identity else rec.iterations
+    model, first, report = None, None, None
+    widths: dict[str, tuple[int, int]] = {}
+    heads: dict[str, tuple[int, int]] = {}
+    for step in range(1, k + 1):
+        with _stage("prune", times, ctx.space.space.prune_timeout_s):
+            model, report = prune(ctx, plan, seed, model, step / k, first)
+            first = first or report
+            for seen, now in ((widths, report.widths), (heads, report.heads)):
+                seen.update({g: (seen.get(g, w)[0], w[1]) for g, w in now.items()})
+            if step == k and not plan.is_identity:  # final shape and zeros: check caps before recovery
+                _check_constraints(ctx, model)
+        with _stage("recover", times):
+            if not plan.is_identity:  # the baseline is the user's model as it is
+                recalibrate_bn(model, ctx.task.train, rec.bn_batches, rec.batch_size)
+                steps = rec.finetune_steps // k + (rec.finetune_steps % k if step == k else 0)
+                cfg = TrainConfig(steps, rec.batch_size, rec.lr, hflip=ctx.task.hflip, seed=seed + step - 1)
+                train(model, ctx.task.train, cfg)
+    report.widths, report.heads = widths, heads
+    return model, report
+
+
+def _check_constraints(ctx: Context, model) -> None:
+    """Fail a candidate over the space's caps before paying for its recovery (masks keep
+    the zeros through the fine-tune, so the counts are final here)."""
+    why = ctx.space.space.constraints.violation(*count_params(model), *ctx.base_params)
+    if why:
+        raise TrialFailure("prune", f"constraint: {why}")
 
 
 def measure_onnx(ctx: Context, onnx: OnnxArtifact, work_dir: Path, times: dict[str, float]) -> tuple[Measurement, bool]:
@@ -136,13 +205,7 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
     times: dict[str, float] = {}
     rec = ctx.space.space.recovery
     trial_dir.mkdir(parents=True, exist_ok=True)
-    with _stage("prune", times):
-        model, widths = prune(ctx, plan, seed)
-    with _stage("recover", times):
-        if not plan.is_identity:  # the baseline is the user's model as it is
-            recalibrate_bn(model, ctx.task.train, rec.bn_batches, rec.batch_size)
-            cfg = TrainConfig(rec.finetune_steps, rec.batch_size, rec.lr, hflip=ctx.task.hflip, seed=seed)
-            train(model, ctx.task.train, cfg)
+    model, report = prune_and_recover(ctx, plan, seed, times)
     with _stage("evaluate", times):
         acc = accuracy(model, ctx.task.val, rec.eval_samples)
     with _stage("export", times):
@@ -154,9 +217,10 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         accuracy=acc,
         latency=latency,
         latency_cached=cached,
-        size_mb=onnx.bytes / 1e6,
+        size_mb=(onnx.gzip_bytes if ctx.space.space.size_metric == "gzip" else onnx.bytes) / 1e6,
         onnx=onnx,
-        widths=widths,
+        pruned=report,
+        violation=ctx.space.space.constraints.violation(onnx.params, onnx.nonzero_params, *ctx.base_params),
         stage_s=times,
     )
 
@@ -180,12 +244,18 @@ def candidate_attrs(c: Candidate) -> dict[str, Any]:
         "load_avg": m.load_avg,
         "size_mb": c.size_mb,
         "onnx_bytes": c.onnx.bytes,
+        "gzip_bytes": c.onnx.gzip_bytes,
         "onnx_sha256": c.onnx.sha256,
         "arch_hash": c.onnx.arch_hash,
         "macs": c.onnx.macs,
         "params": c.onnx.params,
         "nonzero_params": c.onnx.nonzero_params,
         "parity_max_abs_diff": c.onnx.max_abs_diff,
-        "widths": {k: list(v) for k, v in c.widths.items()},
+        "widths": {k: list(v) for k, v in c.pruned.widths.items()},
+        "sparsity": c.pruned.sparsity,
+        "heads": {k: list(v) for k, v in c.pruned.heads.items()},
+        "dropped_blocks": list(c.pruned.dropped_blocks),
+        "skipped": c.pruned.skipped,
+        "constraint_violation": c.violation,
         "stage_s": c.stage_s,
     }

@@ -1,14 +1,23 @@
-"""Physical pruning: a PruningPlan applied to a copy of the model with Torch-Pruning.
+"""Physical pruning: a PruningPlan applied to a copy of the model.
 
 Three roles are kept apart, as in Torch-Pruning: *what is coupled* comes from its
 DependencyGraph (a group is every layer whose channels must go together, e.g. all
-convolutions feeding one residual add); *what to cut* comes from a method's
-importance score; *how to cut* is Torch-Pruning's per-layer surgery. A method is
-therefore only a registered importance (plus whether it needs gradients).
+convolutions feeding one residual add); *what to cut* comes from a method's score;
+*how to cut* is Torch-Pruning's per-layer surgery. Torch-Pruning lacks three things
+this module adds by hand, each small:
+
+- **unstructured and N:M sparsity** on the layers of a group: masks folded into the
+  weights (zeros), kept at zero through the fine-tune (``model.autoprune_masks``);
+- **depth**: whole residual blocks replaced by ``nn.Identity`` where shapes allow;
+- **attention heads**: a group that runs through ``nn.MultiheadAttention`` loses
+  whole heads, and ``num_heads`` / ``head_dim`` (and torchvision ViT's
+  ``hidden_dim``) are updated so the module stays consistent.
 
 Example:
     >>> plan = PruningPlan({"features.0": GroupChoice("l1", 0.5)}, round_to=1)
-    >>> pruned, widths = apply(model, plan, example_input)   # model is not changed
+    >>> pruned, report = apply(model, plan, example_input)   # model is not changed
+    >>> report.widths
+    {'features.0': (16, 8)}
 """
 
 from __future__ import annotations
@@ -17,32 +26,45 @@ import copy
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # torch is imported where it is used: loading a space stays fast
     import torch
     from torch import nn
+
+Kind = Literal["keep", "structured", "unstructured", "semi-structured", "depth"]
 
 # -- plan records -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class GroupChoice:
-    """What to do to one group: a registered method and the fraction of channels to cut."""
+    """What to do to one group: a registered method, the fraction to cut, and
+    optionally the group's own channel multiple (else the plan's ``round_to``)."""
 
     method: str
     ratio: float
+    round_to: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown pruning method {self.method!r}; known: {sorted(METHODS)}.")
+        if METHODS[self.method].kind == "depth":
+            raise ValueError(f"{self.method!r} removes blocks, not channels: list blocks in the plan's drop_blocks.")
         if not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"`0 <= ratio < 1` must hold, but got ratio={self.ratio}.")
+        if self.round_to is not None and self.round_to < 1:
+            raise ValueError(f"`round_to >= 1` must hold, but got {self.round_to}.")
+
+    @property
+    def active(self) -> bool:
+        return self.method != "none" and self.ratio > 0
 
 
 @dataclass(frozen=True)
 class PruningPlan:
-    """Per-group choices keyed by the group's root module name, and the channel multiple.
+    """Per-group choices keyed by the group's root module name, the channel multiple,
+    and the residual blocks to remove.
 
     Groups not named are left alone. ``round_to`` makes every pruned group keep a
     multiple of that many channels (vector units like multiples of 8 or 16).
@@ -50,6 +72,7 @@ class PruningPlan:
 
     groups: Mapping[str, GroupChoice] = field(default_factory=dict)
     round_to: int = 1
+    drop_blocks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.round_to < 1:
@@ -57,18 +80,33 @@ class PruningPlan:
 
     @property
     def is_identity(self) -> bool:
-        return all(c.method == "none" or c.ratio == 0 for c in self.groups.values())
+        return not self.drop_blocks and not any(c.active for c in self.groups.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "round_to": self.round_to,
-            "groups": {k: {"method": c.method, "ratio": c.ratio} for k, c in self.groups.items()},
-        }
+        groups = {}
+        for k, c in self.groups.items():
+            groups[k] = {"method": c.method, "ratio": c.ratio}
+            if c.round_to is not None:
+                groups[k]["round_to"] = c.round_to
+        return {"round_to": self.round_to, "drop_blocks": list(self.drop_blocks), "groups": groups}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PruningPlan:
-        groups = {k: GroupChoice(v["method"], float(v["ratio"])) for k, v in data["groups"].items()}
-        return cls(groups, int(data.get("round_to", 1)))
+        groups = {
+            k: GroupChoice(v["method"], float(v["ratio"]), v.get("round_to"))
+            for k, v in data["groups"].items()
+        }
+        return cls(groups, int(data.get("round_to", 1)), tuple(data.get("drop_blocks", ())))
+
+    def shape_only(self) -> PruningPlan:
+        """The plan that gives the same layer shapes without needing scores or data:
+        structured cuts by L1, sparse methods dropped (they change no shape). Loading a
+        trial's saved weights into this plan's model rebuilds the trial exactly."""
+        groups = {}
+        for k, c in self.groups.items():
+            kind = METHODS[c.method].kind
+            groups[k] = GroupChoice("l1", c.ratio, c.round_to) if kind == "structured" else GroupChoice("none", 0.0)
+        return PruningPlan(groups, self.round_to, self.drop_blocks)
 
 
 # -- method registry ----------------------------------------------------------------
@@ -76,9 +114,16 @@ class PruningPlan:
 
 @dataclass(frozen=True)
 class Method:
+    """A pruning method. Structured methods give Torch-Pruning a group importance;
+    unstructured ones score single weights (``score(weight, grad)``); N:M keeps the
+    ``n`` largest of every ``m`` consecutive input weights."""
+
     name: str
+    kind: Kind
     description: str
-    importance: Callable[[], Any] | None  # None: the group is left alone
+    importance: Callable[[], Any] | None = None  # structured: a tp importance factory
+    score: Callable[[Any, Any], Any] | None = None  # unstructured: per-weight score
+    nm: tuple[int, int] | None = None  # semi-structured: (n kept, of m)
     needs_gradients: bool = False
 
 
@@ -96,36 +141,40 @@ def _tp():
     return tp
 
 
-register_method(Method("none", "leave the group unpruned", None))
-register_method(
-    Method(
-        "l1",
-        "structured: remove the channels with the smallest group L1 norm",
-        lambda: _tp().importance.GroupMagnitudeImportance(p=1),
-    )
-)
-register_method(
-    Method(
-        "l2",
-        "structured: remove the channels with the smallest group L2 norm",
-        lambda: _tp().importance.GroupMagnitudeImportance(p=2),
-    )
-)
-register_method(
-    Method(
-        "taylor",
-        "structured: first-order Taylor |w * dL/dw| on a few labelled batches",
-        lambda: _tp().importance.GroupTaylorImportance(),
-        needs_gradients=True,
-    )
-)
-register_method(
-    Method(
-        "random",
-        "structured: remove randomly chosen channels (a baseline)",
-        lambda: _tp().importance.RandomImportance(),
-    )
-)
+def _random_score(w, g):
+    import torch
+
+    return torch.rand_like(w)
+
+
+register_method(Method("none", "keep", "leave the group unpruned"))
+for _name, _desc, _imp, _grad in [
+    ("l1", "remove the channels with the smallest group L1 norm",
+     lambda: _tp().importance.GroupMagnitudeImportance(p=1), False),
+    ("l2", "remove the channels with the smallest group L2 norm",
+     lambda: _tp().importance.GroupMagnitudeImportance(p=2), False),
+    ("taylor", "first-order Taylor |w * dL/dw| on a few labelled batches",
+     lambda: _tp().importance.GroupTaylorImportance(), True),
+    ("fpgm", "filters closest to the geometric median of their layer (FPGM, He et al. 2019)",
+     lambda: _tp().importance.FPGMImportance(), False),
+    ("lamp", "layer-adaptive magnitude score (LAMP, Lee et al. 2021)",
+     lambda: _tp().importance.LAMPImportance(), False),
+    ("random", "remove randomly chosen channels (a baseline)",
+     lambda: _tp().importance.RandomImportance(), False),
+]:
+    register_method(Method(_name, "structured", _desc, importance=_imp, needs_gradients=_grad))
+register_method(Method("sparse_magnitude", "unstructured", "zero the smallest |w| of each layer in the group",
+                       score=lambda w, g: w.abs()))
+register_method(Method("sparse_gradient", "unstructured", "zero the smallest |w * dL/dw| on labelled batches",
+                       score=lambda w, g: (w * g).abs(), needs_gradients=True))
+register_method(Method("sparse_random", "unstructured", "zero randomly chosen weights (a baseline)",
+                       score=_random_score))
+register_method(Method("nm_2_4", "semi-structured", "2:4 sparsity: keep the 2 largest of every 4 input weights",
+                       nm=(2, 4)))
+register_method(Method("nm_1_4", "semi-structured", "1:4 sparsity: keep the largest of every 4 input weights",
+                       nm=(1, 4)))
+# Listed by `autoprune methods`; chosen through the space's `depth` section, not per group.
+register_method(Method("drop_block", "depth", "replace a whole residual block by identity (depth pruning)"))
 
 # -- surgery ------------------------------------------------------------------------
 
@@ -142,6 +191,18 @@ class GroupInfo:
     root_type: str
     channels: int
     members: tuple[str, ...]  # layers whose output channels go with the root's
+    heads: int = 0  # attention heads the group runs through (cut in whole heads)
+
+
+@dataclass
+class PruneReport:
+    """What ``apply`` did: channel widths, sparsity and removed blocks, per group."""
+
+    widths: dict[str, tuple[int, int]] = field(default_factory=dict)  # (before, after)
+    sparsity: dict[str, float] = field(default_factory=dict)  # zero fraction of its layers
+    heads: dict[str, tuple[int, int]] = field(default_factory=dict)  # (before, after)
+    dropped_blocks: tuple[str, ...] = ()
+    skipped: dict[str, str] = field(default_factory=dict)  # group -> why it was left alone
 
 
 def channels_to_keep(channels: int, ratio: float, round_to: int) -> int:
@@ -167,13 +228,18 @@ def _groups(model: nn.Module, graph, ignored_layers: tuple[str, ...]):
         ignored_layers=ignored, root_module_types=(nn.modules.conv._ConvNd, nn.Linear)
     ):
         root = group[0].dep.target.module
-        members = tuple(
+        members = tuple(dict.fromkeys(
             names[dep.target.module]
             for dep, _ in group
             if graph.is_out_channel_pruning_fn(dep.handler)
             and isinstance(dep.target.module, nn.modules.conv._ConvNd | nn.Linear)
-        )
-        info = GroupInfo(names[root], type(root).__name__, graph.get_out_channels(root), members)
+        ))
+        heads = {dep.target.module.num_heads for dep, _ in group
+                 if isinstance(dep.target.module, nn.MultiheadAttention)}
+        if len(heads) > 1:  # cannot cut whole heads of differently split attentions together
+            continue
+        info = GroupInfo(names[root], type(root).__name__, graph.get_out_channels(root), members,
+                         heads.pop() if heads else 0)
         yield info, group
 
 
@@ -186,6 +252,129 @@ def find_groups(
     return [info for info, _ in _groups(model, graph, ignored_layers)]
 
 
+# -- depth ----------------------------------------------------------------------------
+
+
+def _is_droppable(module: nn.Module) -> bool:
+    """A residual block whose shortcut is the identity: replacing it by identity keeps
+    every shape. Known block types only: guessing from code would drop non-residual
+    blocks and silently wreck the model."""
+    kind = type(module).__name__
+    origin = type(module).__module__
+    if origin == "torchvision.models.resnet" and kind in ("BasicBlock", "Bottleneck"):
+        return module.downsample is None
+    if origin == "torchvision.models.mobilenetv2" and kind == "InvertedResidual":
+        return bool(module.use_res_connect)
+    if origin == "torchvision.models.vision_transformer" and kind == "EncoderBlock":
+        return True
+    if origin == "autoprune.tasks.models" and kind == "BasicBlock":
+        from torch import nn
+
+        return isinstance(module.shortcut, nn.Identity)
+    return bool(getattr(module, "autoprune_droppable", False))  # opt-in for user blocks
+
+
+def find_blocks(model: nn.Module) -> list[str]:
+    """Names of the residual blocks that ``drop_blocks`` may remove."""
+    return [name for name, m in model.named_modules() if name and _is_droppable(m)]
+
+
+def _drop_blocks(model: nn.Module, names: tuple[str, ...]) -> None:
+    from torch import nn
+
+    modules = dict(model.named_modules())
+    for name in names:
+        block = modules.get(name)
+        if isinstance(block, nn.Identity):  # dropped by an earlier iterative step
+            continue
+        if block is None or not _is_droppable(block):
+            raise PruningError(f"cannot drop block {name!r}: droppable blocks are {find_blocks(model)}")
+        parent_name, _, child = name.rpartition(".")
+        setattr(modules[parent_name] if parent_name else model, child, nn.Identity())
+
+
+# -- sparsity -------------------------------------------------------------------------
+
+
+def _sparsify(model: nn.Module, layers: tuple[str, ...], method: Method, ratio: float,
+              report: PruneReport, group: str) -> None:
+    """Zero weights of ``layers`` in place and record their masks for the fine-tune.
+
+    Weights that are already zero (an earlier iteration) score lowest, so masks only grow.
+    """
+    import torch
+
+    modules = dict(model.named_modules())
+    masks: dict[str, torch.Tensor] = getattr(model, "autoprune_masks", None) or {}
+    if method.nm is not None:
+        # As NVIDIA's ASP does: layers whose input width is not a multiple of m (an RGB
+        # stem, depthwise convs) stay dense; the group fails only if none can take it.
+        n, m = method.nm
+        fit = [name for name in layers if modules[name].weight.shape[1] % m == 0]
+        for name in layers:
+            if name not in fit:
+                report.skipped[name] = f"{n}:{m} needs input channels in multiples of {m}, it has {modules[name].weight.shape[1]}"
+        if not fit:
+            raise PruningError(
+                f"{n}:{m} sparsity cannot apply to group {group!r}: no layer has input channels in "
+                f"multiples of {m} ({', '.join(f'{x} has {modules[x].weight.shape[1]}' for x in layers)})"
+            )
+        layers = tuple(fit)
+    zeros = total = 0
+    for name in layers:
+        w = modules[name].weight
+        with torch.no_grad():
+            if method.nm is not None:
+                mask = _nm_mask(w.detach(), *method.nm)
+            else:
+                g = w.grad if w.grad is not None else torch.zeros_like(w)
+                score = method.score(w.detach(), g.detach()).float().flatten()
+                score[w.detach().flatten() == 0] = -math.inf
+                cut = int(round(ratio * score.numel()))
+                mask = torch.ones_like(score, dtype=torch.bool)
+                if cut:
+                    mask[torch.argsort(score)[:cut]] = False
+                mask = mask.view_as(w)
+            mask &= w.detach() != 0
+            w.mul_(mask)
+        masks[f"{name}.weight"] = mask
+        zeros += int((~mask).sum())
+        total += mask.numel()
+    model.autoprune_masks = masks
+    report.sparsity[group] = zeros / max(total, 1)
+
+
+def _nm_mask(w: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep the ``n`` largest |w| of every ``m`` consecutive input weights (per output,
+    per kernel position), the layout sparse tensor cores accelerate."""
+    import torch
+
+    order = (0, *range(2, w.dim()), 1)  # inputs last: (out, kh, kw, in)
+    wt = w.permute(order)
+    blocks = wt.reshape(-1, m).abs()
+    keep = torch.zeros_like(blocks, dtype=torch.bool)
+    keep.scatter_(1, torch.topk(blocks, n, dim=1).indices, True)
+    inverse = [order.index(i) for i in range(w.dim())]
+    return keep.reshape(wt.shape).permute(inverse).contiguous()
+
+
+def apply_masks(model: nn.Module) -> None:
+    """Re-zero masked weights (after an optimiser step moved them)."""
+    import torch
+
+    masks = getattr(model, "autoprune_masks", None)
+    if not masks:
+        return
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            if name in params and params[name].shape == mask.shape:
+                params[name].mul_(mask)
+
+
+# -- the plan -----------------------------------------------------------------------
+
+
 def apply(
     model: nn.Module,
     plan: PruningPlan,
@@ -194,25 +383,33 @@ def apply(
     ignored_layers: tuple[str, ...] = (),
     gradient_batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     seed: int = 0,
-) -> tuple[nn.Module, dict[str, tuple[int, int]]]:
-    """Return a physically pruned copy of ``model`` and {group: (channels before, after)}.
+    fraction: float = 1.0,
+    original: PruneReport | None = None,
+) -> tuple[nn.Module, PruneReport]:
+    """Return a pruned copy of ``model`` and a :class:`PruneReport`.
 
-    Importance is scored for every group on the unpruned copy first, then each group is
-    cut; groups are disjoint sets of channels, so cutting one does not move another's
-    indices. ``gradient_batches`` feed methods that need gradients (taylor).
+    Order: blocks are dropped first, then structured groups are scored (all on the same
+    copy, so indices stay valid) and cut, then sparse groups are masked on the result.
+
+    ``fraction`` < 1 applies that share of the plan, for iterative pruning: step i of k
+    calls ``apply(current, plan, fraction=i/k, original=report_of_step_1)`` and channel
+    targets are taken from the widths *before* the first step.
 
     Raises:
-        PruningError: a group named in the plan does not exist, or a cut would empty a layer.
+        PruningError: a group named in the plan does not exist, a cut would empty a
+            layer, or a method cannot apply to a layer (the message names it).
     """
     import torch
     from torch import nn
 
     torch.manual_seed(seed)
     pruned = copy.deepcopy(model).eval()
+    report = PruneReport(dropped_blocks=plan.drop_blocks)
     if plan.is_identity:
-        return pruned, {}
+        return pruned, report
+    _drop_blocks(pruned, plan.drop_blocks)
     graph = _graph(pruned, example_input)
-    wanted = {k: c for k, c in plan.groups.items() if c.method != "none" and c.ratio > 0}
+    wanted = {k: c for k, c in plan.groups.items() if c.active}
     if any(METHODS[c.method].needs_gradients for c in wanted.values()):
         if not gradient_batches:
             raise PruningError("a gradient-based method was chosen but no labelled batches given")
@@ -221,31 +418,90 @@ def apply(
         for x, y in gradient_batches:
             loss_fn(pruned(x), y).backward()
 
-    cuts = []
-    seen = set()
+    # Plan keys are root names of the unpruned model; a dropped block can move a
+    # group's root, so a key also matches any member layer of a current group.
+    cuts, sparse, seen = [], [], set()
     for info, group in _groups(pruned, graph, ignored_layers):
-        seen.add(info.name)
-        choice = wanted.get(info.name)
-        if choice is None:
+        key = info.name if info.name in wanted else next((m for m in info.members if m in wanted), None)
+        if key is None:
             continue
-        keep = channels_to_keep(info.channels, choice.ratio, plan.round_to)
-        if keep == info.channels:
+        seen.add(key)
+        choice = wanted[key]
+        method = METHODS[choice.method]
+        if method.kind != "structured":
+            sparse.append((key, info, method, choice.ratio * fraction))
             continue
-        scores = METHODS[choice.method].importance()(group)
+        before = original.widths.get(key, (info.channels,))[0] if original else info.channels
+        heads_before = original.heads.get(key, (info.heads,))[0] if original else info.heads
+        keep = _keep(info, before, heads_before, choice, plan.round_to, fraction)
+        if keep >= info.channels:
+            continue
+        scores = method.importance()(group)
         if scores is None or len(scores) != info.channels:
             raise PruningError(f"method {choice.method!r} could not score group {info.name!r}")
-        idxs = torch.argsort(scores)[: info.channels - keep].tolist()
-        cuts.append((info, group[0].dep.target.module, group[0].dep.handler, idxs, keep))
-    unknown = sorted(set(wanted) - seen)
+        idxs = _lowest(scores, info, info.channels - keep)
+        cuts.append((key, info, group[0].dep.target.module, group[0].dep.handler, idxs, keep, before, heads_before))
+    in_dropped = {k for k in set(wanted) - seen
+                  if any(k == b or k.startswith(b + ".") for b in plan.drop_blocks)}
+    unknown = sorted(set(wanted) - seen - in_dropped)
     if unknown:
         raise PruningError(f"plan names groups the model does not have: {unknown}")
-    pruned.zero_grad(set_to_none=True)
+    for k in sorted(in_dropped):
+        report.skipped[k] = "inside a dropped block"
 
-    widths = {}
-    for info, root, handler, idxs, keep in cuts:
+    head_dims = {m: m.head_dim for m in pruned.modules() if isinstance(m, nn.MultiheadAttention)}
+    for key, info, root, handler, idxs, keep, before, heads_before in cuts:
         group = graph.get_pruning_group(root, handler, idxs)
         if not graph.check_pruning_group(group):
             raise PruningError(f"cutting {len(idxs)} channels of {info.name!r} would empty a layer")
         group.prune()
-        widths[info.name] = (info.channels, keep)
-    return pruned.eval(), widths
+        report.widths[key] = (before, keep)
+        if info.heads:
+            report.heads[key] = (heads_before, keep // (info.channels // info.heads))
+    if any(info.heads for _, info, *_ in cuts):
+        _fix_attention(pruned, head_dims)
+    for key, info, method, ratio in sparse:
+        _sparsify(pruned, info.members, method, ratio, report, key)
+    pruned.zero_grad(set_to_none=True)
+    return pruned.eval(), report
+
+
+def _keep(info: GroupInfo, before: int, heads_before: int, choice: GroupChoice,
+          plan_round_to: int, fraction: float) -> int:
+    """Channels the group keeps after this step (of ``before`` channels before the first
+    step). Attention groups keep whole heads; their head width never changes."""
+    if info.heads:
+        head_dim = info.channels // info.heads
+        heads = max(1, heads_before - int(round(heads_before * choice.ratio * fraction)))
+        return min(info.channels, heads * head_dim)
+    round_to = choice.round_to or plan_round_to
+    final = channels_to_keep(before, choice.ratio, round_to)
+    keep = before - int(round((before - final) * fraction))
+    if keep < before:
+        keep = min(before, max(round_to, math.ceil(keep / round_to) * round_to))
+    return keep
+
+
+def _lowest(scores: torch.Tensor, info: GroupInfo, count: int) -> list[int]:
+    """Indices of the ``count`` least important channels; for attention groups, the
+    channels of the least important whole heads (a head's score is its channels' sum)."""
+    import torch
+
+    if not info.heads:
+        return torch.argsort(scores)[:count].tolist()
+    head_dim = info.channels // info.heads
+    per_head = scores.reshape(info.heads, head_dim).sum(1)
+    drop = torch.argsort(per_head)[: count // head_dim].tolist()
+    return sorted(h * head_dim + i for h in drop for i in range(head_dim))
+
+
+def _fix_attention(model: nn.Module, head_dims: dict[nn.Module, int]) -> None:
+    """Keep attention attributes consistent with the cut: Torch-Pruning shrinks
+    ``embed_dim`` of ``nn.MultiheadAttention`` but keeps ``num_heads`` (so every head
+    would get narrower); whole heads were cut, so the head width stays and the count drops."""
+    for module, head_dim in head_dims.items():
+        module.num_heads = module.embed_dim // head_dim
+        module.head_dim = head_dim
+    # torchvision's VisionTransformer reshapes with its stored width
+    if type(model).__name__ == "VisionTransformer" and hasattr(model, "conv_proj"):
+        model.hidden_dim = model.conv_proj.out_channels

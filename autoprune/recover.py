@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from autoprune.pruning import apply_masks
 from autoprune.tasks import Split
 
 
@@ -87,6 +88,7 @@ def train(model: nn.Module, data: Split, config: TrainConfig, progress=None) -> 
         loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
+        apply_masks(model)  # unstructured/N:M zeros stay zero through the fine-tune
         sched.step()
         if progress is not None and (step % 20 == 0 or step == config.steps - 1):
             progress(step, loss.item())

@@ -20,7 +20,7 @@ from autoprune.errors import StudyError
 
 FRONT_COLUMNS = [
     "trial", "accuracy", "accuracy_drop", "latency_ms", "latency_p90_ms", "speedup",
-    "size_mb", "macs_ratio", "params", "round_to",
+    "size_mb", "macs_ratio", "params", "sparsity", "round_to", "methods",
 ]
 
 
@@ -51,6 +51,10 @@ def trials_frame(study) -> pd.DataFrame:
             "macs": a.get("macs"),
             "params": a.get("params"),
             "nonzero_params": a.get("nonzero_params"),
+            "onnx_bytes": a.get("onnx_bytes"),
+            "gzip_bytes": a.get("gzip_bytes"),
+            "methods": _method_counts(a.get("plan")),
+            "dropped_blocks": " ".join(a.get("plan", {}).get("drop_blocks", [])),
             "parity_max_abs_diff": a.get("parity_max_abs_diff"),
             "round_to": a.get("plan", {}).get("round_to"),
             "fail_stage": a.get("fail_stage"),
@@ -67,6 +71,8 @@ def trials_frame(study) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    # zero weights count for size (they compress) but never for dense-kernel latency
+    df["sparsity"] = 1 - pd.to_numeric(df["nonzero_params"]) / pd.to_numeric(df["params"])
     base = df[(df["baseline"]) & (df["state"] == "COMPLETE")]
     if not base.empty:
         b = base.iloc[0]
@@ -77,6 +83,19 @@ def trials_frame(study) -> pd.DataFrame:
         df["accuracy_drop"] = df["speedup"] = df["macs_ratio"] = float("nan")
     df["feasible"] = (df["state"] == "COMPLETE") & (df["latency_ms"] <= budget)
     return df
+
+
+def _method_counts(plan: dict | None) -> str | None:
+    """e.g. 'l1:4 sparse_magnitude:2 drop_block:1': what a trial's plan used, in one cell."""
+    if not plan:
+        return None
+    counts: dict[str, int] = {}
+    for choice in plan.get("groups", {}).values():
+        if choice["method"] != "none" and choice["ratio"] > 0:
+            counts[choice["method"]] = counts.get(choice["method"], 0) + 1
+    if plan.get("drop_blocks"):
+        counts["drop_block"] = len(plan["drop_blocks"])
+    return " ".join(f"{m}:{n}" for m, n in sorted(counts.items())) or "none"
 
 
 def _atomic_frame(df: pd.DataFrame, path: Path) -> None:

@@ -16,6 +16,12 @@ layers named after its root layer. For each group:
 
 A rule with ``prune: false``, or whose only method is ``none``, keeps the group whole.
 
+Beyond per-group rules a space may also search **depth** (``depth:`` which residual
+blocks may be removed whole), cap the model with **constraints** (parameter count or
+nonzero weights ``||W||_0``, absolute or as a share of the unpruned model), choose the
+**size** objective (``size_metric``: ONNX file bytes or gzip-compressed bytes) and
+prune **iteratively** (``recovery.iterations``: prune a share, fine-tune, prune more).
+
 Example:
     >>> space = load_space("default")
     >>> resolved = resolve(space, task)
@@ -30,8 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from typing import Literal
+
 from autoprune._config import load_named, repo_dir, stable_hash
-from autoprune.pruning import METHODS, GroupChoice, GroupInfo, PruningPlan, find_groups
+from autoprune.pruning import METHODS, GroupChoice, GroupInfo, PruningPlan, find_blocks, find_groups
 
 SPACES_ENV = "AUTOPRUNE_SPACES_DIR"
 
@@ -58,6 +66,7 @@ class GroupRule:
     prune: bool = True
     methods: tuple[str, ...] = ("none", "l1", "l2", "taylor", "random")
     ratio: RatioRange = field(default_factory=RatioRange)
+    round_to: tuple[int, ...] = ()  # this group's channel multiple(s); empty: the space's
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -67,6 +76,11 @@ class GroupRule:
             )
         if not self.methods:
             raise ValueError("`methods` must list at least one method.")
+        depth = [m for m in self.methods if METHODS[m].kind == "depth"]
+        if depth:
+            raise ValueError(f"{depth[0]!r} removes whole blocks: use the space's `depth:` section, not a rule.")
+        if any(r < 1 for r in self.round_to):
+            raise ValueError(f"`round_to` must list whole numbers >= 1, but got {self.round_to}.")
         if self.match.startswith("re:"):
             try:
                 re.compile(self.match[3:])
@@ -93,16 +107,65 @@ class RecoveryConfig:
     finetune_steps: int = 40
     batch_size: int = 64
     lr: float = 0.01
+    iterations: int = 1  # >1: prune 1/k of the plan, fine-tune steps/k, repeat k times
     gradient_batches: int = 2  # labelled batches for gradient-based importance
     eval_samples: int | None = 2000  # validation examples scored per candidate; null = all
 
     def __post_init__(self) -> None:
         if min(self.bn_batches, self.finetune_steps, self.gradient_batches) < 0:
             raise ValueError("bn_batches, finetune_steps and gradient_batches must be >= 0.")
-        if self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("`batch_size >= 1` and `lr > 0` must hold.")
+        if self.batch_size < 1 or self.lr <= 0 or self.iterations < 1:
+            raise ValueError("`batch_size >= 1`, `lr > 0` and `iterations >= 1` must hold.")
         if self.eval_samples is not None and self.eval_samples < 1:
             raise ValueError(f"`eval_samples >= 1` must hold, but got {self.eval_samples}.")
+
+
+@dataclass(frozen=True)
+class DepthRule:
+    """Which residual blocks (identity shortcut) each candidate may remove whole."""
+
+    match: str = "*"  # glob or re:<regex> over block names, e.g. "layer*.1"
+
+    def matches(self, block: str) -> bool:
+        if self.match.startswith("re:"):
+            return re.fullmatch(self.match[3:], block) is not None
+        return fnmatch.fnmatchcase(block, self.match)
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Caps every candidate must respect; a candidate over one fails right after pruning
+    (cheap to count), with the figure in its reason. ``*_ratio`` is relative to the
+    unpruned model; ``nonzero`` counts weights that are not zero (||W||_0)."""
+
+    max_params: int | None = None
+    max_nonzero: int | None = None
+    max_params_ratio: float | None = None
+    max_nonzero_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_params", "max_nonzero", "max_params_ratio", "max_nonzero_ratio"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"`{name} > 0` must hold, but got {value}.")
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.max_params, self.max_nonzero,
+                                           self.max_params_ratio, self.max_nonzero_ratio))
+
+    def violation(self, params: int, nonzero: int, base_params: int, base_nonzero: int) -> str | None:
+        """Why (params, nonzero) break a cap, or None."""
+        checks = [
+            ("parameters", params, self.max_params),
+            ("nonzero weights", nonzero, self.max_nonzero),
+            ("parameters", params, self.max_params_ratio and self.max_params_ratio * base_params),
+            ("nonzero weights", nonzero, self.max_nonzero_ratio and self.max_nonzero_ratio * base_nonzero),
+        ]
+        for what, value, cap in checks:
+            if cap is not None and value > cap:
+                return f"{what} {value:,} exceed the space's cap of {int(cap):,}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -112,11 +175,17 @@ class SearchSpace:
     rules: tuple[GroupRule, ...] = ()
     default: GroupRule = field(default_factory=GroupRule)
     round_to: tuple[int, ...] = (1,)
+    depth: DepthRule | None = None  # null: no block removal
+    constraints: Constraints = field(default_factory=Constraints)
+    size_metric: Literal["file", "gzip"] = "file"  # the size objective: ONNX bytes or gzip bytes
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     parity_atol: float = 1e-3  # max |ONNX - PyTorch| before a candidate fails export
+    prune_timeout_s: float | None = 300.0  # surgery taking longer fails the trial; null = none
     version: int = 1
 
     def __post_init__(self) -> None:
+        if self.prune_timeout_s is not None and self.prune_timeout_s <= 0:
+            raise ValueError(f"`prune_timeout_s > 0` must hold, but got {self.prune_timeout_s}.")
         if not self.round_to or any(r < 1 for r in self.round_to):
             raise ValueError(f"`round_to` must list whole numbers >= 1, but got {self.round_to}.")
         if self.parity_atol <= 0:
@@ -145,9 +214,12 @@ class ResolvedSpace:
 
     space: SearchSpace
     groups: tuple[SpaceGroup, ...]
+    blocks: tuple[str, ...] = ()  # residual blocks the search may remove
 
     def suggest(self, trial: Any) -> PruningPlan:
-        """Ask an Optuna trial for a method (and ratio) per group and a round_to."""
+        """Ask an Optuna trial for a method (and ratio) per group, round_to, and which
+        blocks to drop. Parameters are named ``<group>.method``, ``<group>.ratio``,
+        ``<group>.round_to``, ``round_to`` and ``<block>.drop``."""
         choices = {}
         for g in self.groups:
             method = trial.suggest_categorical(f"{g.info.name}.method", list(g.rule.methods))
@@ -156,11 +228,17 @@ class ResolvedSpace:
                 continue
             r = g.rule.ratio
             ratio = trial.suggest_float(f"{g.info.name}.ratio", r.low, r.high, step=r.step)
-            choices[g.info.name] = GroupChoice(method, round(ratio, 6))
+            group_round = None
+            if len(g.rule.round_to) == 1:
+                group_round = g.rule.round_to[0]
+            elif g.rule.round_to:
+                group_round = trial.suggest_categorical(f"{g.info.name}.round_to", list(g.rule.round_to))
+            choices[g.info.name] = GroupChoice(method, round(ratio, 6), group_round)
         round_to = self.space.round_to[0]
         if len(self.space.round_to) > 1:
             round_to = trial.suggest_categorical("round_to", list(self.space.round_to))
-        return PruningPlan(choices, round_to)
+        drops = tuple(b for b in self.blocks if trial.suggest_categorical(f"{b}.drop", [False, True]))
+        return PruningPlan(choices, round_to, drops)
 
     def baseline_params(self) -> dict[str, Any]:
         """Optuna parameters of the unpruned model (enqueued as trial 0)."""
@@ -171,8 +249,11 @@ class ResolvedSpace:
             else:  # 'none' not allowed: the smallest ratio of the first method
                 params[f"{g.info.name}.method"] = g.rule.methods[0]
                 params[f"{g.info.name}.ratio"] = g.rule.ratio.low
+            if len(g.rule.round_to) > 1:
+                params[f"{g.info.name}.round_to"] = min(g.rule.round_to)
         if len(self.space.round_to) > 1:
             params["round_to"] = min(self.space.round_to)
+        params.update({f"{b}.drop": False for b in self.blocks})
         return params
 
     def uniform_params(self, ratio: float, method: str = "l1") -> dict[str, Any]:
@@ -189,8 +270,11 @@ class ResolvedSpace:
             r = g.rule.ratio
             steps = round((min(max(ratio, r.low), r.high) - r.low) / r.step)
             params[f"{g.info.name}.ratio"] = round(min(r.low + steps * r.step, r.high), 6)
+            if len(g.rule.round_to) > 1:
+                params[f"{g.info.name}.round_to"] = max(g.rule.round_to)
         if len(self.space.round_to) > 1:
             params["round_to"] = max(self.space.round_to)
+        params.update({f"{b}.drop": False for b in self.blocks})
         return params
 
     def smallest_plan(self) -> PruningPlan:
@@ -198,9 +282,11 @@ class ResolvedSpace:
         choices = {}
         for g in self.groups:
             methods = [m for m in g.rule.methods if m != "none"]
-            if methods:
-                choices[g.info.name] = GroupChoice(methods[0], g.rule.ratio.high)
-        return PruningPlan(choices, max(self.space.round_to))
+            structured = [m for m in methods if METHODS[m].kind == "structured"]
+            if structured or methods:  # a structured method shrinks latency most
+                group_round = max(g.rule.round_to) if g.rule.round_to else None
+                choices[g.info.name] = GroupChoice((structured or methods)[0], g.rule.ratio.high, group_round)
+        return PruningPlan(choices, max(self.space.round_to), self.blocks)
 
 
 def spaces_dir() -> Path:
@@ -225,7 +311,10 @@ def resolve(space: SearchSpace, model, example_input, ignored_layers: tuple[str,
         rule = _rule_for(space, info, types)
         if rule.active:
             groups.append(SpaceGroup(info, rule))
-    return ResolvedSpace(space, tuple(groups))
+    blocks = ()
+    if space.depth is not None:
+        blocks = tuple(b for b in find_blocks(model) if space.depth.matches(b))
+    return ResolvedSpace(space, tuple(groups), blocks)
 
 
 def _rule_for(space: SearchSpace, info: GroupInfo, types: dict[str, str]) -> GroupRule:

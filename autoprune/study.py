@@ -306,6 +306,8 @@ class _Searcher:
         # Feasible when <= 0. Optuna ranks infeasible trials behind feasible ones but
         # keeps them (Trial.set_constraint replaced the sampler's constraints_func in 5.0).
         trial.set_constraint("latency_budget", cand.latency.median_ms - self.config.latency_budget_ms)
+        if self.ctx.space.space.constraints.any:  # only the unpruned reference gets here over a cap
+            trial.set_constraint("space_caps", 1.0 if cand.violation else 0.0)
         return cand.accuracy, cand.latency.median_ms, cand.size_mb
 
 

@@ -56,3 +56,16 @@ def test_no_timing_process_is_left_behind(tmp_path, short_profile, monkeypatch):
                      results_dir=tmp_path / "r", progress=False)
     found = subprocess.run(["pgrep", "-f", "autoprune.runners._device"], capture_output=True, text=True)
     assert found.stdout.split() == []
+
+
+def test_a_hanging_surgery_fails_its_trial_within_the_limit(tmp_path, short_profile, monkeypatch):
+    space = tmp_path / "quick.yaml"
+    space.write_text("version: 1\nprune_timeout_s: 2\nrecovery: {finetune_steps: 5, eval_samples: 100}\n")
+    monkeypatch.setenv("AUTOPRUNE_FAULT", "hang@prune#1")
+    result = autoprune.search(task="digits", device=str(short_profile), latency_budget_ms=5.0, n_trials=3,
+                              space=str(space), results_dir=tmp_path / "r", progress=False)
+    df = pd.read_csv(result.study_dir / "trials.csv").set_index("trial")
+    assert df.loc[1, "state"] == "FAIL" and df.loc[1, "fail_stage"] == "prune"
+    assert "did not finish within 2 s" in df.loc[1, "fail_reason"]
+    assert df.loc[1, "duration_s"] < 60
+    assert (df.drop(index=1)["state"] == "COMPLETE").all()

@@ -18,13 +18,22 @@ def _batches():
     return [(torch.randn(8, 1, 12, 12, generator=g), torch.randint(0, 10, (8,), generator=g))]
 
 
-@pytest.mark.parametrize("method", ["l1", "l2", "taylor", "random"])
-def test_every_method_prunes_physically_and_leaves_the_input_alone(method):
+STRUCTURED = [m.name for m in pruning.METHODS.values() if m.kind == "structured"]
+
+
+def test_the_registry_has_every_family():
+    kinds = {m.kind for m in pruning.METHODS.values()}
+    assert kinds == {"keep", "structured", "unstructured", "semi-structured", "depth"}
+    assert set(STRUCTURED) == {"l1", "l2", "taylor", "fpgm", "lamp", "random"}
+
+
+@pytest.mark.parametrize("method", STRUCTURED)
+def test_every_structured_method_prunes_physically_and_leaves_the_input_alone(method):
     model, x = _model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     plan = PruningPlan({"layers.1.conv1": GroupChoice(method, 0.5), "stem.0": GroupChoice(method, 0.25)})
-    pruned, widths = pruning.apply(model, plan, x[:1], ignored_layers=("fc",), gradient_batches=_batches())
-    assert widths == {"layers.1.conv1": (16, 8), "stem.0": (8, 6)}
+    pruned, report = pruning.apply(model, plan, x[:1], ignored_layers=("fc",), gradient_batches=_batches())
+    assert report.widths == {"layers.1.conv1": (16, 8), "stem.0": (8, 6)}
     assert pruned.layers[1].conv1.out_channels == 8
     assert pruned.layers[1].conv2.in_channels == 8
     # the residual group moves together: stem, block conv2 and the next block's input
@@ -60,9 +69,9 @@ def test_channels_to_keep_rounds_to_a_multiple(channels, ratio, round_to, keep):
 def test_round_to_is_honoured_in_surgery():
     model, x = _model()
     plan = PruningPlan({"layers.2.conv1": GroupChoice("l1", 0.3)}, round_to=8)
-    pruned, widths = pruning.apply(model, plan, x[:1], ignored_layers=("fc",))
+    pruned, report = pruning.apply(model, plan, x[:1], ignored_layers=("fc",))
     # 32 channels minus 30% is 22, rounded up to a multiple of 8: 24
-    assert widths["layers.2.conv1"] == (32, 24)
+    assert report.widths["layers.2.conv1"] == (32, 24)
     assert pruned.layers[2].conv1.out_channels == 24
 
 
@@ -79,5 +88,116 @@ def test_plan_validates_and_round_trips():
         GroupChoice("l1", 1.0)
     with pytest.raises(ValueError, match="unknown pruning method"):
         GroupChoice("magic", 0.1)
-    plan = PruningPlan({"a": GroupChoice("l2", 0.3)}, round_to=8)
+    with pytest.raises(ValueError, match="removes blocks"):
+        GroupChoice("drop_block", 0.1)
+    plan = PruningPlan({"a": GroupChoice("l2", 0.3), "b": GroupChoice("nm_2_4", 0.5, 8)}, 8, ("layers.1",))
     assert PruningPlan.from_dict(plan.to_dict()) == plan
+    # plans written before drop_blocks and per-group round_to still load
+    assert PruningPlan.from_dict({"round_to": 1, "groups": {"a": {"method": "l1", "ratio": 0.5}}}).drop_blocks == ()
+
+
+def test_per_group_round_to_beats_the_plans():
+    model, x = _model()
+    plan = PruningPlan({"layers.2.conv1": GroupChoice("l1", 0.3, round_to=1),
+                        "layers.1.conv1": GroupChoice("l1", 0.3)}, round_to=8)
+    _, report = pruning.apply(model, plan, x[:1], ignored_layers=("fc",))
+    assert report.widths == {"layers.2.conv1": (32, 22), "layers.1.conv1": (16, 16)} or \
+        report.widths == {"layers.2.conv1": (32, 22)}  # 16 - 30% = 11 -> 16 at round_to 8
+
+
+@pytest.mark.parametrize("method", ["sparse_magnitude", "sparse_gradient", "sparse_random"])
+def test_unstructured_methods_zero_weights_without_changing_shapes(method):
+    model, x = _model()
+    plan = PruningPlan({"layers.1.conv1": GroupChoice(method, 0.6)})
+    pruned, report = pruning.apply(model, plan, x[:1], ignored_layers=("fc",), gradient_batches=_batches())
+    w = pruned.layers[1].conv1.weight
+    assert w.shape == model.layers[1].conv1.weight.shape
+    assert abs(float((w == 0).float().mean()) - 0.6) < 0.01
+    assert report.sparsity["layers.1.conv1"] == pytest.approx(0.6, abs=0.01)
+    if method == "sparse_magnitude":  # the survivors are the largest weights
+        orig = model.layers[1].conv1.weight.detach().abs()
+        assert orig[w != 0].min() >= orig[w == 0].max()
+    # the fine-tune keeps the zeros: masks are re-applied after each optimiser step
+    from autoprune.recover import TrainConfig, train
+    from autoprune.tasks import Split
+
+    data = Split(torch.randn(64, 1, 12, 12), torch.randint(0, 10, (64,)))
+    train(pruned, data, TrainConfig(steps=3, batch_size=16, lr=0.1))
+    assert abs(float((pruned.layers[1].conv1.weight == 0).float().mean()) - 0.6) < 0.01
+
+
+def test_n_m_keeps_n_of_every_m_inputs_and_names_a_layer_it_cannot_take():
+    model, x = _model()
+    plan = PruningPlan({"layers.1.conv1": GroupChoice("nm_2_4", 0.5)})
+    pruned, _ = pruning.apply(model, plan, x[:1], ignored_layers=("fc",))
+    w = pruned.layers[1].conv1.weight.detach()  # (16 out, 8 in, 3, 3)
+    blocks = w.permute(0, 2, 3, 1).reshape(-1, 4)
+    assert ((blocks != 0).sum(1) <= 2).all() and (blocks != 0).sum() == blocks.numel() // 2
+    # the stem group: stem.0 has 1 input channel and stays dense, the block convs take 2:4
+    pruned, report = pruning.apply(model, PruningPlan({"stem.0": GroupChoice("nm_2_4", 0.5)}), x[:1],
+                                   ignored_layers=("fc",))
+    assert "stem.0" in report.skipped and "multiples of 4, it has 1" in report.skipped["stem.0"]
+    assert (pruned.layers[0].conv2.weight == 0).float().mean() == 0.5
+    lone = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 10 * 10, 2))
+    with pytest.raises(pruning.PruningError, match=r"group '0'.*0 has 3"):
+        pruning.apply(lone, PruningPlan({"0": GroupChoice("nm_2_4", 0.5)}), torch.randn(1, 3, 12, 12),
+                      ignored_layers=("2",))
+
+
+def test_blocks_are_dropped_whole_and_groups_inside_them_skipped():
+    model, x = _model()
+    model = CifarResNet(2, (8, 16, 32), 1, 10).eval()
+    # layers.2 and layers.4 change shape (stride 2, 1x1 shortcut): not droppable
+    assert pruning.find_blocks(model) == ["layers.0", "layers.1", "layers.3", "layers.5"]
+    plan = PruningPlan({"layers.1.conv1": GroupChoice("l1", 0.5), "layers.3.conv1": GroupChoice("l1", 0.5)},
+                       drop_blocks=("layers.1",))
+    pruned, report = pruning.apply(model, plan, x[:1], ignored_layers=("fc",))
+    assert isinstance(pruned.layers[1], torch.nn.Identity)
+    assert report.skipped == {"layers.1.conv1": "inside a dropped block"}
+    assert report.widths == {"layers.3.conv1": (16, 8)}
+    assert pruned(x).shape == (2, 10)
+    with pytest.raises(pruning.PruningError, match="cannot drop block 'layers.2'"):
+        pruning.apply(model, PruningPlan(drop_blocks=("layers.2",)), x[:1])
+
+
+def test_iterative_steps_reach_the_one_shot_widths():
+    model, x = _model()
+    plan = PruningPlan({"layers.2.conv1": GroupChoice("l1", 0.5), "stem.0": GroupChoice("sparse_magnitude", 0.6)})
+    half, first = pruning.apply(model, plan, x[:1], ignored_layers=("fc",), fraction=0.5)
+    assert first.widths["layers.2.conv1"] == (32, 24)
+    assert first.sparsity["stem.0"] == pytest.approx(0.3, abs=0.02)
+    full, last = pruning.apply(half, plan, x[:1], ignored_layers=("fc",), fraction=1.0, original=first)
+    one_shot, once = pruning.apply(model, plan, x[:1], ignored_layers=("fc",))
+    assert last.widths["layers.2.conv1"] == (32, 16) == once.widths["layers.2.conv1"]
+    assert last.sparsity["stem.0"] == pytest.approx(0.6, abs=0.02)
+
+
+def test_shape_only_plan_rebuilds_the_same_shapes():
+    model, x = _model()
+    plan = PruningPlan({"layers.1.conv1": GroupChoice("taylor", 0.5), "layers.2.conv1": GroupChoice("nm_2_4", 0.5)})
+    shaped, _ = pruning.apply(model, plan.shape_only(), x[:1], ignored_layers=("fc",))
+    pruned, _ = pruning.apply(model, plan, x[:1], ignored_layers=("fc",), gradient_batches=_batches())
+    assert {k: v.shape for k, v in shaped.state_dict().items()} == {k: v.shape for k, v in pruned.state_dict().items()}
+    shaped.load_state_dict(pruned.state_dict())
+    assert torch.equal(shaped(x), pruned(x))
+
+
+def test_attention_groups_lose_whole_heads():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.VisionTransformer(
+        image_size=16, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=10
+    ).eval()
+    x = torch.randn(1, 3, 16, 16)
+    groups = {g.name: g for g in pruning.find_groups(model, x, ("heads.head",))}
+    (attn,) = [g for g in groups.values() if g.heads]
+    assert attn.heads == 4 and attn.channels == 32
+    mlp = [g.name for g in groups.values() if not g.heads]
+    plan = PruningPlan({attn.name: GroupChoice("l1", 0.5), mlp[0]: GroupChoice("l2", 0.5)}, round_to=8)
+    pruned, report = pruning.apply(model, plan, x, ignored_layers=("heads.head",))
+    assert report.heads[attn.name] == (4, 2)
+    for m in pruned.modules():
+        if isinstance(m, torch.nn.MultiheadAttention):
+            assert (m.num_heads, m.head_dim, m.embed_dim) == (2, 8, 16)
+    assert pruned.hidden_dim == 16
+    assert pruned(x).shape == (1, 10)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import autoprune
+from autoprune.space import load_space
 from autoprune.errors import BudgetError, StudyError
 from autoprune.study import finished_count
 
@@ -63,7 +64,8 @@ def test_interrupted_trials_are_failed_and_retried(tmp_path):
     first = autoprune.search(n_trials=2, **kw)
     # Simulate a run killed mid-trial: a RUNNING trial is left in the storage.
     study = first.study
-    stale = study.ask({"features.0.method": optuna.distributions.CategoricalDistribution(["none", "l1", "l2", "taylor", "random"])})
+    methods = list(load_space("default").default.methods)
+    stale = study.ask({"features.0.method": optuna.distributions.CategoricalDistribution(methods)})
     assert study.trials[stale.number].state == optuna.trial.TrialState.RUNNING
     result = autoprune.search(n_trials=3, **kw)
     states = result.trials.set_index("trial")["state"]

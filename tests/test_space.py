@@ -37,6 +37,11 @@ def test_unknown_space_lists_known():
         ("rules: [{match: 're:(', methods: [l1]}]\n", r"bad regular expression"),
         ("rulez: []\n", r"unknown key\(s\) rulez"),
         ("recovery: {lr: fast}\n", r"recovery\.lr: expected a number"),
+        ("default: {methods: [none, drop_block]}\n", r"removes whole blocks: use the space's `depth:`"),
+        ("default: {round_to: [0, 8]}\n", r"round_to"),
+        ("constraints: {max_params_ratio: -1}\n", r"max_params_ratio > 0"),
+        ("size_metric: zstd\n", r"size_metric: expected one of file, gzip"),
+        ("recovery: {iterations: 0}\n", r"iterations >= 1"),
     ],
 )
 def test_malformed_space_names_file_and_key(tmp_path, body, message):
@@ -113,3 +118,25 @@ round_to: [1, 8]
     study.enqueue_trial(params)
     plan = resolved.suggest(study.ask())
     assert plan.groups["layers.0.conv1"] == GroupChoice("l1", 0.5) and plan.round_to == 8
+
+
+def test_depth_per_group_round_to_and_constraints_reach_the_plan(tmp_path):
+    model, x = _resnet()
+    space = _space(tmp_path, """
+default: {methods: [l1], ratio: {low: 0.5, high: 0.5, step: 0.1}, round_to: [1, 4]}
+depth: {match: "layers.*"}
+constraints: {max_params_ratio: 0.5}
+""")
+    resolved = resolve(space, model, x, ("fc",))
+    assert resolved.blocks and all(b.startswith("layers.") for b in resolved.blocks)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    params = resolved.uniform_params(0.5)
+    params.update({f"{b}.drop": True for b in resolved.blocks})
+    params["stem.0.round_to"] = 4
+    study.enqueue_trial(params)
+    plan = resolved.suggest(study.ask())
+    assert plan.drop_blocks == resolved.blocks
+    assert plan.groups["stem.0"].round_to == 4
+    assert resolved.smallest_plan().drop_blocks == resolved.blocks
+    assert space.constraints.violation(60, 60, 100, 100) == "parameters 60 exceed the space's cap of 50"
+    assert space.constraints.violation(50, 10, 100, 100) is None
