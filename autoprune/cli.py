@@ -162,6 +162,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from autoprune.report import write_report
+
+    path = write_report(args.results, args.out)
+    out.print(f"report: {path} (self-contained HTML, opens offline)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="autoprune", description="Hardware-aware pruning search: "
                                 "find the pruned model that is fastest on your device, by measuring it.")
@@ -210,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", type=int, default=100)
     s.add_argument("--save-output", type=Path, help="write the output array to this .npy file")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("report", help="write a self-contained HTML report of a study")
+    s.add_argument("results", type=Path)
+    s.add_argument("-o", "--out", type=Path, metavar="FILE", help="HTML file to write (default RESULTS/report.html)")
+    s.set_defaults(func=cmd_report)
     return p
 
 
