@@ -187,7 +187,7 @@ def _trials(result: SearchResult) -> pd.DataFrame:
 
 
 def _plans(result: SearchResult) -> dict[int, dict[str, dict[str, Any]]]:
-    """Each trial's plan as {group: {"method", "ratio"}}.
+    """Each trial's plan as {group: {"method", "ratio"}}, removed blocks included.
 
     From the ``plan`` user attribute; a trial without it (an older folder) falls back to
     its Optuna parameters ``<group>.method`` / ``<group>.ratio``.
@@ -201,6 +201,9 @@ def _plans(result: SearchResult) -> dict[int, dict[str, dict[str, Any]]]:
                 for name, method in t.params.items()
                 if name.endswith(".method")
             }
+        # a removed block shows as its own column, cut whole (ratio 1)
+        blocks = (t.user_attrs.get("plan") or {}).get("drop_blocks") or []
+        groups = dict(groups or {}, **{b: {"method": "drop_block", "ratio": 1.0} for b in blocks})
         if groups:
             plans[t.number] = groups
     return plans
