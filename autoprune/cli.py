@@ -88,6 +88,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         seed=args.seed,
         data_dir=args.data_dir,
         progress=not args.quiet,
+        sampler=args.sampler,
+        warm_start=not args.no_warm_start,
     )
     _print_front(result)
     out.print(f"results: {result.study_dir}/ (trials.csv, pareto.csv, pareto.png, pareto.html)")
@@ -195,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results-dir", default="results")
     s.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study folder)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "gp", "random"),
+                   help="Optuna sampler (default tpe; see results/benchmarks/samplers.md)")
+    s.add_argument("--no-warm-start", action="store_true",
+                   help="do not start with the uniform 50%% and 30%% L1 plans")
     s.add_argument("--data-dir", help="dataset folder (default: the Debian package's)")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=cmd_search)

@@ -29,6 +29,7 @@ CONFIG_SCHEMA = "autoprune.study/1"
 DIRECTIONS = ("maximize", "minimize", "minimize")
 OBJECTIVES = ("accuracy", "latency_ms", "size_mb")
 WARM_START_RATIOS = (0.5, 0.3)
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,12 @@ class SearchConfig:
     storage: str | None = None
     seed: int = 0
     data_dir: str | None = None
+    sampler: str = "tpe"
+    warm_start: bool = True  # enqueue the uniform plans users try by hand
 
     def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
         if not self.latency_budget_ms > 0:
             raise ConfigError(
                 f"the latency budget must be a positive number of milliseconds, got {self.latency_budget_ms}."
@@ -85,6 +90,7 @@ def _identity(config: SearchConfig, profile, space) -> dict[str, Any]:
         "space_hash": space.hash,
         "latency_budget_ms": config.latency_budget_ms,
         "seed": config.seed,
+        "sampler": config.sampler,
     }
 
 
@@ -248,7 +254,7 @@ class _Searcher:
 
         storage_url = self.config.storage or default_storage(self.study_dir)
         storage = self.storage_obj or _open_storage(storage_url)
-        sampler = optuna.samplers.TPESampler(seed=self.config.seed, n_startup_trials=8)
+        sampler = make_sampler(self.config.sampler, self.config.seed)
         study = optuna.create_study(
             storage=storage,
             sampler=sampler,
@@ -265,7 +271,7 @@ class _Searcher:
             study.enqueue_trial(self.ctx.space.baseline_params(), user_attrs={"baseline": True})
             # Warm start: the uniform plans a user would try by hand come next, so the
             # search starts from (and has to beat) them.
-            for ratio in WARM_START_RATIOS:
+            for ratio in WARM_START_RATIOS if self.config.warm_start else ():
                 study.enqueue_trial(self.ctx.space.uniform_params(ratio), user_attrs={"warm_start": f"uniform l1 {ratio}"})
         self.study = study
         self._recover_interrupted()
@@ -339,6 +345,22 @@ def _check_writable(folder: Path) -> None:
         raise ConfigError(f"results directory {folder} is not writable (checked {probe}).")
 
 
+def make_sampler(name: str, seed: int):
+    """Optuna's samplers by name; all handle the latency budget as a constraint.
+
+    The default is TPE: see results/benchmarks/samplers.md for the equal-budget comparison.
+    """
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=8)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
 def finished_count(study) -> int:
     """Trials that count toward --trials: complete, or failed because of the candidate."""
     import optuna
@@ -365,6 +387,8 @@ def search(
     seed: int = 0,
     data_dir: str | Path | None = None,
     progress: bool = True,
+    sampler: str = "tpe",
+    warm_start: bool = True,
 ):
     """Run (or resume) a search and return its :class:`~autoprune.results.SearchResult`.
 
@@ -386,6 +410,8 @@ def search(
         storage=storage,
         seed=seed,
         data_dir=None if data_dir is None else str(data_dir),
+        sampler=sampler,
+        warm_start=warm_start,
     )
     searcher = _Searcher(config)  # checks names and files before the heavy imports below
     searcher.check_storage()
