@@ -96,6 +96,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from autoprune.study import join
+
+    result = join(storage=args.storage, study_name=args.study, results_dir=args.results_dir,
+                  n_trials=args.trials, data_dir=args.data_dir, progress=not args.quiet)
+    if not args.quiet:
+        _print_front(result)
+    return 0
+
+
 def cmd_front(args: argparse.Namespace) -> int:
     from autoprune.results import SearchResult
 
@@ -204,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", help="dataset folder (default: the Debian package's)")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("worker", help="join a running study (shared --storage) and run its trials")
+    s.add_argument("--storage", required=True, help="the study's Optuna storage URL, e.g. postgresql://...")
+    s.add_argument("--study", required=True, help="study name")
+    s.add_argument("--results-dir", default="results", help="where this worker writes trial files")
+    s.add_argument("--trials", type=int, help="total trials the study should hold (default: the search's)")
+    s.add_argument("--data-dir", help="dataset folder on this machine")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("front", help="print a study's Pareto front")
     s.add_argument("results", type=Path)

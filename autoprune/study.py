@@ -119,7 +119,7 @@ def _check_study_dir(study_dir: Path, identity: dict[str, Any]) -> bool:
 class _Searcher:
     """Builds everything once, then runs trials. Kept private: use :func:`search`."""
 
-    def __init__(self, config: SearchConfig) -> None:
+    def __init__(self, config: SearchConfig, worker: bool = False) -> None:
         from autoprune import backends, runners
         from autoprune.profiles import load_profile
         from autoprune.space import load_space
@@ -135,7 +135,12 @@ class _Searcher:
         self.runner = runners.create(self.profile.runner)
         self.identity = _identity(config, self.profile, self.space)
         self.study_dir = config.study_dir
-        if config.storage is None:
+        self.worker = worker
+        if worker:  # the study exists in the storage: nothing to measure first
+            self.resuming = True
+            if (self.study_dir / "config.json").is_file():
+                _check_study_dir(self.study_dir, self.identity)
+        elif config.storage is None:
             self.resuming = _check_study_dir(self.study_dir, self.identity)
         else:
             self.resuming = (self.study_dir / "config.json").is_file() and _check_study_dir(
@@ -274,26 +279,7 @@ class _Searcher:
             for ratio in WARM_START_RATIOS if self.config.warm_start else ():
                 study.enqueue_trial(self.ctx.space.uniform_params(ratio), user_attrs={"warm_start": f"uniform l1 {ratio}"})
         self.study = study
-        self._recover_interrupted()
         return study
-
-    def _recover_interrupted(self) -> None:
-        """Fail RUNNING trials left by a killed run and queue their parameters again.
-
-        Only with the default per-study SQLite file, which no other process uses; a
-        shared --storage may have live workers, so their trials are left alone.
-        """
-        import optuna
-
-        if self.config.storage is not None:
-            return
-        storage = self.study._storage
-        for t in self.study.get_trials(deepcopy=True, states=(optuna.trial.TrialState.RUNNING,)):
-            storage.set_trial_user_attr(t._trial_id, "fail_stage", "interrupted")
-            storage.set_trial_user_attr(t._trial_id, "fail_reason", "the search stopped during this trial")
-            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            keep = {k: v for k, v in t.user_attrs.items() if k in ("baseline", "warm_start")}
-            self.study.enqueue_trial(t.params, user_attrs=dict(keep, retry_of=t.number), skip_if_exists=False)
 
     def objective(self, trial) -> tuple[float, float, float]:
         from autoprune.objective import TrialFailure, candidate_attrs, run_candidate
@@ -318,11 +304,10 @@ class _Searcher:
 
 
 def _open_storage(url: str):
-    import optuna
+    from autoprune.workers import open_storage
 
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        return open_storage(url)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by backend
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StudyError(
@@ -417,32 +402,94 @@ def search(
     searcher.check_storage()
 
     from autoprune import results as results_mod
-    from autoprune.objective import TrialFailure
     from autoprune.progress import SearchProgress
-    from autoprune.testing import faults
 
     with SearchProgress(enabled=progress) as bar:
         searcher.prepare(bar.log)
         study = searcher.open_study()
-        done = finished_count(study)
-        remaining = max(0, config.n_trials - done)
-        if done:
-            bar.log(f"resuming study {config.name!r}: {done} trial(s) already finished, {remaining} to go")
-        bar.start(total=config.n_trials, done=done)
-
-        def after_trial(study, trial) -> None:
-            bar.advance(trial, config.latency_budget_ms)
-            faults.inject("results", trial.number)
-            results_mod.write_trials(study, searcher.study_dir)
-
-        if remaining:
-            study.optimize(
-                searcher.objective,
-                n_trials=remaining,
-                catch=(TrialFailure,),
-                callbacks=[after_trial],
-                gc_after_trial=False,
-            )
+        study.set_user_attr("autoprune_run", {"target_trials": config.n_trials, "data_dir": config.data_dir})
+        _run(searcher, study, config.n_trials, bar)
     result = results_mod.SearchResult.load(searcher.study_dir, storage=config.storage)
+    result.write_all()
+    return result
+
+
+def _run(searcher: _Searcher, study, target: int, bar) -> None:
+    """Run this process's share of the trials (shared by ``search`` and ``join``)."""
+    from autoprune import results as results_mod
+    from autoprune.objective import TrialFailure
+    from autoprune.testing import faults
+    from autoprune.workers import run_trials
+
+    done = finished_count(study)
+    if done:
+        bar.log(f"study {searcher.config.name!r}: {done} trial(s) already finished, "
+                f"{max(0, target - done)} to go")
+    bar.start(total=target, done=done)
+
+    def after_trial(study, trial) -> None:
+        bar.advance(trial, searcher.config.latency_budget_ms)
+        faults.inject("results", trial.number)
+        results_mod.write_trials(study, searcher.study_dir)
+
+    run_trials(study, target, searcher.objective, TrialFailure, after_trial)
+
+
+def join(
+    *,
+    storage: str,
+    study_name: str,
+    results_dir: str | Path = "results",
+    n_trials: int | None = None,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+):
+    """Join a running study as a worker: run its trials until it holds its target.
+
+    The study's task, device profile, space and budget come from the storage; this
+    machine must have the same device profile (by hash: latencies must be comparable)
+    and search space. Trial files go to ``results_dir/<study>/trials/`` here.
+
+    Raises:
+        StudyError: no such study in the storage, or it was not created by autoprune.
+        AutopruneError: this machine's profile or space differs from the study's.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    store = _open_storage(storage)
+    try:
+        existing = optuna.load_study(study_name=study_name, storage=store)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_studies(storage=store)]
+        raise StudyError(
+            f"storage {storage!r} has no study {study_name!r} (it has: {', '.join(names) or 'none'}). "
+            "Start it first with `autoprune search ... --storage URL --study NAME`."
+        ) from None
+    identity = existing.user_attrs.get("autoprune")
+    run = existing.user_attrs.get("autoprune_run") or {}
+    if identity is None:
+        raise StudyError(f"study {study_name!r} in {storage!r} was not created by autoprune.")
+    target = int(n_trials if n_trials is not None else run.get("target_trials", 0))
+    if data_dir is None:
+        data_dir = run.get("data_dir")
+    config = SearchConfig(
+        task=identity["task"], device=identity["device"], latency_budget_ms=identity["latency_budget_ms"],
+        n_trials=max(1, target), space=identity["space"], study_name=study_name, results_dir=str(results_dir),
+        storage=storage, seed=identity["seed"], data_dir=None if data_dir is None else str(data_dir),
+        sampler=identity.get("sampler", "tpe"),
+    )
+    searcher = _Searcher(config, worker=True)
+    searcher.storage_obj = store
+    searcher._vet_existing(existing)  # this machine's profile and space hash must match
+
+    from autoprune import results as results_mod
+    from autoprune.progress import SearchProgress
+
+    with SearchProgress(enabled=progress) as bar:
+        searcher.prepare(bar.log)
+        study = searcher.open_study()
+        _run(searcher, study, target, bar)
+    result = results_mod.SearchResult.load(searcher.study_dir, storage=storage)
     result.write_all()
     return result

@@ -1,0 +1,152 @@
+"""Distributed workers on a real PostgreSQL server: exact trial counts, kill -9 resume.
+
+The server is Debian's ``postgresql`` package (scripts/bootstrap.sh installs it), run
+by the test set-up in a temporary folder on a Unix socket only.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        pytest.fail("PostgreSQL is not installed: run scripts/bootstrap.sh (installs Debian's postgresql)")
+    return Path(found[-1]).parent
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    bindir = _pg_bin()
+    root = Path(tempfile.mkdtemp(prefix="autoprune-pg-"))
+    (root / "sock").mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(root / "sock", "postgres")
+    port = 55432 + os.getpid() % 1000
+    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "postgres"]),
+                   check=True, capture_output=True)
+    opts = f"-k {root / 'sock'} -c listen_addresses='' -p {port} -c max_connections=100"
+    subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(root / "data"), "-o", opts, "-w",
+                                 "-l", str(root / "log"), "start"]), check=True, capture_output=True)
+    try:
+        subprocess.run(_as_postgres([str(bindir / "createdb"), "-h", str(root / "sock"), "-p", str(port),
+                                     "-U", "postgres", "autoprune"]), check=True, capture_output=True)
+        yield f"postgresql+psycopg2://postgres@/autoprune?host={root / 'sock'}&port={port}"
+    finally:
+        subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "autoprune", *args, "--quiet"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_study(url: str, name: str, timeout: float = 180) -> optuna.Study:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            study = optuna.load_study(study_name=name, storage=url)
+            if study.user_attrs.get("autoprune_run"):
+                return study
+        except KeyError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"study {name} never appeared")
+
+
+def _finish(procs: list[subprocess.Popen], timeout: float = 600) -> None:
+    for p in procs:
+        out, err = p.communicate(timeout=timeout)
+        assert p.returncode in (0, -signal.SIGKILL), err[-2000:]
+
+
+QUICK_PROFILE = """\
+description: x86-ort with one timing process and a short protocol, for worker tests
+backend: onnxruntime
+measurement: {warmup: 2, min_repeats: 10, max_seconds: 0.3, sessions: 1}
+"""
+
+
+def _start(url: str, name: str, results: Path, trials: int, workers: int) -> list[subprocess.Popen]:
+    profile = results / "quick.yaml"
+    profile.write_text(QUICK_PROFILE)
+    primary = _cli("search", "--task", "digits", "--device", str(profile), "--latency-budget-ms", "1.0",
+                   "--trials", str(trials), "--storage", url, "--study", name, "--results-dir", str(results))
+    _wait_for_study(url, name)
+    others = [_cli("worker", "--storage", url, "--study", name, "--results-dir", str(results))
+              for _ in range(workers - 1)]
+    return [primary, *others]
+
+
+def test_four_workers_run_exactly_the_requested_trials(postgres_url, tmp_path):
+    procs = _start(postgres_url, "four", tmp_path, trials=12, workers=4)
+    _finish(procs)
+    study = optuna.load_study(study_name="four", storage=postgres_url)
+    trials = study.get_trials()
+    assert len(trials) == 12, [(t.number, t.state.name) for t in trials]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    # the queued trials (baseline and the two warm starts) ran once each, not once per worker
+    assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
+    assert sorted(t.user_attrs["warm_start"] for t in trials if t.user_attrs.get("warm_start")) == [
+        "uniform l1 0.3", "uniform l1 0.5"]
+    owners = {t.user_attrs["owner"] for t in trials}
+    assert len(owners) >= 3, owners  # the workers really shared the work
+    for t in trials:
+        assert (tmp_path / "four" / "trials" / str(t.number) / "state.pt").is_file()
+    assert len((tmp_path / "four" / "trials.csv").read_text().splitlines()) == 13
+
+
+def test_a_killed_worker_loses_only_its_trial_in_flight(postgres_url, tmp_path):
+    procs = _start(postgres_url, "killed", tmp_path, trials=10, workers=3)
+    victim = procs[1]
+    study = optuna.load_study(study_name="killed", storage=postgres_url)
+    deadline = time.monotonic() + 180
+    mine = None
+    while mine is None and time.monotonic() < deadline:
+        for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+            if t.user_attrs.get("owner", "").endswith(f":{victim.pid}"):
+                mine = t
+        time.sleep(0.2)
+    assert mine is not None, "the victim never started a trial"
+    victim.kill()  # SIGKILL mid-trial
+    victim.wait()
+    _finish(procs)
+    trials = {t.number: t for t in optuna.load_study(study_name="killed", storage=postgres_url).get_trials()}
+    dead = trials[mine.number]
+    assert dead.state == optuna.trial.TrialState.FAIL and dead.user_attrs["fail_stage"] == "interrupted"
+    retried = [t for t in trials.values() if t.user_attrs.get("retry_of") == mine.number]
+    assert len(retried) == 1 and retried[0].state == optuna.trial.TrialState.COMPLETE
+    # (killed while still suggesting, the retry draws the parameters not yet chosen)
+    assert dead.params.items() <= retried[0].params.items()
+    complete = [t for t in trials.values() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 10 and len(trials) == 11  # 10 counted + the interrupted one
+
+
+def test_worker_errors_are_one_line(postgres_url, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "autoprune", "worker", "--storage", postgres_url,
+                           "--study", "nope"], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "has no study 'nope'" in proc.stderr and "autoprune search" in proc.stderr
