@@ -106,6 +106,25 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finalize(args: argparse.Namespace) -> int:
+    from autoprune.finalize import finalize
+
+    df = finalize(args.results, steps=args.steps, trials=args.trials,
+                  log=lambda m: err.print(f"[dim]autoprune:[/] {m}", highlight=False))
+    table = Table(title=f"finalized front of {args.results} (written to final.csv)", title_justify="left")
+    cols = {"trial": "trial", "search_accuracy": "search acc %", "final_accuracy": "final acc %",
+            "accuracy_drop": "drop", "search_latency_ms": "search ms", "final_latency_ms": "final ms",
+            "baseline_latency_ms": "baseline ms", "paired_speedup": "speedup"}
+    for c in cols.values():
+        table.add_column(c, justify="right")
+    for _, r in df.iterrows():
+        table.add_row(str(int(r["trial"])), f"{r['search_accuracy']:.2f}", f"{r['final_accuracy']:.2f}",
+                      f"{r['accuracy_drop']:+.2f}", f"{r['search_latency_ms']:.3f}", f"{r['final_latency_ms']:.3f}",
+                      f"{r['baseline_latency_ms']:.3f}", f"{r['paired_speedup']:.2f}x")
+    out.print(table)
+    return 0
+
+
 def cmd_front(args: argparse.Namespace) -> int:
     from autoprune.results import SearchResult
 
@@ -223,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", help="dataset folder on this machine")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("finalize", help="fine-tune the front longer and time it again, paired with the baseline")
+    s.add_argument("results", type=Path)
+    s.add_argument("--steps", type=int, help="fine-tune steps per member (default 10x the space's)")
+    s.add_argument("--trials", type=lambda v: [int(x) for x in v.split(",")],
+                   help="comma-separated trial numbers (default: the accuracy/latency front)")
+    s.set_defaults(func=cmd_finalize)
 
     s = sub.add_parser("front", help="print a study's Pareto front")
     s.add_argument("results", type=Path)

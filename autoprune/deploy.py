@@ -43,8 +43,9 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def rebuild_model(result: SearchResult, trial: int):
-    """The trial's pruned, fine-tuned PyTorch model, rebuilt from its plan and weights."""
+def rebuild_model(result: SearchResult, trial: int, final: bool = True):
+    """The trial's pruned, fine-tuned PyTorch model, rebuilt from its plan and weights
+    (the weights of ``autoprune finalize`` when it ran and ``final`` is true)."""
     import torch
 
     from autoprune import pruning
@@ -52,6 +53,8 @@ def rebuild_model(result: SearchResult, trial: int):
 
     trial_dir = result.study_dir / "trials" / str(trial)
     plan_file, state_file = trial_dir / "plan.json", trial_dir / "state.pt"
+    if final and (trial_dir / "final" / "state.pt").is_file():
+        state_file = trial_dir / "final" / "state.pt"
     if not plan_file.is_file() or not state_file.is_file():
         raise ExportError(f"trial {trial}'s files are missing from {trial_dir}; it cannot be exported.")
     task = load_task(result.identity["task"], result.identity.get("data_dir"))
@@ -66,6 +69,18 @@ def rebuild_model(result: SearchResult, trial: int):
         first = str(exc).strip().splitlines()[0]
         raise ExportError(f"trial {trial}'s saved weights {state_file} cannot be loaded: {first}") from None
     return model.eval(), task, plan
+
+
+def _final_row(result: SearchResult, trial: int) -> dict[str, Any] | None:
+    """The trial's row of final.csv when it was finalized, else None."""
+    import pandas as pd
+
+    table = result.study_dir / "final.csv"
+    if not (table.is_file() and (result.study_dir / "trials" / str(trial) / "final" / "model.onnx").is_file()):
+        return None
+    rows = pd.read_csv(table)
+    rows = rows[rows["trial"] == trial]
+    return None if rows.empty else json.loads(rows.iloc[0].to_json())
 
 
 def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
@@ -111,9 +126,10 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
                 "its latency figures would not describe this package."
             )
         trial_dir = result.study_dir / "trials" / str(trial)
-        onnx_src = trial_dir / "model.onnx"
+        final = _final_row(result, trial)  # `autoprune finalize` ran: package its weights
+        onnx_src = trial_dir / ("final/model.onnx" if final else "model.onnx")
         trial_attrs = result.study.trials[trial].user_attrs
-        if sha256_file(onnx_src) != trial_attrs["onnx_sha256"]:
+        if final is None and sha256_file(onnx_src) != trial_attrs["onnx_sha256"]:
             raise ExportError(f"{onnx_src} changed since the trial measured it (sha256 differs).")
         shutil.copyfile(onnx_src, staging / "model.onnx")
 
@@ -163,6 +179,7 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
                 "latency_budget_ms": result.budget_ms,
                 "export_parity_max_abs_diff": parity,
             },
+            "finalized": final,  # longer fine-tune and paired re-measurement, or null
             "device": {"name": profile.name, "hash": profile.hash, "profile": profile.to_dict()},
             "runtime": {"backend": profile.backend, "artifact": Path(built.artifact_path).name},
             "versions": _versions(),

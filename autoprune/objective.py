@@ -12,6 +12,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,43 @@ class Candidate:
     pruned: pruning.PruneReport
     stage_s: dict[str, float]
     violation: str | None = None  # the unpruned reference may break the space's caps
+    evaluation: str = "full"  # or "zero-shot: <why the fine-tune was skipped>"
+    zero_shot_accuracy: float | None = None  # after BN recalibration, before fine-tuning
+
+
+@dataclass
+class Stager:
+    """Staged evaluation: which candidates earn their fine-tune, judged from the study so far.
+
+    Optuna's pruners do not apply to multi-objective studies, so autoprune stages its own:
+    latency is measured first (cheap); a candidate far over the budget is only
+    BN-recalibrated and scored zero-shot; one whose zero-shot accuracy plus the largest
+    fine-tune gain seen so far (plus a margin) cannot reach the accuracy of a feasible,
+    faster trial is not fine-tuned either. Both are recorded on the trial, never hidden.
+    """
+
+    budget_ms: float
+    over_budget_factor: float = 1.5
+    min_observations: int = 3  # fine-tune gains seen before any candidate is judged dominated
+    margin: float = 1.0  # accuracy points added to the best gain seen
+    front: list[tuple[float, float]] = field(default_factory=list)  # (latency_ms, accuracy), feasible
+    gains: list[float] = field(default_factory=list)  # fine-tuned minus zero-shot accuracy
+
+    def skip_recovery(self, latency_ms: float) -> str | None:
+        if latency_ms > self.budget_ms * self.over_budget_factor:
+            return (f"latency {latency_ms:.3f} ms is over {self.over_budget_factor:g}x the "
+                    f"{self.budget_ms:g} ms budget")
+        return None
+
+    def skip_finetune(self, latency_ms: float, zero_shot: float) -> str | None:
+        if len(self.gains) < self.min_observations:
+            return None
+        reach = zero_shot + max(self.gains) + self.margin
+        rival = max((acc for lat, acc in self.front if lat <= latency_ms), default=None)
+        if rival is not None and reach < rival:
+            return (f"zero-shot {zero_shot:.2f}% + best fine-tune gain {max(self.gains):.2f} + margin "
+                    f"{self.margin:g} < {rival:.2f}% of a faster feasible trial")
+        return None
 
 
 @dataclass
@@ -67,6 +105,7 @@ class Context:
     runner: Runner
     cache: MeasurementCache | None
     seed: int = 0
+    stager: Stager | None = None  # None: every candidate gets the full recovery
     example_input: torch.Tensor = field(init=False)
     gradient_batches: list[tuple[torch.Tensor, torch.Tensor]] = field(init=False)
     base_params: tuple[int, int] = field(init=False)  # (params, nonzero) of the unpruned model
@@ -136,7 +175,8 @@ def prune(ctx: Context, plan: pruning.PruningPlan, seed: int, model=None, fracti
     )
 
 
-def prune_and_recover(ctx: Context, plan: pruning.PruningPlan, seed: int, times: dict[str, float]):
+def prune_and_recover(ctx: Context, plan: pruning.PruningPlan, seed: int, times: dict[str, float],
+                      gate: Callable[[Any], str | None] | None = None):
     """Surgery then recovery; with ``recovery.iterations = k`` the plan is applied in k
     equal shares, each followed by BN recalibration and steps/k of fine-tuning, so the
     total fine-tune budget is the same as one-shot pruning."""
@@ -156,11 +196,14 @@ def prune_and_recover(ctx: Context, plan: pruning.PruningPlan, seed: int, times:
         with _stage("recover", times):
             if not plan.is_identity:  # the baseline is the user's model as it is
                 recalibrate_bn(model, ctx.task.train, rec.bn_batches, rec.batch_size)
+                if step == k and gate is not None and (why := gate(model)):
+                    report.widths, report.heads = widths, heads
+                    return model, report, why
                 steps = rec.finetune_steps // k + (rec.finetune_steps % k if step == k else 0)
                 cfg = TrainConfig(steps, rec.batch_size, rec.lr, hflip=ctx.task.hflip, seed=seed + step - 1)
                 train(model, ctx.task.train, cfg)
     report.widths, report.heads = widths, heads
-    return model, report
+    return model, report, None
 
 
 def _check_constraints(ctx: Context, model) -> None:
@@ -205,14 +248,35 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
     times: dict[str, float] = {}
     rec = ctx.space.space.recovery
     trial_dir.mkdir(parents=True, exist_ok=True)
-    model, report = prune_and_recover(ctx, plan, seed, times)
+    early = None
+    gate = None
+    zero: dict[str, float] = {}
+    if ctx.stager is not None and not plan.is_identity:
+        # Stage 1: latency first. The shape-only plan has the final architecture, and
+        # dense-kernel latency depends on nothing else, so this is the trial's latency.
+        with _stage("prune", times):
+            shaped, _ = prune(ctx, plan.shape_only(), seed)
+        with _stage("export", times):
+            early = to_onnx(shaped, ctx.example_input, trial_dir / "model.onnx", ctx.space.space.parity_atol)
+        latency, cached = measure_onnx(ctx, early, trial_dir, times)
+        over = ctx.stager.skip_recovery(latency.median_ms)
+
+        def gate(model) -> str | None:  # stage 2: zero-shot accuracy after BN recalibration
+            if over:
+                return over
+            with _stage("screen", times):
+                zero["accuracy"] = accuracy(model, ctx.task.val, rec.eval_samples)
+            return ctx.stager.skip_finetune(latency.median_ms, zero["accuracy"])
+
+    model, report, skipped = prune_and_recover(ctx, plan, seed, times, gate)
     with _stage("evaluate", times):
-        acc = accuracy(model, ctx.task.val, rec.eval_samples)
+        acc = zero["accuracy"] if skipped and "accuracy" in zero else accuracy(model, ctx.task.val, rec.eval_samples)
     with _stage("export", times):
         onnx = to_onnx(model, ctx.example_input, trial_dir / "model.onnx", ctx.space.space.parity_atol)
         torch.save(model.state_dict(), trial_dir / "state.pt")
         (trial_dir / "plan.json").write_text(json.dumps(plan.to_dict(), indent=1))
-    latency, cached = measure_onnx(ctx, onnx, trial_dir, times)
+    if early is None or early.arch_hash != onnx.arch_hash:
+        latency, cached = measure_onnx(ctx, onnx, trial_dir, times)
     return Candidate(
         accuracy=acc,
         latency=latency,
@@ -222,6 +286,8 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         pruned=report,
         violation=ctx.space.space.constraints.violation(onnx.params, onnx.nonzero_params, *ctx.base_params),
         stage_s=times,
+        evaluation=f"zero-shot: {skipped}" if skipped else "full",
+        zero_shot_accuracy=zero.get("accuracy"),
     )
 
 
@@ -256,6 +322,8 @@ def candidate_attrs(c: Candidate) -> dict[str, Any]:
         "heads": {k: list(v) for k, v in c.pruned.heads.items()},
         "dropped_blocks": list(c.pruned.dropped_blocks),
         "skipped": c.pruned.skipped,
+        "evaluation": c.evaluation,
+        "zero_shot_accuracy": c.zero_shot_accuracy,
         "constraint_violation": c.violation,
         "stage_s": c.stage_s,
     }

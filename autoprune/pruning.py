@@ -358,6 +358,22 @@ def _nm_mask(w: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return keep.reshape(wt.shape).permute(inverse).contiguous()
 
 
+def restore_masks(model: nn.Module, plan: PruningPlan, example_input: torch.Tensor,
+                  ignored_layers: tuple[str, ...] = ()) -> None:
+    """Re-create the fine-tune masks of a rebuilt model from its zeros: the layers of
+    the plan's sparse groups keep their zero weights at zero in further training."""
+    sparse = {k for k, c in plan.groups.items() if c.active and METHODS[c.method].kind != "structured"}
+    if not sparse:
+        return
+    modules = dict(model.named_modules())
+    masks = {}
+    for info in find_groups(model, example_input, ignored_layers):
+        if info.name in sparse or any(m in sparse for m in info.members):
+            for name in info.members:
+                masks[f"{name}.weight"] = modules[name].weight.detach() != 0
+    model.autoprune_masks = masks
+
+
 def apply_masks(model: nn.Module) -> None:
     """Re-zero masked weights (after an optimiser step moved them)."""
     import torch

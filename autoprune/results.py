@@ -54,6 +54,8 @@ def trials_frame(study) -> pd.DataFrame:
             "onnx_bytes": a.get("onnx_bytes"),
             "gzip_bytes": a.get("gzip_bytes"),
             "methods": _method_counts(a.get("plan")),
+            "evaluation": a.get("evaluation"),
+            "zero_shot_accuracy": a.get("zero_shot_accuracy"),
             "dropped_blocks": " ".join(a.get("plan", {}).get("drop_blocks", [])),
             "parity_max_abs_diff": a.get("parity_max_abs_diff"),
             "round_to": a.get("plan", {}).get("round_to"),

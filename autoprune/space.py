@@ -169,6 +169,20 @@ class Constraints:
 
 
 @dataclass(frozen=True)
+class StagingConfig:
+    """Staged evaluation (see ``objective.Stager``): which candidates get their fine-tune."""
+
+    enabled: bool = True
+    over_budget_factor: float = 1.5  # measured latency above budget x this: no fine-tune
+    min_observations: int = 3  # fine-tune gains seen before judging a candidate dominated
+    margin: float = 1.0  # accuracy points of slack on the best gain seen
+
+    def __post_init__(self) -> None:
+        if self.over_budget_factor < 1 or self.min_observations < 1 or self.margin < 0:
+            raise ValueError("`over_budget_factor >= 1`, `min_observations >= 1` and `margin >= 0` must hold.")
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     name: str
     description: str = ""
@@ -179,6 +193,7 @@ class SearchSpace:
     constraints: Constraints = field(default_factory=Constraints)
     size_metric: Literal["file", "gzip"] = "file"  # the size objective: ONNX bytes or gzip bytes
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    staging: StagingConfig = field(default_factory=StagingConfig)
     parity_atol: float = 1e-3  # max |ONNX - PyTorch| before a candidate fails export
     prune_timeout_s: float | None = 300.0  # surgery taking longer fails the trial; null = none
     version: int = 1

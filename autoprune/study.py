@@ -281,11 +281,30 @@ class _Searcher:
         self.study = study
         return study
 
+    def _stager(self):
+        """The staging judge, from the trials finished so far (by any worker)."""
+        import optuna
+
+        from autoprune.objective import Stager
+
+        cfg = self.space.staging
+        stager = Stager(self.config.latency_budget_ms, cfg.over_budget_factor, cfg.min_observations, cfg.margin)
+        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            a = t.user_attrs
+            if a.get("latency_ms") is None or a.get("accuracy") is None:
+                continue
+            if a["latency_ms"] <= self.config.latency_budget_ms:
+                stager.front.append((a["latency_ms"], a["accuracy"]))
+            if a.get("evaluation") == "full" and a.get("zero_shot_accuracy") is not None:
+                stager.gains.append(a["accuracy"] - a["zero_shot_accuracy"])
+        return stager
+
     def objective(self, trial) -> tuple[float, float, float]:
         from autoprune.objective import TrialFailure, candidate_attrs, run_candidate
 
         plan = self.ctx.space.suggest(trial)
         trial.set_user_attr("plan", plan.to_dict())
+        self.ctx.stager = self._stager() if self.space.staging.enabled else None
         trial_dir = self.study_dir / "trials" / str(trial.number)
         try:
             cand = run_candidate(self.ctx, plan, trial_dir, self.config.seed + trial.number, trial.number)
@@ -433,6 +452,29 @@ def _run(searcher: _Searcher, study, target: int, bar) -> None:
         results_mod.write_trials(study, searcher.study_dir)
 
     run_trials(study, target, searcher.objective, TrialFailure, after_trial)
+    saved = staging_summary(results_mod.trials_frame(study))
+    if saved:
+        bar.log(saved)
+
+
+def staging_summary(df) -> str | None:
+    """One line: how many fine-tunes staged evaluation skipped and the time it saved.
+
+    Saved time is estimated per skipped trial as the median recovery time of the fully
+    evaluated pruned trials minus what the skipped trial spent in recovery and screening.
+    """
+    if df.empty or "evaluation" not in df:
+        return None
+    done = df[(df["state"] == "COMPLETE") & ~df["baseline"].astype(bool)]
+    full = done[done["evaluation"] == "full"]
+    skipped = done[done["evaluation"].astype(str).str.startswith("zero-shot")]
+    if skipped.empty or full.empty or "recover_s" not in df:
+        return None
+    screen = skipped["screen_s"].fillna(0) if "screen_s" in skipped else 0
+    saved = (full["recover_s"].median() - skipped["recover_s"] - screen).clip(lower=0).sum()
+    over = skipped["evaluation"].str.contains("over").sum()
+    return (f"staged evaluation: {len(skipped)} of {len(done)} pruned candidates were not fine-tuned "
+            f"({over} far over budget, {len(skipped) - over} dominated), saving about {saved:.0f} s")
 
 
 def join(

@@ -1,0 +1,89 @@
+"""Staged evaluation: latency first, zero-shot screening, fine-tune only what can matter."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import pytest
+
+import autoprune
+from autoprune import backends, runners
+from autoprune.objective import Context, Stager, run_candidate
+from autoprune.profiles import load_profile
+from autoprune.pruning import GroupChoice, PruningPlan
+from autoprune.space import load_space, resolve
+from autoprune.study import staging_summary
+
+
+@pytest.fixture(scope="module")
+def ctx(digits_task):
+    space = load_space("default")
+    space = dataclasses.replace(space, recovery=dataclasses.replace(space.recovery, finetune_steps=30,
+                                                                    eval_samples=300))
+    resolved = resolve(space, digits_task.model, digits_task.example_input(1), digits_task.ignored_layers)
+    profile = load_profile("x86-ort")
+    profile = dataclasses.replace(profile, measurement=dataclasses.replace(profile.measurement, sessions=1))
+    return Context(digits_task, profile, resolved, backends.create("onnxruntime"), runners.create("local"), None)
+
+
+def _plan(ctx):
+    return PruningPlan({g.info.name: GroupChoice("l1", 0.5) for g in ctx.space.groups})
+
+
+def test_the_judge():
+    s = Stager(budget_ms=1.0, front=[(0.5, 90.0), (0.9, 95.0)], gains=[3.0, 5.0, 4.0])
+    assert s.skip_recovery(1.6) and "over 1.5x" in s.skip_recovery(1.6) and s.skip_recovery(1.4) is None
+    assert s.skip_finetune(0.6, 80.0) is not None  # 80 + 5 + 1 < 90 of the 0.5 ms trial
+    assert s.skip_finetune(0.6, 85.0) is None  # 85 + 6 reaches 90
+    assert s.skip_finetune(0.4, 10.0) is None  # nothing faster to lose against
+    assert Stager(1.0, front=[(0.5, 90.0)], gains=[1.0]).skip_finetune(0.6, 10.0) is None  # too few gains
+
+
+def test_staged_candidates_skip_the_fine_tune_and_say_why(ctx, tmp_path):
+    full = run_candidate(ctx, _plan(ctx), tmp_path / "full", seed=0)
+    assert full.evaluation == "full" and full.zero_shot_accuracy is None
+    over = dataclasses.replace(ctx, stager=Stager(budget_ms=full.latency.median_ms / 10))
+    cand = run_candidate(over, _plan(ctx), tmp_path / "over", seed=0)
+    assert cand.evaluation.startswith("zero-shot: latency") and "over 1.5x" in cand.evaluation
+    assert cand.stage_s["recover"] < full.stage_s["recover"]
+    assert cand.onnx.arch_hash == full.onnx.arch_hash  # the latency-first export is the final shape
+    beaten = Stager(budget_ms=1e9, front=[(0.0, 100.0)], gains=[0.0, 0.0, 0.0], margin=0.5)
+    dom = run_candidate(dataclasses.replace(ctx, stager=beaten), _plan(ctx), tmp_path / "dom", seed=0)
+    assert dom.evaluation.startswith("zero-shot: zero-shot") and dom.accuracy == dom.zero_shot_accuracy
+    kept = run_candidate(dataclasses.replace(ctx, stager=Stager(budget_ms=1e9)), _plan(ctx), tmp_path / "k", seed=0)
+    assert kept.evaluation == "full" and kept.zero_shot_accuracy is not None
+    assert kept.accuracy == pytest.approx(full.accuracy)  # screening does not change the result
+
+
+def test_summary_line_counts_and_estimates():
+    df = pd.DataFrame({
+        "state": ["COMPLETE"] * 4, "baseline": [True, False, False, False],
+        "evaluation": ["full", "full", "zero-shot: latency 3 ms is over 1.5x", "zero-shot: zero-shot 50%"],
+        "recover_s": [0.0, 8.0, 0.5, 1.0], "screen_s": [None, 1.0, None, 1.0],
+    })
+    line = staging_summary(df)
+    assert "2 of 3 pruned candidates" in line and "1 far over budget, 1 dominated" in line
+    assert "saving about 14 s" in line  # (8 - 0.5) + (8 - 1 - 1)
+
+
+def test_finalize_fine_tunes_and_times_the_front_again(digits_study, tmp_path):
+    import shutil
+
+    from conftest import run_cli
+
+    folder = tmp_path / "copy"
+    shutil.copytree(digits_study.study_dir, folder)
+    proc = run_cli("finalize", str(folder), "--steps", "20")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    final = pd.read_csv(folder / "final.csv")
+    assert len(final) >= 1 and (final["finetune_steps"] == 20).all()
+    assert (final["final_latency_ms"] > 0).all() and (final["paired_speedup"] > 0).all()
+    for n in final["trial"]:
+        assert (folder / "trials" / str(n) / "final" / "state.pt").is_file()
+    # export packages the finalized weights
+    pkg = tmp_path / "pkg"
+    proc = run_cli("export", str(folder), "--trial", str(int(final["trial"].iloc[0])), "--out", str(pkg))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_cli("finalize", str(tmp_path / "nothing"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
