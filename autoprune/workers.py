@@ -20,6 +20,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,9 @@ def run_trials(study, target: int, objective: Callable, failure: type[Exception]
                     return ran
                 trial = None
             else:
-                trial = study.ask()
+                with warnings.catch_warnings():  # "heartbeat is meant for optimize()": we beat ourselves
+                    warnings.simplefilter("ignore", UserWarning)
+                    trial = study.ask()
                 trial.set_user_attr("owner", OWNER)
         if trial is None:
             time.sleep(HEARTBEAT_S)
