@@ -51,6 +51,7 @@ class Candidate:
     onnx: OnnxArtifact
     widths: dict[str, tuple[int, int]]
     stage_s: dict[str, float]
+    build_info: dict[str, Any] = field(default_factory=dict)  # BuildResult.info; empty if cached
 
 
 @dataclass
@@ -102,8 +103,12 @@ def prune(ctx: Context, plan: pruning.PruningPlan, seed: int):
     )
 
 
-def measure_onnx(ctx: Context, onnx: OnnxArtifact, work_dir: Path, times: dict[str, float]) -> tuple[Measurement, bool]:
-    """Build and time an exported model, or take its latency from the cache."""
+def measure_onnx(ctx: Context, onnx: OnnxArtifact, work_dir: Path, times: dict[str, float],
+                 build_info: dict[str, Any] | None = None) -> tuple[Measurement, bool]:
+    """Build and time an exported model, or take its latency from the cache.
+
+    ``build_info``, when given, receives what the build reports (``BuildResult.info``).
+    """
     key = MeasurementCache.key(onnx.arch_hash, ctx.backend.name, ctx.profile.hash)
     cached = ctx.cache.get(key) if ctx.cache is not None else None
     if cached is not None:
@@ -111,6 +116,8 @@ def measure_onnx(ctx: Context, onnx: OnnxArtifact, work_dir: Path, times: dict[s
         return cached, True
     with _stage("build", times):
         built = ctx.backend.build(onnx, ctx.profile, work_dir)
+        if build_info is not None:
+            build_info.update(built.info)
         if built.error:
             raise TrialFailure("build", built.error)
     with _stage("measure", times):
@@ -149,7 +156,8 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         onnx = to_onnx(model, ctx.example_input, trial_dir / "model.onnx", ctx.space.space.parity_atol)
         torch.save(model.state_dict(), trial_dir / "state.pt")
         (trial_dir / "plan.json").write_text(json.dumps(plan.to_dict(), indent=1))
-    latency, cached = measure_onnx(ctx, onnx, trial_dir, times)
+    build_info: dict[str, Any] = {}
+    latency, cached = measure_onnx(ctx, onnx, trial_dir, times, build_info)
     return Candidate(
         accuracy=acc,
         latency=latency,
@@ -158,6 +166,7 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         onnx=onnx,
         widths=widths,
         stage_s=times,
+        build_info=build_info,
     )
 
 
@@ -188,4 +197,5 @@ def candidate_attrs(c: Candidate) -> dict[str, Any]:
         "parity_max_abs_diff": c.onnx.max_abs_diff,
         "widths": {k: list(v) for k, v in c.widths.items()},
         "stage_s": c.stage_s,
+        **{f"build_{k}": v for k, v in c.build_info.items()},
     }
