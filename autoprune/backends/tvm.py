@@ -271,6 +271,7 @@ class TvmBackend(Backend):
 
         t0 = time.perf_counter()
         executable = tvm.compile(mod, target)
+        out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / "model.so"
         fcompile = None
         if settings.cross_compiler:
