@@ -158,13 +158,17 @@ def test_gpu_profiles_without_a_gpu_stop_at_set_up(name, message):
 
 @pytest.mark.slow
 def test_search_export_and_run_with_x86_tvm(tmp_path, monkeypatch):
-    """A short digits search on x86-tvm (a small tuning budget), then export and `autoprune run`."""
+    """A short digits search on x86-tvm, then export and `autoprune run`.
+
+    Tuning is off here (``max_trials: 0``; the tuning test covers it): with it, the search
+    took over 15 min on the shared 2-core machine.
+    """
     import autoprune
     from conftest import run_cli
 
     monkeypatch.setenv("AUTOPRUNE_CACHE", str(tmp_path / "cache"))
     text = (REPO / "device_profiles" / "x86-tvm.yaml").read_text()
-    text = text.replace("max_trials: 48", "max_trials: 8").replace("trials_per_task: 8", "trials_per_task: 4")
+    text = text.replace("max_trials: 48", "max_trials: 0")
     text = text.replace("sessions: 3 ", "sessions: 1 ")
     device = tmp_path / "x86-tvm.yaml"
     device.write_text(text)
