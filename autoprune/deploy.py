@@ -1,7 +1,8 @@
 """Deploy packages: a chosen trial as files a user ships, and loading one back.
 
 A package holds ``model.onnx`` (the exported candidate), the backend's artifact
-(``model.opt.onnx`` for ONNX Runtime), ``model.pt2`` (the pruned PyTorch model as a
+(``model.opt.onnx`` for ONNX Runtime; ``model.so``, the compiled library, cross-compiled
+for an ARM profile, plus ``model.so.inputs.json`` for TVM), ``model.pt2`` (the pruned PyTorch model as a
 ``torch.export`` program: ``torch.export.load`` needs no autoprune code) and
 ``manifest.json`` (plan, metrics, device profile and hash, versions, sha256 of every
 file). :func:`run_package` refuses a package whose files do not match the manifest.
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
     from autoprune.results import SearchResult
 
 SCHEMA = "autoprune.deploy/1"
-VERSIONED = ("autoprune", "torch", "torch-pruning", "onnx", "onnxruntime", "optuna", "numpy")
+VERSIONED = ("autoprune", "torch", "torch-pruning", "onnx", "onnxruntime", "optuna", "numpy",
+             "apache-tvm", "apache-tvm-ffi")
 
 
 def _versions() -> dict[str, str]:
@@ -149,9 +151,23 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
         torch.export.save(program, staging / "model.pt2")
         with torch.no_grad():
             expected = model(example).numpy()
-        got = _ort_session(staging / Path(built.artifact_path).name, profile.to_dict()).run(
-            None, {INPUT_NAME: example.numpy()})[0]
-        parity = float(np.max(np.abs(got - expected)))
+        artifact = staging / Path(built.artifact_path).name
+        parity: float | None = None  # a library for another machine cannot be run here
+        if profile.backend == "tvm":
+            from autoprune.backends.tvm import load_library, resolve_target, run_library, runs_here
+
+            if runs_here(resolve_target(profile.tvm)):
+                vm, dev = load_library(artifact)
+                parity = float(np.max(np.abs(run_library(vm, dev, [example.numpy()])[0] - expected)))
+        else:
+            got = _ort_session(artifact, profile.to_dict()).run(None, {INPUT_NAME: example.numpy()})[0]
+            parity = float(np.max(np.abs(got - expected)))
+        runtime: dict[str, Any] = {"backend": profile.backend, "artifact": artifact.name}
+        if profile.backend == "tvm":
+            from autoprune.backends.tvm import resolve_target
+
+            runtime["target"] = resolve_target(profile.tvm)  # what the library was compiled for
+            runtime["build"] = built.info
 
         base = result.baseline
         manifest: dict[str, Any] = {
@@ -181,7 +197,7 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
             },
             "finalized": final,  # longer fine-tune and paired re-measurement, or null
             "device": {"name": profile.name, "hash": profile.hash, "profile": profile.to_dict()},
-            "runtime": {"backend": profile.backend, "artifact": Path(built.artifact_path).name},
+            "runtime": runtime,
             "versions": _versions(),
             "files": {},
         }
@@ -214,6 +230,37 @@ def _ort_session(path: Path, profile: dict[str, Any]):
     return ort.InferenceSession(str(path), opts, providers=providers)
 
 
+def _tvm_runner(library: Path, target: dict[str, Any], x: np.ndarray):
+    """Load a TVM library if it was built for this machine; say where it runs otherwise."""
+    from autoprune.backends.tvm import GPU_KINDS, gpu_status, load_library, runs_here
+
+    try:
+        import tvm
+    except ImportError as exc:
+        raise PackageError(f"this package needs Apache TVM ({exc}); install it with `pip install -e .[tvm]`.") from None
+    if target["kind"] in GPU_KINDS:
+        status = gpu_status()
+        if not status.startswith("CUDA device"):
+            raise PackageError(f"{library.name} is a CUDA library ({target}); this machine has {status}. "
+                               "Run it on a machine with an NVIDIA GPU.")
+    elif not runs_here(target):
+        raise PackageError(
+            f"{library.name} was compiled for {target.get('mtriple')} ({target.get('mcpu', 'generic')}); it cannot "
+            f"run on this {platform.machine()} machine. Copy the package to the device and run "
+            f"`autoprune run` there, or load it with the TVM {tvm.__version__} runtime: "
+            "`relax.VirtualMachine(tvm.runtime.load_module('model.so'), tvm.cpu())`."
+        )
+    vm, dev = load_library(library, target["kind"])
+    arg = tvm.runtime.tensor(x, dev)
+    main = vm["main"]
+
+    def run_once():
+        out = main(arg)
+        return out.numpy()  # includes the copy back to the host, like ONNX Runtime's run
+
+    return run_once
+
+
 def verify_package(folder: Path) -> dict[str, Any]:
     """Read the manifest and check every file's sha256; return the manifest."""
     folder = Path(folder)
@@ -236,7 +283,7 @@ def verify_package(folder: Path) -> dict[str, Any]:
 
 
 def run_package(folder: str | Path, input_path: str | Path | None = None, runs: int = 100) -> dict[str, Any]:
-    """Verify a package, run it with plain ONNX Runtime, and time it.
+    """Verify a package, run it with plain ONNX Runtime (or the TVM runtime), and time it.
 
     Returns:
         A dict with ``output`` (the array), ``output_shape`` and latency figures.
@@ -244,8 +291,8 @@ def run_package(folder: str | Path, input_path: str | Path | None = None, runs: 
     folder = Path(folder)
     manifest = verify_package(folder)
     runtime = manifest["runtime"]
-    if runtime["backend"] != "onnxruntime":
-        raise PackageError(f"this autoprune runs onnxruntime packages; this one is {runtime['backend']!r}.")
+    if runtime["backend"] not in ("onnxruntime", "tvm"):
+        raise PackageError(f"this autoprune runs onnxruntime and tvm packages; this one is {runtime['backend']!r}.")
     spec = manifest["input"]
     if input_path is None:
         x = np.random.default_rng(0).standard_normal(spec["shape"]).astype(np.float32)
@@ -257,15 +304,21 @@ def run_package(folder: str | Path, input_path: str | Path | None = None, runs: 
         if list(x.shape) != spec["shape"]:
             raise ConfigError(f"input {input_path} has shape {list(x.shape)}; the model takes {spec['shape']}.")
         x = x.astype(np.float32, copy=False)
-    session = _ort_session(folder / runtime["artifact"], manifest["device"]["profile"])
-    feeds = {spec["name"]: x}
-    out = session.run(None, feeds)[0]
+    if runtime["backend"] == "tvm":
+        run_once = _tvm_runner(folder / runtime["artifact"], runtime["target"], x)
+    else:
+        session = _ort_session(folder / runtime["artifact"], manifest["device"]["profile"])
+        feeds = {spec["name"]: x}
+
+        def run_once():
+            return session.run(None, feeds)[0]
+    out = run_once()
     for _ in range(5):
-        session.run(None, feeds)
+        run_once()
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        session.run(None, feeds)
+        run_once()
         times.append(time.perf_counter() - t0)
     return {
         "output": out,

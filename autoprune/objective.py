@@ -57,6 +57,7 @@ class Candidate:
     violation: str | None = None  # the unpruned reference may break the space's caps
     evaluation: str = "full"  # or "zero-shot: <why the fine-tune was skipped>"
     zero_shot_accuracy: float | None = None  # after BN recalibration, before fine-tuning
+    build_info: dict[str, Any] = field(default_factory=dict)  # BuildResult.info; empty if cached
 
 
 @dataclass
@@ -214,8 +215,12 @@ def _check_constraints(ctx: Context, model) -> None:
         raise TrialFailure("prune", f"constraint: {why}")
 
 
-def measure_onnx(ctx: Context, onnx: OnnxArtifact, work_dir: Path, times: dict[str, float]) -> tuple[Measurement, bool]:
-    """Build and time an exported model, or take its latency from the cache."""
+def measure_onnx(ctx: Context, onnx: OnnxArtifact, work_dir: Path, times: dict[str, float],
+                 build_info: dict[str, Any] | None = None) -> tuple[Measurement, bool]:
+    """Build and time an exported model, or take its latency from the cache.
+
+    ``build_info``, when given, receives what the build reports (``BuildResult.info``).
+    """
     key = MeasurementCache.key(onnx.arch_hash, ctx.backend.name, ctx.profile.hash)
     cached = ctx.cache.get(key) if ctx.cache is not None else None
     if cached is not None:
@@ -223,6 +228,8 @@ def measure_onnx(ctx: Context, onnx: OnnxArtifact, work_dir: Path, times: dict[s
         return cached, True
     with _stage("build", times):
         built = ctx.backend.build(onnx, ctx.profile, work_dir)
+        if build_info is not None:
+            build_info.update(built.info)
         if built.error:
             raise TrialFailure("build", built.error)
     with _stage("measure", times):
@@ -250,6 +257,7 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
     trial_dir.mkdir(parents=True, exist_ok=True)
     early = None
     gate = None
+    build_info: dict[str, Any] = {}
     zero: dict[str, float] = {}
     if ctx.stager is not None and not plan.is_identity:
         # Stage 1: latency first. The shape-only plan has the final architecture, and
@@ -258,7 +266,7 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
             shaped, _ = prune(ctx, plan.shape_only(), seed)
         with _stage("export", times):
             early = to_onnx(shaped, ctx.example_input, trial_dir / "model.onnx", ctx.space.space.parity_atol)
-        latency, cached = measure_onnx(ctx, early, trial_dir, times)
+        latency, cached = measure_onnx(ctx, early, trial_dir, times, build_info)
         over = ctx.stager.skip_recovery(latency.median_ms)
 
         def gate(model) -> str | None:  # stage 2: zero-shot accuracy after BN recalibration
@@ -276,7 +284,8 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         torch.save(model.state_dict(), trial_dir / "state.pt")
         (trial_dir / "plan.json").write_text(json.dumps(plan.to_dict(), indent=1))
     if early is None or early.arch_hash != onnx.arch_hash:
-        latency, cached = measure_onnx(ctx, onnx, trial_dir, times)
+        build_info.clear()
+        latency, cached = measure_onnx(ctx, onnx, trial_dir, times, build_info)
     return Candidate(
         accuracy=acc,
         latency=latency,
@@ -288,6 +297,7 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         stage_s=times,
         evaluation=f"zero-shot: {skipped}" if skipped else "full",
         zero_shot_accuracy=zero.get("accuracy"),
+        build_info=build_info,
     )
 
 
@@ -326,4 +336,5 @@ def candidate_attrs(c: Candidate) -> dict[str, Any]:
         "zero_shot_accuracy": c.zero_shot_accuracy,
         "constraint_violation": c.violation,
         "stage_s": c.stage_s,
+        **{f"build_{k}": v for k, v in c.build_info.items()},
     }

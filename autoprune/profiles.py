@@ -79,6 +79,9 @@ class OrtSettings:
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    # bind the input on the provider's device once and leave outputs there, so a GPU's
+    # host-device copies are not timed (CPU: no difference)
+    io_binding: bool = False
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -88,15 +91,75 @@ class OrtSettings:
 
 
 @dataclass(frozen=True)
+class TuningSettings:
+    """MetaSchedule tuning done while building each candidate (TVM on a CPU this machine has).
+
+    Records go to a database shared by every candidate (and every study) built for the
+    same resolved target, so a layer shape tuned once is never tuned again: candidates
+    of one search share most shapes, because ``round_to`` limits the channel counts.
+    Each new task gets ``trials_per_task`` trials, and a candidate tunes at most
+    ``max_trials // trials_per_task`` new tasks (the largest first); the others keep the
+    default schedule. ``max_trials: 0`` turns tuning off: whatever the database already
+    holds is still applied.
+    """
+
+    max_trials: int = 64
+    trials_per_task: int = 8
+    # "evolutionary" with a small population: at 8 trials a task a large one only
+    # spends time in the cost model (57 s a task against 8 s here).
+    strategy: Literal["evolutionary", "replay-trace"] = "evolutionary"
+    population: int = 64
+    database: str | None = None  # a folder; null = $AUTOPRUNE_CACHE/tvm-tuning/<target key>
+    builder_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.max_trials < 0 or self.trials_per_task < 1:
+            raise ValueError(
+                f"`max_trials >= 0` and `trials_per_task >= 1` must hold, but got "
+                f"(max_trials={self.max_trials}, trials_per_task={self.trials_per_task})."
+            )
+        if self.population < 8:
+            raise ValueError(f"`population >= 8` must hold, but got {self.population}.")
+
+
+@dataclass(frozen=True)
+class TvmSettings:
+    """How Apache TVM builds a candidate: target, threads, cross compiler, tuning.
+
+    ``target`` is a TVM target as a mapping (TVM 0.27 refuses ``"llvm -mcpu=..."``
+    strings); ``mcpu: host`` is replaced by this machine's CPU when building.
+    ``num-cores`` is set to ``num_threads`` unless given, since MetaSchedule needs it and
+    the tuned schedules should use the threads the timing uses.
+    """
+
+    target: dict[str, Any] = field(default_factory=lambda: {"kind": "llvm", "mcpu": "host"})
+    num_threads: int = 1
+    cross_compiler: str | None = None  # e.g. aarch64-linux-gnu-gcc; null = the host's compiler
+    gpu_schedule: Literal["dlight"] = "dlight"  # GPU kernels: dlight's default GPU rules
+    tuning: TuningSettings = field(default_factory=TuningSettings)
+    parity_atol: float = 1e-3  # max |TVM - ONNX Runtime| (plus parity_rtol x max |ORT|)
+    parity_rtol: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.target, dict) or not isinstance(self.target.get("kind"), str):
+            raise ValueError("`target` must be a mapping with a `kind` (llvm, cuda, ...).")
+        if self.num_threads < 1:
+            raise ValueError(f"`num_threads >= 1` must hold, but got {self.num_threads}.")
+        if self.parity_atol < 0 or self.parity_rtol < 0:
+            raise ValueError("`parity_atol` and `parity_rtol` must be >= 0.")
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     """One measurement target. Load with :func:`load_profile`."""
 
     name: str
     description: str
-    backend: Literal["onnxruntime"]
+    backend: Literal["onnxruntime", "tvm"]
     runner: Literal["local"] = "local"
     batch_size: int = 1
     onnxruntime: OrtSettings = field(default_factory=OrtSettings)
+    tvm: TvmSettings | None = None  # required when backend is tvm
     measurement: MeasureConfig = field(default_factory=MeasureConfig)
     version: int = 1
 
@@ -105,6 +168,15 @@ class DeviceProfile:
             raise ValueError(f"`batch_size >= 1` must hold, but got {self.batch_size}.")
         if self.version != 1:
             raise ValueError(f"unsupported profile version {self.version}; this autoprune reads 1.")
+        if self.backend == "tvm" and self.tvm is None:
+            raise ValueError("backend `tvm` needs a `tvm:` section (at least `target`).")
+
+    @property
+    def threads(self) -> int:
+        """Threads the timed runtime uses (set in the timing process's environment)."""
+        if self.backend == "tvm" and self.tvm is not None:
+            return self.tvm.num_threads
+        return max(1, self.onnxruntime.intra_op_threads)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -114,6 +186,12 @@ class DeviceProfile:
         """sha256 of everything that can change a latency figure (not the description)."""
         data = self.to_dict()
         data.pop("description")
+        # Keys added later are left out at their default, so profiles (and the studies
+        # keyed by their hash) written before them keep their hash.
+        if data["tvm"] is None:
+            data.pop("tvm")
+        if not data["onnxruntime"]["io_binding"]:
+            data["onnxruntime"].pop("io_binding")
         return stable_hash(data)
 
 

@@ -13,6 +13,24 @@ if [[ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null
 fi
 
+# The ARM profiles cross-compile with Debian's aarch64 gcc (their tests skip without it).
+if ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+    echo "bootstrap: installing Debian's gcc-aarch64-linux-gnu (for the ARM profiles)" >&2
+    SUDO=""
+    [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends gcc-aarch64-linux-gnu >/dev/null
+fi
+
+# Multi-worker tests start a real PostgreSQL server (Debian's package; not as a service).
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    echo "bootstrap: installing Debian's postgresql (for the multi-worker tests)" >&2
+    SUDO=""
+    [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
+
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 if [[ ! -x .venv/bin/python ]]; then
     echo "bootstrap: creating .venv with $PYTHON" >&2
@@ -25,8 +43,8 @@ fi
 stamp=.venv/.autoprune-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     echo "bootstrap: installing Python packages into .venv (a few minutes the first time)" >&2
-    .venv/bin/python -m pip install --disable-pip-version-check -q -e ".[test]" 2>&1 \
+    .venv/bin/python -m pip install --disable-pip-version-check -q -e ".[test,tvm]" 2>&1 \
         | { grep -v "is ignored: it is neither a file nor a directory" || true; }
-    .venv/bin/python -c "import torch, torchvision, torch_pruning, onnxruntime, optuna" 
+    .venv/bin/python -c "import torch, torchvision, torch_pruning, onnxruntime, optuna, tvm, xgboost, psycopg2"
     touch "$stamp"
 fi

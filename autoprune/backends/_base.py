@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import ConfigError
 
@@ -20,6 +20,9 @@ class BuildResult:
     artifact_path: str | None
     error: str | None = None
     build_s: float = 0.0
+    # what the build did, flat and JSON-friendly (TVM: tasks, reused, tuned, seconds);
+    # recorded on the trial as ``build_<key>`` attributes
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend(abc.ABC):
@@ -44,4 +47,8 @@ def create(name: str) -> Backend:
         from autoprune.backends.onnxruntime import OrtBackend
 
         return OrtBackend()
-    raise ConfigError(f"unknown backend {name!r}; available: onnxruntime.")
+    if name == "tvm":
+        from autoprune.backends.tvm import TvmBackend
+
+        return TvmBackend()
+    raise ConfigError(f"unknown backend {name!r}; available: onnxruntime, tvm.")

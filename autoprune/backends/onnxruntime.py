@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
           "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 INSTALL_HINT = {
     "CUDAExecutionProvider": "install onnxruntime-gpu (`pip install -e .[gpu]`) and the CUDA runtime",
     "TensorrtExecutionProvider": "install onnxruntime-gpu with TensorRT",
@@ -50,6 +51,16 @@ class OrtBackend(Backend):
                 f"profile {profile.name!r} asks for {', '.join(missing)}, but this onnxruntime "
                 f"offers {available}. To fix: {hints}, or choose another profile (`autoprune devices`)."
             )
+        gpu = [p for p in profile.onnxruntime.providers if p in GPU_PROVIDERS]
+        if gpu and not Path("/proc/driver/nvidia/version").exists():
+            # onnxruntime-gpu lists its providers whether or not a GPU is there, and then
+            # quietly falls back to the CPU: that would time the wrong device
+            raise BackendError(
+                f"profile {profile.name!r} asks for {', '.join(gpu)}, and this onnxruntime offers it, but "
+                "no NVIDIA driver is loaded (/proc/driver/nvidia/version is missing), so there is no GPU to "
+                "time on. To fix: run on a machine with an NVIDIA GPU and driver, or choose a CPU profile "
+                "(`autoprune devices`)."
+            )
 
     def build(self, onnx: OnnxArtifact, profile: DeviceProfile, out_dir: Path) -> BuildResult:
         import onnxruntime as ort
@@ -81,4 +92,30 @@ class OrtBackend(Backend):
         for inp in session.get_inputs():
             shape = [d if isinstance(d, int) else profile.batch_size for d in inp.shape]
             feeds[inp.name] = rng.standard_normal(shape).astype(np.float32)
-        return timed_loop(lambda: session.run(None, feeds), profile.measurement, settings.intra_op_threads)
+        if settings.io_binding:
+            run_once = _bound_run(session, feeds, settings.providers[0])
+        else:
+            def run_once():
+                session.run(None, feeds)
+        return timed_loop(run_once, profile.measurement, settings.intra_op_threads)
+
+
+def _bound_run(session, feeds, provider: str):
+    """A run with inputs copied to the provider's device once and outputs left there.
+
+    Never run on a GPU (this project's machines have none); it follows ONNX Runtime's
+    documented I/O-binding API.
+    """
+    import onnxruntime as ort
+
+    device = "cuda" if provider in GPU_PROVIDERS else "cpu"
+    binding = session.io_binding()
+    for name, value in feeds.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, device, 0))
+    for out in session.get_outputs():
+        binding.bind_output(out.name, device)
+
+    def run_once():
+        session.run_with_iobinding(binding)  # returns once the provider's stream is done
+
+    return run_once

@@ -3,7 +3,7 @@
 A candidate that crashes the runtime (even with a segmentation fault) or hangs kills
 only its own process; the trial fails with the reason and the study goes on. A fresh
 process per candidate also keeps one candidate's allocator state out of the next one's
-figures. The child imports onnxruntime and numpy, never torch.
+figures. The child imports its backend's runtime (onnxruntime or tvm) and numpy, never torch.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class LocalRunner(Runner):
 
     def _one_process(self, build: BuildResult, profile: DeviceProfile) -> RunnerResult:
         request = json.dumps({"artifact": build.artifact_path, "profile": profile.to_dict()})
-        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, profile.onnxruntime.intra_op_threads)))
+        threads = str(profile.threads)
+        env = dict(os.environ, OMP_NUM_THREADS=threads, TVM_NUM_THREADS=threads)
         env.update(faults.child_env())
         limit = profile.measurement.memory_limit_mb
         proc = subprocess.Popen(

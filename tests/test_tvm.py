@@ -1,0 +1,193 @@
+"""TVM backend and the TVM / ARM / GPU profiles: real TVM builds, no mocks.
+
+Tuning databases go to a temporary folder (``AUTOPRUNE_CACHE`` or the profile's
+``tuning.database``), never the user's cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm", reason="the [tvm] extra is not installed")
+
+from autoprune import backends, runners  # noqa: E402
+from autoprune.backends.tvm import gpu_status  # noqa: E402
+from autoprune.errors import BackendError  # noqa: E402
+from autoprune.export import to_onnx  # noqa: E402
+from autoprune.profiles import DeviceProfile, load_profile  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+HAS_GPU = gpu_status().startswith("CUDA device")
+
+
+@pytest.fixture(scope="module")
+def onnx_model(digits_task, tmp_path_factory):
+    return to_onnx(digits_task.model, digits_task.example_input(1), tmp_path_factory.mktemp("m") / "m.onnx", 1e-4)
+
+
+def with_tuning(profile: DeviceProfile, db: Path, **tuning) -> DeviceProfile:
+    t = dataclasses.replace(profile.tvm.tuning, database=str(db), **tuning)
+    quick = dataclasses.replace(profile.measurement, sessions=1, max_seconds=0.5)
+    return dataclasses.replace(profile, tvm=dataclasses.replace(profile.tvm, tuning=t), measurement=quick)
+
+
+def test_new_profiles_parse():
+    x86 = load_profile("x86-tvm")
+    assert x86.backend == "tvm" and x86.tvm.target == {"kind": "llvm", "mcpu": "host"}
+    assert x86.tvm.tuning.max_trials > 0 and x86.threads == x86.tvm.num_threads
+    for core in ("a72", "a76"):
+        arm = load_profile(f"arm-{core}-tvm")
+        assert arm.tvm.target["mtriple"] == "aarch64-linux-gnu" and arm.tvm.target["mcpu"] == f"cortex-{core}"
+        assert "+neon" in arm.tvm.target["mattr"] and arm.tvm.cross_compiler == "aarch64-linux-gnu-gcc"
+    cuda = load_profile("gpu-cuda-tvm")
+    assert cuda.tvm.target == {"kind": "cuda", "arch": "sm_80"} and cuda.tvm.gpu_schedule == "dlight"
+    ort_gpu = load_profile("gpu-cuda-ort")
+    assert ort_gpu.onnxruntime.providers[0] == "CUDAExecutionProvider" and ort_gpu.onnxruntime.io_binding
+    # profiles from before TVM keep their hash (studies are keyed by it)
+    assert load_profile("x86-ort").hash == "7d1597d9d3e28090addbe23c7926b0e90e7d32481fb3321059e5c39775fbb493"
+
+
+def test_tvm_profile_needs_a_tvm_section(tmp_path):
+    from autoprune.errors import ConfigError
+
+    f = tmp_path / "p.yaml"
+    f.write_text("description: d\nbackend: tvm\n")
+    with pytest.raises(ConfigError, match="backend `tvm` needs a `tvm:` section"):
+        load_profile(f)
+    f.write_text("description: d\nbackend: tvm\ntvm: {target: {mcpu: host}}\n")
+    with pytest.raises(ConfigError, match="`target` must be a mapping with a `kind`"):
+        load_profile(f)
+
+
+def test_x86_build_is_checked_against_ort_and_timed(onnx_model, tmp_path):
+    profile = with_tuning(load_profile("x86-tvm"), tmp_path / "db", max_trials=0)
+    backend = backends.create("tvm")
+    backend.check_available(profile)
+    built = backend.build(onnx_model, profile, tmp_path)
+    assert built.error is None, built.error
+    assert built.artifact_path.endswith("model.so")
+    info = built.info
+    assert info["tasks"] > 0 and info["tasks_tuned"] == 0 and info["tasks_default"] == info["tasks"]
+    assert 0 <= info["parity_max_abs_diff"] < 1e-3
+    assert json.loads(info["target"])["mcpu"] not in ("host", "")
+    result = runners.create("local").measure(built, profile)
+    assert result.error is None, result.error
+    m = result.measurement
+    assert 0 < m.min_ms <= m.median_ms and m.threads == profile.tvm.num_threads
+
+
+def test_parity_mismatch_is_a_failed_build(onnx_model, tmp_path):
+    profile = with_tuning(load_profile("x86-tvm"), tmp_path / "db", max_trials=0)
+    strict = dataclasses.replace(profile, tvm=dataclasses.replace(profile.tvm, parity_atol=0.0, parity_rtol=0.0))
+    built = backends.create("tvm").build(onnx_model, strict, tmp_path)
+    assert built.artifact_path is None
+    assert "differs from ONNX Runtime" in built.error and built.info["parity_max_abs_diff"] > 0
+
+
+@pytest.mark.slow  # 50-130 s: MetaSchedule builds and runs real candidates
+def test_tuning_fills_the_database_and_the_next_candidate_reuses_it(onnx_model, digits_task, tmp_path):
+    import torch
+
+    db = tmp_path / "db"
+    profile = with_tuning(load_profile("x86-tvm"), db, max_trials=4, trials_per_task=2, population=16)
+    backend = backends.create("tvm")
+    first = backend.build(onnx_model, profile, tmp_path / "a")
+    assert first.error is None, first.error
+    assert first.info["tasks_tuned"] == 2 and first.info["tasks_reused"] == 0 and first.info["tuning_s"] > 0
+    assert (db / "database_tuning_record.json").stat().st_size > 0
+    # another candidate with the same shapes (other weights): its tuned tasks come from the database
+    import copy
+
+    twin = copy.deepcopy(digits_task.model)
+    twin.load_state_dict({k: v + 0.01 if v.is_floating_point() else v for k, v in twin.state_dict().items()})
+    with torch.no_grad():
+        onnx2 = to_onnx(twin.eval(), digits_task.example_input(1), tmp_path / "twin.onnx", 1e-4)
+    second = backend.build(onnx2, profile, tmp_path / "b")
+    assert second.error is None, second.error
+    assert second.info["tasks_reused"] >= 2
+    assert second.info["db_reuse_rate"] == pytest.approx(second.info["tasks_reused"] / second.info["tasks"], abs=1e-3)
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None,
+                    reason="needs Debian's gcc-aarch64-linux-gnu (apt-get install gcc-aarch64-linux-gnu)")
+@pytest.mark.parametrize("name", ["arm-a72-tvm", "arm-a76-tvm"])
+def test_arm_profiles_cross_compile_an_aarch64_library(name, onnx_model, tmp_path):
+    profile = with_tuning(load_profile(name), tmp_path / "db", max_trials=0)
+    built = backends.create("tvm").build(onnx_model, profile, tmp_path)
+    assert built.error is None, built.error
+    header = Path(built.artifact_path).read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and header[4] == 2  # 64-bit
+    assert int.from_bytes(header[18:20], "little") == 183  # e_machine EM_AARCH64
+    assert built.info["parity_max_abs_diff"] is None  # cannot run here
+
+
+def test_arm_profile_cannot_be_searched_locally():
+    import autoprune
+
+    with pytest.raises(BackendError, match=r"builds for aarch64-linux-gnu.*cannot run that code.*To fix"):
+        autoprune.search(task="digits", device="arm-a72-tvm", latency_budget_ms=1.0, n_trials=2, progress=False)
+
+
+def test_cuda_library_builds_without_a_gpu(onnx_model, tmp_path):
+    profile = load_profile("gpu-cuda-tvm")
+    built = backends.create("tvm").build(onnx_model, profile, tmp_path)
+    if built.error and "nvcc" in built.error.lower():
+        pytest.skip(f"this TVM cannot compile CUDA here: {built.error}")
+    assert built.error is None, built.error
+    data = Path(built.artifact_path).read_bytes()
+    assert data[:4] == b"\x7fELF" and b"__global__" in data  # the CUDA kernels are embedded
+    assert built.info["schedule"] == "dlight"
+
+
+@pytest.mark.skipif(HAS_GPU, reason="this machine has a GPU")
+@pytest.mark.parametrize("name, message", [
+    ("gpu-cuda-tvm", r"asks for a CUDA GPU .*but this machine has no CUDA device.*To fix"),
+    ("gpu-cuda-ort", r"asks for CUDAExecutionProvider.*(offers \[|no NVIDIA driver).*To fix"),
+])
+def test_gpu_profiles_without_a_gpu_stop_at_set_up(name, message):
+    profile = load_profile(name)
+    with pytest.raises(BackendError, match=message):
+        backends.create(profile.backend).check_available(profile)
+
+
+@pytest.mark.slow
+def test_search_export_and_run_with_x86_tvm(tmp_path, monkeypatch):
+    """A short digits search on x86-tvm, then export and `autoprune run`.
+
+    Tuning is off here (``max_trials: 0``; the tuning test covers it): with it, the search
+    took over 15 min on the shared 2-core machine.
+    """
+    import autoprune
+    from conftest import run_cli
+
+    monkeypatch.setenv("AUTOPRUNE_CACHE", str(tmp_path / "cache"))
+    text = (REPO / "device_profiles" / "x86-tvm.yaml").read_text()
+    text = text.replace("max_trials: 48", "max_trials: 0")
+    text = text.replace("sessions: 3 ", "sessions: 1 ")
+    device = tmp_path / "x86-tvm.yaml"
+    device.write_text(text)
+    result = autoprune.search(task="digits", device=str(device), latency_budget_ms=5.0, n_trials=3,
+                              results_dir=tmp_path / "results", progress=False)
+    done = result.trials[result.trials["state"] == "COMPLETE"]
+    assert len(done) >= 2, result.trials[["trial", "state", "fail_reason"]]
+    attrs = result.study.trials[int(done.iloc[0]["trial"])].user_attrs
+    assert attrs["build_tasks"] > 0 and "build_tasks_reused" in attrs and "build_tuning_s" in attrs
+    member = int(result.front.sort_values("latency_ms").iloc[0]["trial"])
+    out = tmp_path / "pkg"
+    result.export(member, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["runtime"]["backend"] == "tvm" and manifest["runtime"]["artifact"] == "model.so"
+    assert {"model.so", "model.so.inputs.json", "model.onnx", "model.pt2"} <= set(manifest["files"])
+    assert manifest["metrics"]["export_parity_max_abs_diff"] < 1e-3
+    assert "apache-tvm" in manifest["versions"]
+    proc = run_cli("run", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "checksums ok; output shape (1, 10)" in proc.stdout
+    res = autoprune.run_package(out, runs=5)
+    assert np.isfinite(res["output"]).all()
