@@ -49,9 +49,15 @@ class SearchProgress:
         if trial.state.name == "COMPLETE":
             lat, acc = attrs["latency_ms"], attrs["accuracy"]
             mark = "[green]within budget[/]" if lat <= budget_ms else "[yellow]over budget[/]"
+            extra = ""
+            if str(attrs.get("evaluation", "full")).startswith("zero-shot"):
+                extra += "  [dim]zero-shot (fine-tune skipped)[/]"
+            if attrs.get("build_tasks"):  # TVM: how much tuning this candidate cost
+                extra += (f"  [dim]tuning {attrs.get('build_tuning_s', 0):.0f} s, "
+                          f"{attrs.get('build_tasks_reused', 0)}/{attrs['build_tasks']} tasks reused[/]")
             self._progress.console.print(
                 f"  trial {trial.number:>3}: accuracy {acc:6.2f}%  latency {lat:7.3f} ms  "
-                f"size {attrs['size_mb']:.3f} MB  {mark}",
+                f"size {attrs['size_mb']:.3f} MB  {mark}{extra}",
                 highlight=False,
             )
         elif attrs.get("fail_stage") and attrs.get("fail_stage") != "interrupted":

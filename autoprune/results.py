@@ -64,6 +64,9 @@ def trials_frame(study) -> pd.DataFrame:
             "duration_s": t.duration.total_seconds() if t.duration else None,
             "load_avg": a.get("load_avg"),
         }
+        for key, value in a.items():  # what the backend reported (TVM tuning, reuse, compile time)
+            if key.startswith("build_"):
+                row[key] = value
         for stage, secs in (a.get("stage_s") or {}).items():
             row[f"{stage}_s"] = secs
         for name, value in t.params.items():
