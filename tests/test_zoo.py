@@ -56,6 +56,16 @@ def _prune_export_run(zoo, name, method, tmp_path):
         if not blocks:  # e.g. DenseNet: concatenation, no identity-shortcut block to remove
             pytest.skip(f"{name} has no residual block with an identity shortcut")
         plan = PruningPlan(drop_blocks=tuple(blocks[::2]))
+    elif pruning.METHODS[method].nm:
+        # N:M needs input widths in multiples of m: groups of only RGB stems or depthwise
+        # convs cannot take it, and say so naming their layers
+        m = pruning.METHODS[method].nm[1]
+        modules = dict(model.named_modules())
+        fits = [g for g in groups if any(modules[x].weight.shape[1] % m == 0 for x in g.members)]
+        for g in [g for g in groups if g not in fits][:1]:
+            with pytest.raises(pruning.PruningError, match=rf"cannot apply to group '{g.name}'.*{g.members[0]} has"):
+                pruning.apply(model, PruningPlan({g.name: GroupChoice(method, 0.3)}), x, ignored_layers=ignored)
+        plan = PruningPlan({grp.name: GroupChoice(method, 0.3) for grp in fits})
     else:
         plan = PruningPlan({grp.name: GroupChoice(method, 0.3) for grp in groups}, round_to=8)
     pruned, report = pruning.apply(model, plan, x, ignored_layers=ignored, gradient_batches=batches)
