@@ -27,7 +27,7 @@ def command() -> str:
 def facts(load_note: str = "") -> str:
     """A markdown paragraph: command, date, CPU, cores, load average (now), plus a note."""
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         f"- Command: `{command()}`\n"
         f"- Date: {now}\n"
@@ -43,5 +43,7 @@ def load_summary(samples: list[float]) -> str:
     if not samples:
         return "no load samples"
     s = sorted(samples)
-    return (f"1-min load average during the run: min {s[0]:.2f}, median {s[len(s) // 2]:.2f}, "
-            f"max {s[-1]:.2f} over {len(s)} samples")
+    return (
+        f"1-min load average during the run: min {s[0]:.2f}, median {s[len(s) // 2]:.2f}, "
+        f"max {s[-1]:.2f} over {len(s)} samples"
+    )

@@ -9,8 +9,14 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-QUICK_MEASUREMENT = {"sessions": 1, "max_seconds": 0.3, "min_repeats": 10, "max_repeats": 200,
-                     "noise_retries": 0, "warmup": 3}
+QUICK_MEASUREMENT = {
+    "sessions": 1,
+    "max_seconds": 0.3,
+    "min_repeats": 10,
+    "max_repeats": 200,
+    "noise_retries": 0,
+    "warmup": 3,
+}
 
 
 def profile(name: str = "x86-ort", quick: bool = False):
@@ -32,7 +38,9 @@ def context(task, prof, recovery: dict | None = None):
     if recovery:
         space = dataclasses.replace(space, recovery=dataclasses.replace(space.recovery, **recovery))
     resolved = resolve(space, task.model, task.example_input(1), task.ignored_layers)
-    return Context(task, prof, resolved, backends.create(prof.backend), runners.create(prof.runner), cache=None)
+    return Context(
+        task, prof, resolved, backends.create(prof.backend), runners.create(prof.runner), cache=None
+    )
 
 
 def uniform_plan(ctx, ratio: float, round_to: int, method: str = "l1"):
@@ -40,7 +48,9 @@ def uniform_plan(ctx, ratio: float, round_to: int, method: str = "l1"):
 
     if ratio <= 0:
         return PruningPlan()
-    return PruningPlan({g.info.name: GroupChoice(method, ratio) for g in ctx.space.groups}, round_to=round_to)
+    return PruningPlan(
+        {g.info.name: GroupChoice(method, ratio) for g in ctx.space.groups}, round_to=round_to
+    )
 
 
 def export(ctx, plan, work_dir: Path, name: str = "model"):
@@ -59,8 +69,18 @@ def time_onnx(onnx_path: str | Path, prof, work_dir: Path):
     from autoprune import backends, runners
     from autoprune.export import OnnxArtifact
 
-    art = OnnxArtifact(path=str(onnx_path), sha256="", arch_hash="", bytes=0, macs=0, params=0,
-                       nonzero_params=0, max_abs_diff=0.0, input_shape=(), output_shape=())
+    art = OnnxArtifact(
+        path=str(onnx_path),
+        sha256="",
+        arch_hash="",
+        bytes=0,
+        macs=0,
+        params=0,
+        nonzero_params=0,
+        max_abs_diff=0.0,
+        input_shape=(),
+        output_shape=(),
+    )
     work_dir.mkdir(parents=True, exist_ok=True)
     built = backends.create(prof.backend).build(art, prof, work_dir)
     if built.error:

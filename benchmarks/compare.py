@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import facts, load_summary  # noqa: E402
+from _machine import facts, load_summary
 
 ARMS = ("autoprune", "uniform", "random")
 UNIFORM_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -46,7 +46,9 @@ def pareto_2d(df: pd.DataFrame) -> pd.DataFrame:
     return p.loc[keep]
 
 
-def best_speedup(df: pd.DataFrame, base_acc: float, base_ms: float, drop_pts: float) -> pd.Series | None:
+def best_speedup(
+    df: pd.DataFrame, base_acc: float, base_ms: float, drop_pts: float
+) -> pd.Series | None:
     ok = df[df["accuracy"] >= base_acc - drop_pts - 1e-9]  # accuracy is in percent
     if ok.empty:
         return None
@@ -60,9 +62,17 @@ class SearchArm:
         from autoprune.study import SearchConfig, _Searcher
 
         self.name = name
-        config = SearchConfig(task=args.task, device=args.device, latency_budget_ms=args.latency_budget_ms,
-                              n_trials=args.trials, study_name=name, results_dir=str(root), seed=args.seed,
-                              sampler=sampler, warm_start=warm_start)
+        config = SearchConfig(
+            task=args.task,
+            device=args.device,
+            latency_budget_ms=args.latency_budget_ms,
+            n_trials=args.trials,
+            study_name=name,
+            results_dir=str(root),
+            seed=args.seed,
+            sampler=sampler,
+            warm_start=warm_start,
+        )
         self.searcher = _Searcher(config)
         self.searcher.check_storage()
         self.searcher.prepare(lambda msg: print(f"[{name}] {msg}", file=sys.stderr, flush=True))
@@ -72,7 +82,9 @@ class SearchArm:
         from autoprune import results
         from autoprune.objective import TrialFailure
 
-        self.study.optimize(self.searcher.objective, n_trials=1, catch=(TrialFailure,), gc_after_trial=False)
+        self.study.optimize(
+            self.searcher.objective, n_trials=1, catch=(TrialFailure,), gc_after_trial=False
+        )
         results.write_trials(self.study, self.searcher.study_dir)
 
     def frame(self) -> pd.DataFrame:
@@ -81,7 +93,9 @@ class SearchArm:
         res = results.SearchResult.load(self.searcher.study_dir)
         res.write_all()
         df = results.trials_frame(self.study)
-        df["onnx"] = [str(self.searcher.study_dir / "trials" / str(n) / "model.onnx") for n in df["trial"]]
+        df["onnx"] = [
+            str(self.searcher.study_dir / "trials" / str(n) / "model.onnx") for n in df["trial"]
+        ]
         return df
 
 
@@ -94,12 +108,16 @@ class UniformArm:
 
         self.name = "uniform"
         self.root = root / "uniform"
-        self.ctx = Context(ctx.task, ctx.profile, ctx.space, ctx.backend, ctx.runner, cache=None, seed=seed)
+        self.ctx = Context(
+            ctx.task, ctx.profile, ctx.space, ctx.backend, ctx.runner, cache=None, seed=seed
+        )
         self.seed = seed
         names = [g.info.name for g in ctx.space.groups]
         self.queue: list[tuple[str, object]] = [("baseline", PruningPlan())]
-        self.queue += [(f"l1 {r:g}", PruningPlan({n: GroupChoice("l1", r) for n in names}, round_to=8))
-                       for r in ratios]
+        self.queue += [
+            (f"l1 {r:g}", PruningPlan({n: GroupChoice("l1", r) for n in names}, round_to=8))
+            for r in ratios
+        ]
         self.queue.append(("baseline (again, at the end)", PruningPlan()))
         self.rows: list[dict] = []
 
@@ -115,12 +133,23 @@ class UniformArm:
         except TrialFailure as exc:
             self.rows.append({"trial": n, "label": label, "state": "FAIL", "fail_reason": str(exc)})
             return
-        self.rows.append({
-            "trial": n, "label": label, "state": "COMPLETE", "baseline": plan.is_identity,
-            "accuracy": c.accuracy, "latency_ms": c.latency.median_ms, "latency_noisy": c.latency.noisy,
-            "latency_session_spread": c.latency.session_spread, "macs": c.onnx.macs, "size_mb": c.size_mb,
-            "load_avg": c.latency.load_avg, "duration_s": time.time() - start, "onnx": c.onnx.path,
-        })
+        self.rows.append(
+            {
+                "trial": n,
+                "label": label,
+                "state": "COMPLETE",
+                "baseline": plan.is_identity,
+                "accuracy": c.accuracy,
+                "latency_ms": c.latency.median_ms,
+                "latency_noisy": c.latency.noisy,
+                "latency_session_spread": c.latency.session_spread,
+                "macs": c.onnx.macs,
+                "size_mb": c.size_mb,
+                "load_avg": c.latency.load_avg,
+                "duration_s": time.time() - start,
+                "onnx": c.onnx.path,
+            }
+        )
 
     def frame(self) -> pd.DataFrame:
         df = pd.DataFrame(self.rows)
@@ -144,8 +173,13 @@ def schedule(n_search: int, n_uniform: int) -> list[list[str]]:
     return rounds
 
 
-def plot(fronts: dict[str, pd.DataFrame], alls: dict[str, pd.DataFrame], base_acc: float, ref_ms: float,
-         path: Path) -> None:
+def plot(
+    fronts: dict[str, pd.DataFrame],
+    alls: dict[str, pd.DataFrame],
+    base_acc: float,
+    ref_ms: float,
+    path: Path,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,7 +198,9 @@ def plot(fronts: dict[str, pd.DataFrame], alls: dict[str, pd.DataFrame], base_ac
     for d in DROPS:
         ax.axhline(base_acc - d, color="grey", ls=":", lw=0.8)
         ax.text(ref_ms, base_acc - d, f" -{d:g} pt", va="center", fontsize=8, color="grey")
-    ax.axvline(ref_ms, color="k", ls="--", lw=0.8, label=f"median baseline {ref_ms:.2f} ms (HV reference)")
+    ax.axvline(
+        ref_ms, color="k", ls="--", lw=0.8, label=f"median baseline {ref_ms:.2f} ms (HV reference)"
+    )
     lo = min(base_acc - 6, min(f["accuracy"].min() for f in fronts.values()))
     ax.set_ylim(max(lo, base_acc - 15), base_acc + 1)
     ax.set_xlabel("measured latency (ms, x86-ort, median of 3 processes)")
@@ -178,17 +214,33 @@ def plot(fronts: dict[str, pd.DataFrame], alls: dict[str, pd.DataFrame], base_ac
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=None, help="markdown report (default "
-                        "results/benchmarks/compare.md; with --quick, inside --results-dir)")
-    parser.add_argument("--results-dir", type=Path, default=None, help="where the three studies go "
-                        "(default results/compare, results/compare-quick with --quick); replaced")
-    parser.add_argument("--trials", type=int, default=14, help="trials per search arm, baseline included")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="markdown report (default "
+        "results/benchmarks/compare.md; with --quick, inside --results-dir)",
+    )
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help="where the three studies go "
+        "(default results/compare, results/compare-quick with --quick); replaced",
+    )
+    parser.add_argument(
+        "--trials", type=int, default=14, help="trials per search arm, baseline included"
+    )
     parser.add_argument("--task", default="fashion-mnist")
     parser.add_argument("--device", default="x86-ort")
     parser.add_argument("--latency-budget-ms", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 3 trials per search arm, 2 ratios")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 3 trials per search arm, 2 ratios"
+    )
     args = parser.parse_args()
     ratios = UNIFORM_RATIOS
     if args.quick:
@@ -200,8 +252,10 @@ def main() -> None:
     root.mkdir(parents=True)
 
     t0 = time.time()
-    arms = {"autoprune": SearchArm("autoprune", root, args, "tpe", True),
-            "random": SearchArm("random", root, args, "random", False)}
+    arms = {
+        "autoprune": SearchArm("autoprune", root, args, "tpe", True),
+        "random": SearchArm("random", root, args, "random", False),
+    }
     arms["uniform"] = UniformArm(root, arms["autoprune"].searcher.ctx, ratios, args.seed)
     loads, timeline = [], []
     plan = schedule(args.trials, len(arms["uniform"].queue))
@@ -211,10 +265,21 @@ def main() -> None:
             start = time.time()
             arms[name].step()
             loads.append(os.getloadavg()[0])
-            timeline.append({"round": r, "arm": name, "start_s": start - t0, "s": time.time() - start,
-                             "load1": loads[-1]})
-            print(f"round {r + 1}/{len(plan)} {name}: {time.time() - start:.1f} s, load {loads[-1]:.2f}, "
-                  f"elapsed {(time.time() - t0) / 60:.1f} min", file=sys.stderr, flush=True)
+            timeline.append(
+                {
+                    "round": r,
+                    "arm": name,
+                    "start_s": start - t0,
+                    "s": time.time() - start,
+                    "load1": loads[-1],
+                }
+            )
+            print(
+                f"round {r + 1}/{len(plan)} {name}: {time.time() - start:.1f} s, load {loads[-1]:.2f}, "
+                f"elapsed {(time.time() - t0) / 60:.1f} min",
+                file=sys.stderr,
+                flush=True,
+            )
     wall = time.time() - t0
     pd.DataFrame(timeline).to_csv(root / "timeline.csv", index=False)
 
@@ -224,8 +289,12 @@ def main() -> None:
     for name, df in frames.items():
         df["arm"] = name
     ok = {n: df[df["state"] == "COMPLETE"].copy() for n, df in frames.items()}
-    bases = pd.concat([df[df["baseline"].astype(bool)][["arm", "trial", "accuracy", "latency_ms", "load_avg"]]
-                       for df in ok.values()])
+    bases = pd.concat(
+        [
+            df[df["baseline"].astype(bool)][["arm", "trial", "accuracy", "latency_ms", "load_avg"]]
+            for df in ok.values()
+        ]
+    )
     ref_ms = float(bases["latency_ms"].median())
     base_acc = float(bases["accuracy"].median())
     fronts = {n: pareto_2d(df) for n, df in ok.items()}
@@ -234,24 +303,43 @@ def main() -> None:
     for n in ARMS:
         df, f = ok[n], fronts[n]
         own_base = bases[bases["arm"] == n]["latency_ms"].median()
-        row = {"arm": n, "candidates": len(frames[n]), "completed": len(df), "front size": len(f),
-               "hypervolume (acc x ms)": hypervolume_2d(df, ref_ms),
-               "HV / (base acc x ref ms)": hypervolume_2d(df, ref_ms) / (base_acc * ref_ms),
-               "own baseline ms": own_base,
-               "noisy (3-process spread > 15%)": f"{int(df['latency_noisy'].astype(bool).sum())}/{len(df)}"}
+        row = {
+            "arm": n,
+            "candidates": len(frames[n]),
+            "completed": len(df),
+            "front size": len(f),
+            "hypervolume (acc x ms)": hypervolume_2d(df, ref_ms),
+            "HV / (base acc x ref ms)": hypervolume_2d(df, ref_ms) / (base_acc * ref_ms),
+            "own baseline ms": own_base,
+            "noisy (3-process spread > 15%)": f"{int(df['latency_noisy'].astype(bool).sum())}/{len(df)}",
+        }
         for d in DROPS:
             best = best_speedup(df, base_acc, ref_ms, d)
             row[f"best speedup <= {d:g} pt"] = (
                 f"{ref_ms / best['latency_ms']:.2f}x ({best['latency_ms']:.3f} ms, "
-                f"{best['accuracy']:.2f}%, #{int(best['trial'])})" if best is not None else "none")
+                f"{best['accuracy']:.2f}%, #{int(best['trial'])})"
+                if best is not None
+                else "none"
+            )
         summary.append(row)
     summary_df = pd.DataFrame(summary)
 
     png = out.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(fronts, ok, base_acc, ref_ms, png)
-    cols = ["arm", "trial", "accuracy", "latency_ms", "macs", "size_mb", "latency_noisy", "load_avg"]
-    every = pd.concat([df.assign(label=df.get("label", df.get("warm_start"))) for df in ok.values()])
+    cols = [
+        "arm",
+        "trial",
+        "accuracy",
+        "latency_ms",
+        "macs",
+        "size_mb",
+        "latency_noisy",
+        "load_avg",
+    ]
+    every = pd.concat(
+        [df.assign(label=df.get("label", df.get("warm_start"))) for df in ok.values()]
+    )
     every[[*cols, "label"]].to_csv(out.with_suffix(".csv"), index=False)
     front_tables = []
     for n in ARMS:
@@ -260,8 +348,20 @@ def main() -> None:
         f["drop_pt"] = base_acc - f["accuracy"]
         f["speedup"] = ref_ms / f["latency_ms"]
         f["MMACs"] = f["macs"] / 1e6
-        front_tables.append(f"### {n}\n\n" + f[["trial", "accuracy_%", "drop_pt", "latency_ms", "speedup", "MMACs",
-                                                  "latency_noisy"]].to_markdown(index=False, floatfmt=".3f"))
+        front_tables.append(
+            f"### {n}\n\n"
+            + f[
+                [
+                    "trial",
+                    "accuracy_%",
+                    "drop_pt",
+                    "latency_ms",
+                    "speedup",
+                    "MMACs",
+                    "latency_noisy",
+                ]
+            ].to_markdown(index=False, floatfmt=".3f")
+        )
     times = pd.DataFrame(timeline).groupby("arm")["s"].agg(["count", "median", "sum"])
     text = f"""# autoprune search vs uniform pruning vs random search (interleaved)
 

@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-import _measure  # noqa: E402
-from _machine import facts, load_summary  # noqa: E402
+import _measure
+from _machine import facts, load_summary
 
 
 def built_candidates(task_name: str, n: int, prof, work: Path, seed: int) -> list[dict]:
@@ -47,8 +47,13 @@ def built_candidates(task_name: str, n: int, prof, work: Path, seed: int) -> lis
             plan, label = PruningPlan(), "unpruned"
         else:
             hi = 0.7 * i / (n - 1)  # spread: later candidates may cut more
-            plan = PruningPlan({g.info.name: GroupChoice("l1", round(rng.uniform(0, hi), 2)) for g in ctx.space.groups},
-                               round_to=rng.choice((1, 8)))
+            plan = PruningPlan(
+                {
+                    g.info.name: GroupChoice("l1", round(rng.uniform(0, hi), 2))
+                    for g in ctx.space.groups
+                },
+                round_to=rng.choice((1, 8)),
+            )
             label = f"random cuts <= {hi:.2f}, round_to {plan.round_to}"
         onnx = _measure.export(ctx, plan, work, f"c{i}")
         out.append({"candidate": i, "label": label, "onnx": onnx.path, "MMACs": onnx.macs / 1e6})
@@ -63,8 +68,15 @@ def found_candidates(folder: Path, n: int) -> list[dict]:
     sizes = sorted(files)
     if len(sizes) > n:
         sizes = [sizes[round(i * (len(sizes) - 1) / (n - 1))] for i in range(n)]
-    return [{"candidate": i, "label": str(files[s].relative_to(folder).parent), "onnx": str(files[s]),
-             "MMACs": None} for i, s in enumerate(sizes)]
+    return [
+        {
+            "candidate": i,
+            "label": str(files[s].relative_to(folder).parent),
+            "onnx": str(files[s]),
+            "MMACs": None,
+        }
+        for i, s in enumerate(sizes)
+    ]
 
 
 def spearman(x: pd.Series, y: pd.Series) -> float:
@@ -81,12 +93,18 @@ def rel_diff(x: pd.Series, y: pd.Series) -> pd.Series:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/precision.md"))
     parser.add_argument("--n", type=int, default=20, help="candidates")
-    parser.add_argument("--onnx-dir", type=Path, default=None, help="time model.onnx files found here instead")
+    parser.add_argument(
+        "--onnx-dir", type=Path, default=None, help="time model.onnx files found here instead"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 4 digits candidates, short timing")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 4 digits candidates, short timing"
+    )
     args = parser.parse_args()
     prof = _measure.profile("x86-ort", quick=args.quick)
     loads = [os.getloadavg()[0]]
@@ -98,33 +116,50 @@ def main() -> None:
         else:
             task = "digits" if args.quick else "fashion-mnist"
             cands = built_candidates(task, 4 if args.quick else args.n, prof, work, args.seed)
-            source = (f"{task}: the unpruned model and {len(cands) - 1} plans with per-group L1 ratios drawn "
-                      f"uniformly from [0, h] (h rising from 0.04 to 0.7), round_to 1 or 8, seed {args.seed}")
+            source = (
+                f"{task}: the unpruned model and {len(cands) - 1} plans with per-group L1 ratios drawn "
+                f"uniformly from [0, h] (h rising from 0.04 to 0.7), round_to 1 or 8, seed {args.seed}"
+            )
         t0 = time.time()
         lat: dict[str, list[float]] = {"A": [], "B": [], "C": []}
         when: dict[str, list[float]] = {"A": [], "B": [], "C": []}
-        order = [(c, p) for c in range(len(cands)) for p in "AB"] + [(c, "C") for c in range(len(cands))]
+        order = [(c, p) for c in range(len(cands)) for p in "AB"] + [
+            (c, "C") for c in range(len(cands))
+        ]
         for c, p in order:
             m = _measure.time_onnx(cands[c]["onnx"], prof, work / f"build{c}{p}")
             lat[p].append(m.median_ms)
             when[p].append((time.time() - t0) / 60)
             loads.append(os.getloadavg()[0])
-            print(f"{p}{c}: {m.median_ms:.3f} ms (noisy {m.noisy}), load {loads[-1]:.2f}", file=sys.stderr, flush=True)
+            print(
+                f"{p}{c}: {m.median_ms:.3f} ms (noisy {m.noisy}), load {loads[-1]:.2f}",
+                file=sys.stderr,
+                flush=True,
+            )
     df = pd.DataFrame(cands).drop(columns=["onnx"])
     for p in "ABC":
         df[f"{p} ms"] = lat[p]
     df["A-B rel diff"] = rel_diff(df["A ms"], df["B ms"])
     df["A-C rel diff"] = rel_diff(df["A ms"], df["C ms"])
     gap = float(np.median(np.array(when["C"]) - np.array(when["A"])))
-    pairs = [("A vs B", "back to back (same candidate, consecutive)", "A ms", "B ms"),
-             ("A vs C", f"apart in time (median gap {gap:.1f} min)", "A ms", "C ms"),
-             ("B vs C", "apart in time", "B ms", "C ms")]
-    summary = pd.DataFrame([{
-        "passes": name, "timing": how, "Spearman rho": spearman(df[x], df[y]),
-        "median rel. diff": float(rel_diff(df[x], df[y]).median()),
-        "90th pct rel. diff": float(rel_diff(df[x], df[y]).quantile(0.9)),
-        "max rel. diff": float(rel_diff(df[x], df[y]).max()),
-    } for name, how, x, y in pairs])
+    pairs = [
+        ("A vs B", "back to back (same candidate, consecutive)", "A ms", "B ms"),
+        ("A vs C", f"apart in time (median gap {gap:.1f} min)", "A ms", "C ms"),
+        ("B vs C", "apart in time", "B ms", "C ms"),
+    ]
+    summary = pd.DataFrame(
+        [
+            {
+                "passes": name,
+                "timing": how,
+                "Spearman rho": spearman(df[x], df[y]),
+                "median rel. diff": float(rel_diff(df[x], df[y]).median()),
+                "90th pct rel. diff": float(rel_diff(df[x], df[y]).quantile(0.9)),
+                "max rel. diff": float(rel_diff(df[x], df[y]).max()),
+            }
+            for name, how, x, y in pairs
+        ]
+    )
     text = f"""# Measurement precision: three independent passes over {len(cands)} candidates
 
 {facts()}- {load_summary(loads)}

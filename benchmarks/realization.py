@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-import _measure  # noqa: E402
-from _machine import facts, load_summary  # noqa: E402
+import _measure
+from _machine import facts, load_summary
 
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 ROUND_TO = (1, 8)
@@ -38,7 +38,9 @@ ROUND_TO = (1, 8)
 def run_model(task, ratios, prof, tmp: Path, loads: list[float]) -> pd.DataFrame:
     ctx = _measure.context(task, prof)
     work = tmp / task.name
-    jobs = [("baseline (start)", 0.0, 1)] + [(f"l1 {r:g}", r, rt) for r in ratios for rt in ROUND_TO]
+    jobs = [("baseline (start)", 0.0, 1)] + [
+        (f"l1 {r:g}", r, rt) for r in ratios for rt in ROUND_TO
+    ]
     jobs.append(("baseline (end)", 0.0, 1))
     rows = []
     for i, (label, ratio, rt) in enumerate(jobs):
@@ -51,8 +53,15 @@ def run_model(task, ratios, prof, tmp: Path, loads: list[float]) -> pd.DataFrame
             rows.append(row)
             continue
         loads.append(os.getloadavg()[0])
-        row.update({"MMACs": onnx.macs / 1e6, "latency_ms": m.median_ms, "noisy": m.noisy,
-                    "spread": m.session_spread, "load1": loads[-1]})
+        row.update(
+            {
+                "MMACs": onnx.macs / 1e6,
+                "latency_ms": m.median_ms,
+                "noisy": m.noisy,
+                "spread": m.session_spread,
+                "load1": loads[-1],
+            }
+        )
         rows.append(row)
         print(row, file=sys.stderr, flush=True)
     df = pd.DataFrame(rows)
@@ -61,18 +70,29 @@ def run_model(task, ratios, prof, tmp: Path, loads: list[float]) -> pd.DataFrame
     df["latency_ratio"] = df["latency_ms"] / base["latency_ms"].mean()
     df["speedup"] = 1 / df["latency_ratio"]
     cut = 1 - df["macs_ratio"]
-    df["realization"] = np.where(cut > 0.02, (1 - df["latency_ratio"]) / cut.where(cut > 0.02), np.nan)
+    df["realization"] = np.where(
+        cut > 0.02, (1 - df["latency_ratio"]) / cut.where(cut > 0.02), np.nan
+    )
     return df
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    for (model, rt), g in df[df["ratio"] > 0].dropna(subset=["latency_ms"]).groupby(["model", "round_to"]):
+    for (model, rt), g in (
+        df[df["ratio"] > 0].dropna(subset=["latency_ms"]).groupby(["model", "round_to"])
+    ):
         slope = np.polyfit(g["macs_ratio"], g["latency_ratio"], 1)[0] if len(g) > 1 else np.nan
-        rows.append({"model": model, "round_to": rt, "candidates": len(g),
-                     "median realization": g["realization"].median(),
-                     "slope (latency ratio on MACs ratio)": slope,
-                     "best speedup": g["speedup"].max(), "at MACs ratio": g.loc[g["speedup"].idxmax(), "macs_ratio"]})
+        rows.append(
+            {
+                "model": model,
+                "round_to": rt,
+                "candidates": len(g),
+                "median realization": g["realization"].median(),
+                "slope (latency ratio on MACs ratio)": slope,
+                "best speedup": g["speedup"].max(),
+                "at MACs ratio": g.loc[g["speedup"].idxmax(), "macs_ratio"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -88,10 +108,22 @@ def plot(df: pd.DataFrame, path: Path) -> None:
         g = df[(df["model"] == model) & (df["ratio"] > 0)].dropna(subset=["latency_ms"])
         for rt, marker, color in ((1, "o", "tab:red"), (8, "s", "tab:blue")):
             s = g[g["round_to"] == rt]
-            ax.scatter(s["macs_ratio"], s["latency_ratio"], marker=marker, color=color, label=f"round_to {rt}")
+            ax.scatter(
+                s["macs_ratio"],
+                s["latency_ratio"],
+                marker=marker,
+                color=color,
+                label=f"round_to {rt}",
+            )
             for r in s.itertuples():
-                ax.annotate(f"{r.ratio:g}", (r.macs_ratio, r.latency_ratio), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points", color=color)
+                ax.annotate(
+                    f"{r.ratio:g}",
+                    (r.macs_ratio, r.latency_ratio),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                    color=color,
+                )
         ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="latency falls as MACs (realization 1)")
         ax.axhline(1, color="grey", lw=0.6)
         ax.set_xlim(0, 1.05)
@@ -107,11 +139,16 @@ def plot(df: pd.DataFrame, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/realization.md"))
     parser.add_argument("--skip-resnet18", action="store_true")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: the digits model, ratio 0.5 only, a 1-process short timing")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: the digits model, ratio 0.5 only, a 1-process short timing",
+    )
     args = parser.parse_args()
     from autoprune.tasks import load_task
 
@@ -126,13 +163,32 @@ def main() -> None:
 
             tasks.append((resnet18_task(), RATIOS))
     with tempfile.TemporaryDirectory(prefix="realization-") as tmp:
-        df = pd.concat([run_model(t, r, prof, Path(tmp), loads) for t, r in tasks], ignore_index=True)
+        df = pd.concat(
+            [run_model(t, r, prof, Path(tmp), loads) for t, r in tasks], ignore_index=True
+        )
     summary = summarise(df)
     png = args.out.with_suffix(".png")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot(df, png)
-    cols = [c for c in ["model", "candidate", "round_to", "MMACs", "macs_ratio", "latency_ms", "latency_ratio",
-                        "speedup", "realization", "noisy", "spread", "load1", "failed"] if c in df]
+    cols = [
+        c
+        for c in [
+            "model",
+            "candidate",
+            "round_to",
+            "MMACs",
+            "macs_ratio",
+            "latency_ms",
+            "latency_ratio",
+            "speedup",
+            "realization",
+            "noisy",
+            "spread",
+            "load1",
+            "failed",
+        ]
+        if c in df
+    ]
     text = f"""# Realization: measured speed-up against MACs reduction, round_to 1 vs 8
 
 {facts()}- {load_summary(loads)}

@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-import _measure  # noqa: E402
-from _machine import facts, load_summary  # noqa: E402
+import _measure
+from _machine import facts, load_summary
 
 
 def gemm_peak(sizes: tuple[int, ...], threads: int, seconds: float) -> list[dict]:
@@ -47,9 +47,15 @@ def gemm_peak(sizes: tuple[int, ...], threads: int, seconds: float) -> list[dict
                 a @ b
                 times.append(time.perf_counter() - t)
             flops = 2.0 * n**3
-            rows.append({"threads": threads, "n": n, "runs": len(times),
-                         "best GFLOP/s": flops / min(times) / 1e9,
-                         "median GFLOP/s": flops / float(np.median(times)) / 1e9})
+            rows.append(
+                {
+                    "threads": threads,
+                    "n": n,
+                    "runs": len(times),
+                    "best GFLOP/s": flops / min(times) / 1e9,
+                    "median GFLOP/s": flops / float(np.median(times)) / 1e9,
+                }
+            )
     return rows
 
 
@@ -57,7 +63,12 @@ def model_rows(quick: bool, skip_resnet18: bool, loads: list[float]) -> list[dic
     from autoprune.tasks import load_task
 
     prof = _measure.profile("x86-ort", quick=quick)
-    tasks = [(load_task("digits" if quick else "fashion-mnist"), (0.0, 0.5) if quick else (0.0, 0.3, 0.5, 0.7))]
+    tasks = [
+        (
+            load_task("digits" if quick else "fashion-mnist"),
+            (0.0, 0.5) if quick else (0.0, 0.3, 0.5, 0.7),
+        )
+    ]
     if not skip_resnet18 and not quick:
         from stage_times import resnet18_task
 
@@ -67,11 +78,20 @@ def model_rows(quick: bool, skip_resnet18: bool, loads: list[float]) -> list[dic
         for task, ratios in tasks:
             ctx = _measure.context(task, prof)
             for r in ratios:
-                onnx = _measure.export(ctx, _measure.uniform_plan(ctx, r, 8), Path(tmp) / task.name, f"r{r}")
+                onnx = _measure.export(
+                    ctx, _measure.uniform_plan(ctx, r, 8), Path(tmp) / task.name, f"r{r}"
+                )
                 m = _measure.time_onnx(onnx.path, prof, Path(tmp) / task.name)
                 loads.append(os.getloadavg()[0])
-                rows.append({"model": task.name, "candidate": "unpruned" if r == 0 else f"uniform l1 {r:g}",
-                             "MMACs": onnx.macs / 1e6, "latency_ms": m.median_ms, "noisy": m.noisy})
+                rows.append(
+                    {
+                        "model": task.name,
+                        "candidate": "unpruned" if r == 0 else f"uniform l1 {r:g}",
+                        "MMACs": onnx.macs / 1e6,
+                        "latency_ms": m.median_ms,
+                        "noisy": m.noisy,
+                    }
+                )
                 print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
@@ -83,20 +103,38 @@ def compare_rows(csv: Path) -> list[dict]:
 
     df = pd.read_csv(csv)
     f = pareto_2d(df[df["arm"] == "autoprune"])
-    return [{"model": "fashion-mnist", "candidate": f"compare front #{int(r.trial)} ({r.accuracy:.2f}%)",
-             "MMACs": r.macs / 1e6, "latency_ms": r.latency_ms, "noisy": r.latency_noisy}
-            for r in f.itertuples()]
+    return [
+        {
+            "model": "fashion-mnist",
+            "candidate": f"compare front #{int(r.trial)} ({r.accuracy:.2f}%)",
+            "MMACs": r.macs / 1e6,
+            "latency_ms": r.latency_ms,
+            "noisy": r.latency_noisy,
+        }
+        for r in f.itertuples()
+    ]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/roofline.md"))
-    parser.add_argument("--compare-csv", type=Path, default=None,
-                        help="add the autoprune front of a compare run (its CSV)")
+    parser.add_argument(
+        "--compare-csv",
+        type=Path,
+        default=None,
+        help="add the autoprune front of a compare run (its CSV)",
+    )
     parser.add_argument("--skip-resnet18", action="store_true")
-    parser.add_argument("--gemm-only", action="store_true", help="the GEMM peak only, no model timing")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: small GEMMs, the digits model, a 1-process short timing")
+    parser.add_argument(
+        "--gemm-only", action="store_true", help="the GEMM peak only, no model timing"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: small GEMMs, the digits model, a 1-process short timing",
+    )
     args = parser.parse_args()
     sizes = (128, 256) if args.quick else (256, 512, 1024, 2048)
     seconds = 0.05 if args.quick else 1.0
@@ -118,8 +156,11 @@ def main() -> None:
 
     from threadpoolctl import threadpool_info
 
-    blas = ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
-                     for i in threadpool_info() if i.get("user_api") == "blas")
+    blas = ", ".join(
+        f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    )
     text = f"""# Roofline: float32 GEMM peak against achieved GFLOP/s
 
 {facts()}- {load_summary(loads)}
