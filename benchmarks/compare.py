@@ -62,6 +62,7 @@ class SearchArm:
         from autoprune.study import SearchConfig, _Searcher
 
         self.name = name
+        self.trials = args.trials
         config = SearchConfig(
             task=args.task,
             device=args.device,
@@ -77,6 +78,12 @@ class SearchArm:
         self.searcher.check_storage()
         self.searcher.prepare(lambda msg: print(f"[{name}] {msg}", file=sys.stderr, flush=True))
         self.study = self.searcher.open_study()
+
+    @property
+    def remaining(self) -> int:
+        from autoprune.study import finished_count
+
+        return max(0, self.trials - finished_count(self.study))
 
     def step(self) -> None:
         from autoprune import results
@@ -119,7 +126,14 @@ class UniformArm:
             for r in ratios
         ]
         self.queue.append(("baseline (again, at the end)", PruningPlan()))
-        self.rows: list[dict] = []
+        self.csv = self.root / "trials.csv"
+        self.rows: list[dict] = (
+            pd.read_csv(self.csv).to_dict("records") if self.csv.is_file() else []
+        )
+
+    @property
+    def remaining(self) -> int:
+        return len(self.queue) - len(self.rows)
 
     def step(self) -> None:
         from autoprune.objective import TrialFailure, run_candidate
@@ -132,6 +146,7 @@ class UniformArm:
             c = run_candidate(self.ctx, plan, trial_dir, self.seed + n, n)
         except TrialFailure as exc:
             self.rows.append({"trial": n, "label": label, "state": "FAIL", "fail_reason": str(exc)})
+            self.frame()
             return
         self.rows.append(
             {
@@ -150,25 +165,29 @@ class UniformArm:
                 "onnx": c.onnx.path,
             }
         )
+        self.frame()
 
     def frame(self) -> pd.DataFrame:
         df = pd.DataFrame(self.rows)
-        df.to_csv(self.root / "trials.csv", index=False)
+        self.root.mkdir(parents=True, exist_ok=True)
+        df.to_csv(self.csv, index=False)
         return df
 
 
-def schedule(n_search: int, n_uniform: int) -> list[list[str]]:
-    """Rounds of arm names: both searches every round, uniform spread evenly; order rotates."""
-    uniform_rounds = {round(i * (n_search - 1) / max(1, n_uniform - 1)) for i in range(n_uniform)}
-    extra = n_uniform - len(uniform_rounds)  # collisions when there are fewer rounds than plans
+def schedule(remaining: dict[str, int]) -> list[list[str]]:
+    """Rounds of arm names: each arm's remaining steps spread evenly over the rounds (as
+    many rounds as the longest arm needs); the order within a round rotates."""
+    n = max(remaining.values(), default=0)
+    at = {
+        arm: {round(i * (n - 1) / max(1, k - 1)) for i in range(k)}
+        if k > 1
+        else ({0} if k else set())
+        for arm, k in remaining.items()
+    }
     rounds = []
-    for r in range(n_search):
-        arms = ["autoprune", "random"]
-        if r in uniform_rounds:
-            arms.append("uniform")
-            if r == n_search - 1:
-                arms += ["uniform"] * extra
-        shift = r % len(arms)
+    for r in range(n):
+        arms = [arm for arm in remaining if r in at[arm]]
+        shift = r % max(1, len(arms))
         rounds.append(arms[shift:] + arms[:shift])
     return rounds
 
@@ -241,15 +260,28 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 3 trials per search arm, 2 ratios"
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --results-dir instead of replacing it",
+    )
+    parser.add_argument(
+        "--stop-after-min",
+        type=float,
+        default=None,
+        help="start no new round after this many minutes (arms stay balanced); "
+        "a file STOP in --results-dir does the same",
+    )
     args = parser.parse_args()
     ratios = UNIFORM_RATIOS
     if args.quick:
         args.trials, ratios = min(args.trials, 3), (0.3, 0.6)
     root = args.results_dir or Path("results/compare-quick" if args.quick else "results/compare")
     out = args.out or (root / "compare.md" if args.quick else Path("results/benchmarks/compare.md"))
-    if root.exists():
+    if root.exists() and not args.resume:
         shutil.rmtree(root)
-    root.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "STOP").unlink(missing_ok=True)
 
     t0 = time.time()
     arms = {
@@ -257,10 +289,19 @@ def main() -> None:
         "random": SearchArm("random", root, args, "random", False),
     }
     arms["uniform"] = UniformArm(root, arms["autoprune"].searcher.ctx, ratios, args.seed)
-    loads, timeline = [], []
-    plan = schedule(args.trials, len(arms["uniform"].queue))
+    tl_csv = root / "timeline.csv"
+    timeline = pd.read_csv(tl_csv).to_dict("records") if tl_csv.is_file() else []
+    loads = [row["load1"] for row in timeline]
+    plan = schedule({name: arm.remaining for name, arm in arms.items()})
     setup_s = time.time() - t0
+    stopped = ""
     for r, names in enumerate(plan):
+        elapsed = (time.time() - t0) / 60
+        if (root / "STOP").exists() or (
+            args.stop_after_min is not None and elapsed > args.stop_after_min
+        ):
+            stopped = f"stopped after round {r} of {len(plan)} ({elapsed:.0f} min): time budget"
+            break
         for name in names:
             start = time.time()
             arms[name].step()
@@ -268,6 +309,7 @@ def main() -> None:
             timeline.append(
                 {
                     "round": r,
+                    "wall_clock": time.strftime("%H:%M:%S"),
                     "arm": name,
                     "start_s": start - t0,
                     "s": time.time() - start,
@@ -280,8 +322,8 @@ def main() -> None:
                 file=sys.stderr,
                 flush=True,
             )
+            pd.DataFrame(timeline).to_csv(tl_csv, index=False)
     wall = time.time() - t0
-    pd.DataFrame(timeline).to_csv(root / "timeline.csv", index=False)
 
     from autoprune.report import hypervolume_2d
 
@@ -368,23 +410,30 @@ def main() -> None:
 {facts()}- {load_summary(loads)}
 - Task `{args.task}`, device profile `{args.device}`, default search space, seed {args.seed},
   latency budget {args.latency_budget_ms:g} ms (a constraint for the two searches; the
-  uniform arm ignores it). Wall time {wall / 60:.1f} min ({setup_s:.0f} s set-up, which
-  includes each study's pre-flight budget check).
+  uniform arm ignores it). Wall time of the last invocation {wall / 60:.1f} min ({setup_s:.0f} s
+  set-up); {times["sum"].sum() / 60:.1f} min of candidate time in all ({len(timeline)} candidates,
+  {pd.DataFrame(timeline)["wall_clock"].iloc[0] if timeline else "?"} to
+  {pd.DataFrame(timeline)["wall_clock"].iloc[-1] if timeline else "?"} UTC).
+- Budget: {args.trials} trials per search arm were planned{"; " + stopped if stopped else ""}.
+  A run stopped early stops at a round boundary, so every arm had the same share of the
+  wall time; the counts per arm are in the summary.
 
 Arms, all measured by the same runner (x86-ort: ONNX Runtime CPU, 1 thread, median of
 3 timing processes):
 
 - **autoprune**: TPE + warm start (uniform L1 0.5 and 0.3 enqueued after the baseline),
-  exactly the study `autoprune search` creates; {args.trials} trials including the baseline.
+  exactly the study `autoprune search` creates (TPE's first 8 trials are its random
+  start-up, as in the CLI); {len(frames["autoprune"])} trials including the baseline.
 - **uniform**: every group cut by L1 at one ratio ({", ".join(f"{r:g}" for r in ratios)}),
   round_to 8, same recovery budget as the search space; plus the baseline at the start
   and again at the end. {len(frames["uniform"])} candidates.
-- **random**: Optuna RandomSampler, same space, {args.trials} trials, baseline enqueued, no warm start.
+- **random**: Optuna RandomSampler, same space, {len(frames["random"])} trials, baseline enqueued,
+  no warm start.
 
-**Drift control.** The arms ran in turns: every round runs one autoprune trial and one
-random trial (and a uniform candidate in {sum("uniform" in r for r in plan)} of the
-{len(plan)} rounds, spread evenly), the order rotating each round, so minutes-scale
-drift of a shared machine hits each arm alike. Every arm measured the unpruned baseline
+**Drift control.** The arms ran in turns, one candidate at a time: each round runs one
+autoprune trial and one random trial, with the uniform candidates spread evenly over the
+rounds, the order rotating each round, so minutes-scale drift of a shared machine hits
+each arm alike (per-candidate wall clock and load in `timeline.csv` of the results dir). Every arm measured the unpruned baseline
 itself; the spread of those measurements is the drift seen during the run.
 
 **Hypervolume** is the area of the (latency, accuracy) plane an arm's completed

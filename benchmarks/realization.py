@@ -145,6 +145,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/realization.md"))
     parser.add_argument("--skip-resnet18", action="store_true")
     parser.add_argument(
+        "--ratios",
+        type=float,
+        nargs="+",
+        default=list(RATIOS),
+        help="L1 ratios to cut every group by",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: the digits model, ratio 0.5 only, a 1-process short timing",
@@ -157,11 +164,11 @@ def main() -> None:
     if args.quick:
         tasks = [(load_task("digits"), (0.5,))]
     else:
-        tasks = [(load_task("fashion-mnist"), RATIOS)]
+        tasks = [(load_task("fashion-mnist"), tuple(args.ratios))]
         if not args.skip_resnet18:
             from stage_times import resnet18_task
 
-            tasks.append((resnet18_task(), RATIOS))
+            tasks.append((resnet18_task(), tuple(args.ratios)))
     with tempfile.TemporaryDirectory(prefix="realization-") as tmp:
         df = pd.concat(
             [run_model(t, r, prof, Path(tmp), loads) for t, r in tasks], ignore_index=True

@@ -61,11 +61,16 @@ def test_best_speedup_respects_the_accuracy_drop(compare_module):
 
 
 def test_schedule_interleaves_every_arm_and_rotates(compare_module):
-    rounds = compare_module.schedule(n_search=6, n_uniform=4)
+    rounds = compare_module.schedule({"autoprune": 6, "random": 6, "uniform": 4})
     flat = [a for r in rounds for a in r]
     assert flat.count("autoprune") == flat.count("random") == 6
     assert flat.count("uniform") == 4
     assert {r[0] for r in rounds} >= {"autoprune", "random"}  # no arm always goes first
+    assert all(len(set(r)) == len(r) for r in rounds)  # at most one step per arm and round
+    assert compare_module.schedule({"autoprune": 0, "random": 2, "uniform": 1}) == [
+        ["random", "uniform"],
+        ["random"],
+    ]
 
 
 def test_roofline_gemm_quick(tmp_path):
