@@ -1,0 +1,475 @@
+"""autoprune's search against uniform pruning and random search, measured alike.
+
+Three arms on one task and device profile, in one run:
+
+- **autoprune**: the search ``autoprune search`` runs (TPE, warm start, default space);
+- **uniform**: every prunable group cut by the same ratio (0.1 ... 0.8) by L1 with
+  ``round_to`` 8 and the space's recovery budget, what users do by hand today;
+- **random**: Optuna's RandomSampler, same space and trial budget, baseline enqueued,
+  no warm start.
+
+Every candidate goes through the same pipeline (prune, recover, evaluate, export,
+build, 3-process timing). The machine is shared and its latency drifts over minutes, so
+the arms take turns trial by trial (the order rotates every round) and each re-measures
+the unpruned baseline: drift hits all three alike.
+
+Run: ``.venv/bin/python benchmarks/compare.py [--trials 28] [--out FILE] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import facts, load_summary
+
+ARMS = ("autoprune", "uniform", "random")
+UNIFORM_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+DROPS = (0.5, 1.0)  # accuracy points below the baseline
+
+
+def pareto_2d(df: pd.DataFrame) -> pd.DataFrame:
+    """Points no other point beats on accuracy (max) and latency (min) at once."""
+    p = df.sort_values(["latency_ms", "accuracy"], ascending=[True, False])
+    keep, best = [], -1.0
+    for idx, row in p.iterrows():
+        if row["accuracy"] > best:
+            keep.append(idx)
+            best = row["accuracy"]
+    return p.loc[keep]
+
+
+def best_speedup(
+    df: pd.DataFrame, base_acc: float, base_ms: float, drop_pts: float
+) -> pd.Series | None:
+    ok = df[df["accuracy"] >= base_acc - drop_pts - 1e-9]  # accuracy is in percent
+    if ok.empty:
+        return None
+    return ok.loc[ok["latency_ms"].idxmin()]
+
+
+class SearchArm:
+    """One autoprune study driven a trial at a time (what ``search()`` runs, in turns)."""
+
+    def __init__(self, name: str, root: Path, args, sampler: str, warm_start: bool) -> None:
+        from autoprune.study import SearchConfig, _Searcher
+
+        self.name = name
+        self.trials = args.trials
+        config = SearchConfig(
+            task=args.task,
+            device=args.device,
+            latency_budget_ms=args.latency_budget_ms,
+            n_trials=args.trials,
+            study_name=name,
+            results_dir=str(root),
+            seed=args.seed,
+            sampler=sampler,
+            warm_start=warm_start,
+        )
+        self.searcher = _Searcher(config)
+        self.searcher.check_storage()
+        self.searcher.prepare(lambda msg: print(f"[{name}] {msg}", file=sys.stderr, flush=True))
+        self.study = self.searcher.open_study()
+
+    @property
+    def remaining(self) -> int:
+        from autoprune.study import finished_count
+
+        return max(0, self.trials - finished_count(self.study))
+
+    def step(self) -> None:
+        from autoprune import results
+        from autoprune.objective import TrialFailure
+
+        self.study.optimize(
+            self.searcher.objective, n_trials=1, catch=(TrialFailure,), gc_after_trial=False
+        )
+        results.write_trials(self.study, self.searcher.study_dir)
+
+    def frame(self) -> pd.DataFrame:
+        from autoprune import results
+
+        res = results.SearchResult.load(self.searcher.study_dir)
+        res.write_all()
+        df = results.trials_frame(self.study)
+        df["onnx"] = [
+            str(self.searcher.study_dir / "trials" / str(n) / "model.onnx") for n in df["trial"]
+        ]
+        return df
+
+
+class UniformArm:
+    """Plans cutting every group by one ratio (L1, round_to 8), run by ``run_candidate``."""
+
+    def __init__(self, root: Path, ctx, ratios: tuple[float, ...], seed: int) -> None:
+        from autoprune.objective import Context
+        from autoprune.pruning import GroupChoice, PruningPlan
+
+        self.name = "uniform"
+        self.root = root / "uniform"
+        self.ctx = Context(
+            ctx.task, ctx.profile, ctx.space, ctx.backend, ctx.runner, cache=None, seed=seed
+        )
+        self.seed = seed
+        names = [g.info.name for g in ctx.space.groups]
+        self.queue: list[tuple[str, object]] = [("baseline", PruningPlan())]
+        self.queue += [
+            (f"l1 {r:g}", PruningPlan({n: GroupChoice("l1", r) for n in names}, round_to=8))
+            for r in ratios
+        ]
+        self.queue.append(("baseline (again, at the end)", PruningPlan()))
+        self.csv = self.root / "trials.csv"
+        self.rows: list[dict] = (
+            pd.read_csv(self.csv).to_dict("records") if self.csv.is_file() else []
+        )
+
+    @property
+    def remaining(self) -> int:
+        return len(self.queue) - len(self.rows)
+
+    def step(self) -> None:
+        from autoprune.objective import TrialFailure, run_candidate
+
+        label, plan = self.queue[len(self.rows)]
+        n = len(self.rows)
+        trial_dir = self.root / "trials" / str(n)
+        start = time.time()
+        try:
+            c = run_candidate(self.ctx, plan, trial_dir, self.seed + n, n)
+        except TrialFailure as exc:
+            self.rows.append({"trial": n, "label": label, "state": "FAIL", "fail_reason": str(exc)})
+            self.frame()
+            return
+        self.rows.append(
+            {
+                "trial": n,
+                "label": label,
+                "state": "COMPLETE",
+                "baseline": plan.is_identity,
+                "accuracy": c.accuracy,
+                "latency_ms": c.latency.median_ms,
+                "latency_noisy": c.latency.noisy,
+                "latency_session_spread": c.latency.session_spread,
+                "macs": c.onnx.macs,
+                "size_mb": c.size_mb,
+                "load_avg": c.latency.load_avg,
+                "duration_s": time.time() - start,
+                "onnx": c.onnx.path,
+            }
+        )
+        self.frame()
+
+    def frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.rows)
+        self.root.mkdir(parents=True, exist_ok=True)
+        df.to_csv(self.csv, index=False)
+        return df
+
+
+def schedule(remaining: dict[str, int]) -> list[list[str]]:
+    """Rounds of arm names: each arm's remaining steps spread evenly over the rounds (as
+    many rounds as the longest arm needs); the order within a round rotates."""
+    n = max(remaining.values(), default=0)
+    at = {
+        arm: {round(i * (n - 1) / max(1, k - 1)) for i in range(k)}
+        if k > 1
+        else ({0} if k else set())
+        for arm, k in remaining.items()
+    }
+    rounds = []
+    for r in range(n):
+        arms = [arm for arm in remaining if r in at[arm]]
+        shift = r % max(1, len(arms))
+        rounds.append(arms[shift:] + arms[:shift])
+    return rounds
+
+
+def plot(
+    fronts: dict[str, pd.DataFrame],
+    alls: dict[str, pd.DataFrame],
+    base_acc: float,
+    ref_ms: float,
+    path: Path,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"autoprune": "tab:blue", "uniform": "tab:orange", "random": "tab:green"}
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for arm in ARMS:
+        a, f = alls[arm], fronts[arm]
+        ax.scatter(a["latency_ms"], a["accuracy"], s=14, alpha=0.3, color=colors[arm])
+        f = f.sort_values("latency_ms")
+        xs = list(f["latency_ms"]) + [ref_ms]
+        ys = list(f["accuracy"])
+        ax.step(xs, ys + ys[-1:], where="post", color=colors[arm], lw=1.8, label=f"{arm} front")
+        ax.scatter(f["latency_ms"], f["accuracy"], s=30, color=colors[arm], edgecolor="k", lw=0.5)
+    for d in DROPS:
+        ax.axhline(base_acc - d, color="grey", ls=":", lw=0.8)
+        ax.text(ref_ms, base_acc - d, f" -{d:g} pt", va="center", fontsize=8, color="grey")
+    ax.axvline(
+        ref_ms, color="k", ls="--", lw=0.8, label=f"median baseline {ref_ms:.2f} ms (HV reference)"
+    )
+    lo = min(base_acc - 6, min(f["accuracy"].min() for f in fronts.values()))
+    ax.set_ylim(max(lo, base_acc - 15), base_acc + 1)
+    ax.set_xlabel("measured latency (ms, x86-ort, median of 3 processes)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("Accuracy vs measured latency: three search strategies, interleaved")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="markdown report (default "
+        "results/benchmarks/compare.md; with --quick, inside --results-dir)",
+    )
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help="where the three studies go "
+        "(default results/compare, results/compare-quick with --quick); replaced",
+    )
+    parser.add_argument(
+        "--trials", type=int, default=14, help="trials per search arm, baseline included"
+    )
+    parser.add_argument("--task", default="fashion-mnist")
+    parser.add_argument("--device", default="x86-ort")
+    parser.add_argument("--latency-budget-ms", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 3 trials per search arm, 2 ratios"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --results-dir instead of replacing it",
+    )
+    parser.add_argument(
+        "--stop-after-min",
+        type=float,
+        default=None,
+        help="start no new round after this many minutes (arms stay balanced); "
+        "a file STOP in --results-dir does the same",
+    )
+    args = parser.parse_args()
+    ratios = UNIFORM_RATIOS
+    if args.quick:
+        args.trials, ratios = min(args.trials, 3), (0.3, 0.6)
+    root = args.results_dir or Path("results/compare-quick" if args.quick else "results/compare")
+    out = args.out or (root / "compare.md" if args.quick else Path("results/benchmarks/compare.md"))
+    if root.exists() and not args.resume:
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "STOP").unlink(missing_ok=True)
+
+    t0 = time.time()
+    arms = {
+        "autoprune": SearchArm("autoprune", root, args, "tpe", True),
+        "random": SearchArm("random", root, args, "random", False),
+    }
+    arms["uniform"] = UniformArm(root, arms["autoprune"].searcher.ctx, ratios, args.seed)
+    tl_csv = root / "timeline.csv"
+    timeline = pd.read_csv(tl_csv).to_dict("records") if tl_csv.is_file() else []
+    loads = [row["load1"] for row in timeline]
+    plan = schedule({name: arm.remaining for name, arm in arms.items()})
+    setup_s = time.time() - t0
+    stopped = ""
+    for r, names in enumerate(plan):
+        elapsed = (time.time() - t0) / 60
+        if (root / "STOP").exists() or (
+            args.stop_after_min is not None and elapsed > args.stop_after_min
+        ):
+            stopped = f"stopped after round {r} of {len(plan)} ({elapsed:.0f} min): time budget"
+            break
+        for name in names:
+            start = time.time()
+            arms[name].step()
+            loads.append(os.getloadavg()[0])
+            timeline.append(
+                {
+                    "round": r,
+                    "wall_clock": time.strftime("%H:%M:%S"),
+                    "arm": name,
+                    "start_s": start - t0,
+                    "s": time.time() - start,
+                    "load1": loads[-1],
+                }
+            )
+            print(
+                f"round {r + 1}/{len(plan)} {name}: {time.time() - start:.1f} s, load {loads[-1]:.2f}, "
+                f"elapsed {(time.time() - t0) / 60:.1f} min",
+                file=sys.stderr,
+                flush=True,
+            )
+            pd.DataFrame(timeline).to_csv(tl_csv, index=False)
+    wall = time.time() - t0
+
+    from autoprune.report import hypervolume_2d
+
+    frames = {name: arm.frame() for name, arm in arms.items()}
+    for name, df in frames.items():
+        df["arm"] = name
+    ok = {n: df[df["state"] == "COMPLETE"].copy() for n, df in frames.items()}
+    bases = pd.concat(
+        [
+            df[df["baseline"].astype(bool)][["arm", "trial", "accuracy", "latency_ms", "load_avg"]]
+            for df in ok.values()
+        ]
+    )
+    ref_ms = float(bases["latency_ms"].median())
+    base_acc = float(bases["accuracy"].median())
+    fronts = {n: pareto_2d(df) for n, df in ok.items()}
+
+    summary = []
+    for n in ARMS:
+        df, f = ok[n], fronts[n]
+        own_base = bases[bases["arm"] == n]["latency_ms"].median()
+        row = {
+            "arm": n,
+            "candidates": len(frames[n]),
+            "completed": len(df),
+            "front size": len(f),
+            "hypervolume (acc x ms)": hypervolume_2d(df, ref_ms),
+            "HV / (base acc x ref ms)": hypervolume_2d(df, ref_ms) / (base_acc * ref_ms),
+            "own baseline ms": own_base,
+            "noisy (3-process spread > 15%)": f"{int(df['latency_noisy'].astype(bool).sum())}/{len(df)}",
+        }
+        for d in DROPS:
+            best = best_speedup(df, base_acc, ref_ms, d)
+            row[f"best speedup <= {d:g} pt"] = (
+                f"{ref_ms / best['latency_ms']:.2f}x ({best['latency_ms']:.3f} ms, "
+                f"{best['accuracy']:.2f}%, #{int(best['trial'])})"
+                if best is not None
+                else "none"
+            )
+        summary.append(row)
+    summary_df = pd.DataFrame(summary)
+
+    png = out.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot(fronts, ok, base_acc, ref_ms, png)
+    cols = [
+        "arm",
+        "trial",
+        "accuracy",
+        "latency_ms",
+        "macs",
+        "size_mb",
+        "latency_noisy",
+        "load_avg",
+    ]
+    every = pd.concat(
+        [df.assign(label=df.get("label", df.get("warm_start"))) for df in ok.values()]
+    )
+    every[[*cols, "label"]].to_csv(out.with_suffix(".csv"), index=False)
+    front_tables = []
+    for n in ARMS:
+        f = fronts[n].copy()
+        f["accuracy_%"] = f["accuracy"]
+        f["drop_pt"] = base_acc - f["accuracy"]
+        f["speedup"] = ref_ms / f["latency_ms"]
+        f["MMACs"] = f["macs"] / 1e6
+        front_tables.append(
+            f"### {n}\n\n"
+            + f[
+                [
+                    "trial",
+                    "accuracy_%",
+                    "drop_pt",
+                    "latency_ms",
+                    "speedup",
+                    "MMACs",
+                    "latency_noisy",
+                ]
+            ].to_markdown(index=False, floatfmt=".3f")
+        )
+    times = pd.DataFrame(timeline).groupby("arm")["s"].agg(["count", "median", "sum"])
+    text = f"""# autoprune search vs uniform pruning vs random search (interleaved)
+
+{facts()}- {load_summary(loads)}
+- Task `{args.task}`, device profile `{args.device}`, default search space, seed {args.seed},
+  latency budget {args.latency_budget_ms:g} ms (a constraint for the two searches; the
+  uniform arm ignores it). Wall time of the last invocation {wall / 60:.1f} min ({setup_s:.0f} s
+  set-up); {times["sum"].sum() / 60:.1f} min of candidate time in all ({len(timeline)} candidates,
+  {pd.DataFrame(timeline)["wall_clock"].iloc[0] if timeline else "?"} to
+  {pd.DataFrame(timeline)["wall_clock"].iloc[-1] if timeline else "?"} UTC).
+- Budget: {args.trials} trials per search arm were planned{"; " + stopped if stopped else ""}.
+  A run stopped early stops at a round boundary, so every arm had the same share of the
+  wall time; the counts per arm are in the summary.
+
+Arms, all measured by the same runner (x86-ort: ONNX Runtime CPU, 1 thread, median of
+3 timing processes):
+
+- **autoprune**: TPE + warm start (uniform L1 0.5 and 0.3 enqueued after the baseline),
+  exactly the study `autoprune search` creates (TPE's first 8 trials are its random
+  start-up, as in the CLI); {len(frames["autoprune"])} trials including the baseline.
+- **uniform**: every group cut by L1 at one ratio ({", ".join(f"{r:g}" for r in ratios)}),
+  round_to 8, same recovery budget as the search space; plus the baseline at the start
+  and again at the end. {len(frames["uniform"])} candidates.
+- **random**: Optuna RandomSampler, same space, {len(frames["random"])} trials, baseline enqueued,
+  no warm start.
+
+**Drift control.** The arms ran in turns, one candidate at a time: each round runs one
+autoprune trial and one random trial, with the uniform candidates spread evenly over the
+rounds, the order rotating each round, so minutes-scale drift of a shared machine hits
+each arm alike (per-candidate wall clock and load in `timeline.csv` of the results dir). Every arm measured the unpruned baseline
+itself; the spread of those measurements is the drift seen during the run.
+
+**Hypervolume** is the area of the (latency, accuracy) plane an arm's completed
+candidates dominate, up to the reference point accuracy 0 and latency {ref_ms:.3f} ms (the
+median of all {len(bases)} baseline measurements); units accuracy (%) x ms,
+computed by `autoprune.report.hypervolume_2d`. It is also given normalised by
+baseline accuracy x reference latency (1.0 would be the baseline's accuracy at zero
+latency). **Speed-up** is the median baseline latency ({ref_ms:.3f} ms) over the
+candidate's latency; "<= 0.5 pt" means accuracy at least baseline accuracy
+({base_acc:.2f}%) minus 0.5 percentage points (2,000 validation images, so 0.05 pt = 1 image).
+Every arm scores the same 2,000 images, so the baseline's accuracy is identical in all arms.
+
+## Summary
+
+{summary_df.to_markdown(index=False, floatfmt=".3f")}
+
+![fronts](./{png.name})
+
+## Baseline measurements (drift during the run)
+
+{bases.to_markdown(index=False, floatfmt=".3f")}
+
+## Time per candidate (s)
+
+{times.to_markdown(floatfmt=".1f")}
+
+## Fronts (accuracy vs latency, 2-D Pareto over completed candidates)
+
+{chr(10).join(front_tables)}
+
+All candidates: [`{out.with_suffix(".csv").name}`](./{out.with_suffix(".csv").name}).
+Studies (not committed): `{root}/autoprune`, `{root}/random`, `{root}/uniform`.
+"""
+    out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The benchmark scripts run end to end (tiny inputs, --quick) and write their reports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+
+
+def run_script(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.run(  # noqa: PLW1510 - the return code is asserted with stderr shown
+        [sys.executable, str(BENCH / name), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture
+def compare_module():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import compare
+
+        yield compare
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_pareto_2d_keeps_only_undominated_points(compare_module):
+    df = pd.DataFrame(
+        {
+            "latency_ms": [1.0, 2.0, 1.5, 0.5, 2.0],
+            "accuracy": [90.0, 92.0, 89.0, 80.0, 91.0],
+            "trial": range(5),
+        }
+    )
+    front = compare_module.pareto_2d(df)
+    assert list(front["trial"]) == [3, 0, 1]
+
+
+def test_best_speedup_respects_the_accuracy_drop(compare_module):
+    df = pd.DataFrame(
+        {"latency_ms": [2.0, 1.0, 0.5], "accuracy": [92.0, 91.6, 90.0], "trial": range(3)}
+    )
+    assert compare_module.best_speedup(df, 92.0, 2.0, 0.5)["trial"] == 1
+    assert compare_module.best_speedup(df, 92.0, 2.0, 0.1)["trial"] == 0
+    assert compare_module.best_speedup(df, 95.0, 2.0, 0.5) is None
+
+
+def test_schedule_interleaves_every_arm_and_rotates(compare_module):
+    rounds = compare_module.schedule({"autoprune": 6, "random": 6, "uniform": 4})
+    flat = [a for r in rounds for a in r]
+    assert flat.count("autoprune") == flat.count("random") == 6
+    assert flat.count("uniform") == 4
+    assert {r[0] for r in rounds} >= {"autoprune", "random"}  # no arm always goes first
+    assert all(len(set(r)) == len(r) for r in rounds)  # at most one step per arm and round
+    assert compare_module.schedule({"autoprune": 0, "random": 2, "uniform": 1}) == [
+        ["random", "uniform"],
+        ["random"],
+    ]
+
+
+def test_roofline_gemm_quick(tmp_path):
+    out = tmp_path / "roofline.md"
+    run_script("roofline.py", "--quick", "--gemm-only", "--out", str(out))
+    text = out.read_text()
+    assert "GFLOP/s on 1 thread" in text and "Load average" in text and "Command:" in text
+
+
+@pytest.mark.slow
+def test_roofline_quick_with_models(tmp_path):
+    out = tmp_path / "roofline.md"
+    run_script("roofline.py", "--quick", "--out", str(out))
+    assert "digits" in out.read_text()
+
+
+@pytest.mark.slow
+def test_realization_quick(tmp_path):
+    out = tmp_path / "realization.md"
+    run_script("realization.py", "--quick", "--out", str(out))
+    text = out.read_text()
+    assert "median realization" in text and "round_to" in text
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_precision_quick(tmp_path):
+    out = tmp_path / "precision.md"
+    run_script("precision.py", "--quick", "--out", str(out))
+    assert "Spearman" in out.read_text()
