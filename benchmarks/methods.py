@@ -72,7 +72,7 @@ def run(task, recovery: dict, with_accuracy: bool) -> list[dict]:
             "model": task.name,
             "method": label,
             "kind": pruning.METHODS[label].kind if label in pruning.METHODS else "",
-            "accuracy_%": 100 * cand.accuracy if with_accuracy else None,
+            "accuracy_%": cand.accuracy if with_accuracy else None,  # already in percent
             "latency_ms": m.median_ms,
             "noisy": m.noisy,
             "params_M": o.params / 1e6,
