@@ -262,7 +262,7 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
     if ctx.stager is not None and not plan.is_identity:
         # Stage 1: latency first. The shape-only plan has the final architecture, and
         # dense-kernel latency depends on nothing else, so this is the trial's latency.
-        with _stage("prune", times):
+        with _stage("prune", times, ctx.space.space.prune_timeout_s):
             shaped, _ = prune(ctx, plan.shape_only(), seed)
         with _stage("export", times):
             early = to_onnx(shaped, ctx.example_input, trial_dir / "model.onnx", ctx.space.space.parity_atol)
