@@ -503,7 +503,7 @@ def join(
     try:
         existing = optuna.load_study(study_name=study_name, storage=store)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_studies(storage=store)]
+        names = optuna.get_all_study_names(storage=store)
         raise StudyError(
             f"storage {storage!r} has no study {study_name!r} (it has: {', '.join(names) or 'none'}). "
             "Start it first with `autoprune search ... --storage URL --study NAME`."
