@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 
@@ -65,11 +66,8 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     backend = backends.create(profile.backend)
     steps = steps if steps is not None else 10 * space.recovery.finetune_steps
 
-    class _Ctx:  # what measure_onnx needs
-        pass
-
-    ctx = _Ctx()
-    ctx.backend, ctx.profile, ctx.runner, ctx.cache = backend, profile, runners.create(profile.runner), None
+    # measure_onnx needs only these four; no cache: the point is to time again
+    ctx = SimpleNamespace(backend=backend, profile=profile, runner=runners.create(profile.runner), cache=None)
 
     base_model, task, _ = rebuild_model(result, int(base["trial"]), final=False)
     rows = []

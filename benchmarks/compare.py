@@ -37,13 +37,9 @@ DROPS = (0.5, 1.0)  # accuracy points below the baseline
 
 def pareto_2d(df: pd.DataFrame) -> pd.DataFrame:
     """Points no other point beats on accuracy (max) and latency (min) at once."""
-    p = df.sort_values(["latency_ms", "accuracy"], ascending=[True, False])
-    keep, best = [], -1.0
-    for idx, row in p.iterrows():
-        if row["accuracy"] > best:
-            keep.append(idx)
-            best = row["accuracy"]
-    return p.loc[keep]
+    from autoprune.finalize import two_d_front  # the one front rule finalize uses too
+
+    return two_d_front(df)
 
 
 def best_speedup(
