@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from autoprune.errors import AutopruneError
+from autoprune.errors import AutopruneError, ConfigError
 
 # A pipe gets a wide table rather than rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -24,6 +24,14 @@ err = Console(stderr=True)
 def cmd_devices(args: argparse.Namespace) -> int:
     from autoprune.profiles import available_profiles, load_profile
 
+    if args.action == "check":
+        if not args.name:
+            raise ConfigError("`autoprune devices check` needs a profile name, e.g. `autoprune devices check "
+                              "rpi4-ort`; list them with `autoprune devices`.")
+        return _check_device(args.name)
+    if args.name:
+        raise ConfigError(f"unexpected {args.name!r}: did you mean `autoprune devices check {args.name}`?")
+
     table = Table(title="device profiles", title_justify="left")
     for col in ("name", "backend", "runner", "batch", "description"):
         table.add_column(col)
@@ -32,6 +40,49 @@ def cmd_devices(args: argparse.Namespace) -> int:
         table.add_row(name, p.backend, p.runner, str(p.batch_size), p.description)
     out.print(table)
     return 0
+
+
+def _check_device(name: str) -> int:
+    from autoprune.devices import check_device
+
+    report = check_device(name, log=lambda msg: err.print(f"[dim]{msg}[/]", highlight=False))
+    table = Table(title=f"device {report.profile}", title_justify="left", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for key, value in report.rows():
+        table.add_row(key, value)
+    out.print(table)
+    if report.verdict:
+        out.print(report.verdict)
+    return 1 if report.error else 0
+
+
+def cmd_tracker(args: argparse.Namespace) -> int:
+    from autoprune.device_server import serve_tracker
+
+    _warn_open(args.host)
+    serve_tracker(args.host, args.port, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    return 0
+
+
+def cmd_device_server(args: argparse.Namespace) -> int:
+    from autoprune.device_server import serve
+    from autoprune.profiles import RpcSettings
+
+    try:
+        tracker = RpcSettings.address(args.tracker)
+    except ValueError as exc:
+        raise ConfigError(f"--tracker: {exc}") from None
+    _warn_open(args.host)
+    serve(tracker, args.key, args.host, args.port, args.port + 100,
+          log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    return 0
+
+
+def _warn_open(host: str) -> None:
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/] listening on {host}: a TVM RPC server runs any code a client uploads. "
+                  "Only do this on a network you trust.", highlight=False)
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -206,8 +257,21 @@ def build_parser() -> argparse.ArgumentParser:
                                 "find the pruned model that is fastest on your device, by measuring it.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("devices", help="list device profiles")
+    s = sub.add_parser("devices", help="list device profiles; `devices check NAME` tests one")
+    s.add_argument("action", nargs="?", choices=("list", "check"), default="list")
+    s.add_argument("name", nargs="?", help="profile name or YAML path (with check)")
     s.set_defaults(func=cmd_devices)
+    s = sub.add_parser("tracker", help="run a TVM RPC tracker that boards register with (binds 127.0.0.1)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=9190)
+    s.set_defaults(func=cmd_tracker)
+    s = sub.add_parser("device-server", help="run on a board: a TVM RPC server that times TVM and ONNX Runtime")
+    s.add_argument("--tracker", required=True, metavar="HOST:PORT", help="the tracker to register with")
+    s.add_argument("--key", required=True, help="device key (the profile's rpc.key, e.g. rpi4)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; the tracker's clients must reach it)")
+    s.add_argument("--port", type=int, default=9091, help="first port to try (default 9091)")
+    s.set_defaults(func=cmd_device_server)
     s = sub.add_parser("methods", help="list pruning methods")
     s.set_defaults(func=cmd_methods)
     s = sub.add_parser("groups", help="list a task's prunable groups under a search space")

@@ -51,3 +51,7 @@ def did_you_mean(name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return f"{hint} Known: {', '.join(sorted(known)) or '(none)'}."
+
+
+class DeviceError(AutopruneError):
+    """A remote device (or its RPC tracker) cannot be reached, or answers wrongly."""

@@ -150,17 +150,57 @@ class TvmSettings:
 
 
 @dataclass(frozen=True)
+class RpcSettings:
+    """Where the ``rpc`` runner finds the device: a TVM RPC tracker and a device key.
+
+    Boards register with the tracker under ``key`` (``autoprune device-server``); the
+    runner asks the tracker for a free one, so several boards of one kind share a queue.
+    ``$AUTOPRUNE_TRACKER`` (HOST:PORT) and ``$AUTOPRUNE_DEVICE_KEY`` override the file, so
+    one profile serves every farm. Neither is part of the profile's hash: where the board
+    is does not change what it measures.
+    """
+
+    key: str
+    tracker: str = "127.0.0.1:9190"
+    queue_timeout_s: float = 300.0  # wait this long for a free device before failing the trial
+    retries: int = 3  # a tracker or device that cannot be reached is tried again this often...
+    backoff_s: float = 5.0  # ...after 5, 10, 20 s
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            raise ValueError("`key` must name the device key the boards register under.")
+        self.address(self.tracker)
+        if self.queue_timeout_s <= 0 or self.retries < 0 or self.backoff_s < 0:
+            raise ValueError("`queue_timeout_s > 0`, `retries >= 0` and `backoff_s >= 0` must hold.")
+
+    @staticmethod
+    def address(text: str) -> tuple[str, int]:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"tracker address {text!r} must be HOST:PORT, e.g. 127.0.0.1:9190.")
+        return host, int(port)
+
+    def resolved(self) -> tuple[str, int, str]:
+        """(tracker host, tracker port, key) after the environment overrides."""
+        import os
+
+        tracker = os.environ.get("AUTOPRUNE_TRACKER") or self.tracker
+        return (*self.address(tracker), os.environ.get("AUTOPRUNE_DEVICE_KEY") or self.key)
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     """One measurement target. Load with :func:`load_profile`."""
 
     name: str
     description: str
     backend: Literal["onnxruntime", "tvm"]
-    runner: Literal["local"] = "local"
+    runner: Literal["local", "rpc"] = "local"
     batch_size: int = 1
     onnxruntime: OrtSettings = field(default_factory=OrtSettings)
     tvm: TvmSettings | None = None  # required when backend is tvm
     measurement: MeasureConfig = field(default_factory=MeasureConfig)
+    rpc: RpcSettings | None = None  # required by the rpc runner
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -170,6 +210,8 @@ class DeviceProfile:
             raise ValueError(f"unsupported profile version {self.version}; this autoprune reads 1.")
         if self.backend == "tvm" and self.tvm is None:
             raise ValueError("backend `tvm` needs a `tvm:` section (at least `target`).")
+        if self.runner == "rpc" and self.rpc is None:
+            raise ValueError("runner `rpc` needs an `rpc:` section (at least `key`).")
 
     @property
     def threads(self) -> int:
@@ -190,6 +232,10 @@ class DeviceProfile:
         # keyed by their hash) written before them keep their hash.
         if data["tvm"] is None:
             data.pop("tvm")
+        if data["rpc"] is None:
+            data.pop("rpc")
+        else:
+            data["rpc"] = {"key": data["rpc"]["key"]}
         if not data["onnxruntime"]["io_binding"]:
             data["onnxruntime"].pop("io_binding")
         return stable_hash(data)

@@ -133,6 +133,7 @@ class _Searcher:
         self.backend = backends.create(self.profile.backend)
         self.backend.check_available(self.profile)
         self.runner = runners.create(self.profile.runner)
+        self.runner.check_available(self.profile)
         self.identity = _identity(config, self.profile, self.space)
         self.study_dir = config.study_dir
         self.worker = worker

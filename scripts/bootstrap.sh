@@ -22,6 +22,16 @@ if ! command -v aarch64-linux-gnu-gcc >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends gcc-aarch64-linux-gnu >/dev/null
 fi
 
+# The remote-device tests run an emulated aarch64 board under qemu-user; its root file
+# system is built once with debootstrap (autoprune/testing/arm_device.py).
+if ! command -v qemu-aarch64-static >/dev/null || ! command -v debootstrap >/dev/null; then
+    echo "bootstrap: installing Debian's qemu-user-static and debootstrap (for the emulated ARM device)" >&2
+    SUDO=""
+    [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends qemu-user-static debootstrap >/dev/null
+fi
+
 # Multi-worker tests start a real PostgreSQL server (Debian's package; not as a service).
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
     echo "bootstrap: installing Debian's postgresql (for the multi-worker tests)" >&2

@@ -41,8 +41,8 @@ def test_new_profiles_parse():
     x86 = load_profile("x86-tvm")
     assert x86.backend == "tvm" and x86.tvm.target == {"kind": "llvm", "mcpu": "host"}
     assert x86.tvm.tuning.max_trials > 0 and x86.threads == x86.tvm.num_threads
-    for core in ("a72", "a76"):
-        arm = load_profile(f"arm-{core}-tvm")
+    for board, core in (("rpi4", "a72"), ("rpi5", "a76")):
+        arm = load_profile(f"{board}-tvm")
         assert arm.tvm.target["mtriple"] == "aarch64-linux-gnu" and arm.tvm.target["mcpu"] == f"cortex-{core}"
         assert "+neon" in arm.tvm.target["mattr"] and arm.tvm.cross_compiler == "aarch64-linux-gnu-gcc"
     cuda = load_profile("gpu-cuda-tvm")
@@ -116,7 +116,7 @@ def test_tuning_fills_the_database_and_the_next_candidate_reuses_it(onnx_model, 
 
 @pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None,
                     reason="needs Debian's gcc-aarch64-linux-gnu (apt-get install gcc-aarch64-linux-gnu)")
-@pytest.mark.parametrize("name", ["arm-a72-tvm", "arm-a76-tvm"])
+@pytest.mark.parametrize("name", ["rpi4-tvm", "rpi5-tvm", "aarch64-tvm"])
 def test_arm_profiles_cross_compile_an_aarch64_library(name, onnx_model, tmp_path):
     profile = with_tuning(load_profile(name), tmp_path / "db", max_trials=0)
     built = backends.create("tvm").build(onnx_model, profile, tmp_path)
@@ -124,14 +124,19 @@ def test_arm_profiles_cross_compile_an_aarch64_library(name, onnx_model, tmp_pat
     header = Path(built.artifact_path).read_bytes()[:20]
     assert header[:4] == b"\x7fELF" and header[4] == 2  # 64-bit
     assert int.from_bytes(header[18:20], "little") == 183  # e_machine EM_AARCH64
-    assert built.info["parity_max_abs_diff"] is None  # cannot run here
+    assert built.info["parity_max_abs_diff"] is None  # cannot run here...
+    expected = Path(built.artifact_path + ".expected.npz")  # ...so the device checks against ORT's answer
+    assert expected.is_file() and expected.stat().st_size > 0
 
 
-def test_arm_profile_cannot_be_searched_locally():
+def test_arm_profile_cannot_be_searched_with_the_local_runner(tmp_path):
     import autoprune
 
+    text = (REPO / "device_profiles" / "rpi4-tvm.yaml").read_text().replace("runner: rpc", "runner: local")
+    (tmp_path / "rpi4-local.yaml").write_text(text)
     with pytest.raises(BackendError, match=r"builds for aarch64-linux-gnu.*cannot run that code.*To fix"):
-        autoprune.search(task="digits", device="arm-a72-tvm", latency_budget_ms=1.0, n_trials=2, progress=False)
+        autoprune.search(task="digits", device=str(tmp_path / "rpi4-local.yaml"), latency_budget_ms=1.0,
+                         n_trials=2, progress=False)
 
 
 def test_cuda_library_builds_without_a_gpu(onnx_model, tmp_path):

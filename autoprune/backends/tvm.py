@@ -48,6 +48,7 @@ GPU_KINDS = ("cuda",)
 # the machine names platform.machine() reports for a target triple's architecture
 ARCH_ALIASES = {"aarch64": ("aarch64", "arm64"), "x86_64": ("x86_64", "amd64")}
 INPUTS_SUFFIX = ".inputs.json"  # beside the library: input names, shapes and dtypes
+EXPECTED_SUFFIX = ".expected.npz"  # beside a library built for another machine: ORT's outputs
 
 
 def resolve_target(settings: TvmSettings) -> dict[str, Any]:
@@ -160,6 +161,30 @@ def _input_specs(model, batch_size: int) -> list[dict[str, Any]]:
     return specs
 
 
+def parity(expected: list, got: list, settings: TvmSettings) -> tuple[float, float]:
+    """Max |got - expected| over all outputs, and the bound the profile allows."""
+    import numpy as np
+
+    diff, scale = 0.0, 0.0
+    for e, g in zip(expected, got, strict=True):
+        diff = max(diff, float(np.max(np.abs(np.asarray(e, np.float64) - g))))
+        scale = max(scale, float(np.max(np.abs(e))))
+    return diff, settings.parity_atol + settings.parity_rtol * scale
+
+
+def np_savez(path: Path, arrays: list) -> None:
+    import numpy as np
+
+    np.savez(path, *arrays)
+
+
+def np_load(path: Path) -> list:
+    import numpy as np
+
+    with np.load(path) as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
 def random_inputs(specs: list[dict[str, Any]], seed: int = 0) -> list:
     import numpy as np
 
@@ -207,6 +232,8 @@ class TvmBackend(Backend):
             raise BackendError(
                 f"profile {profile.name!r} cross-compiles with {cc}, which is not on PATH. To fix: {hint}."
             )
+        if profile.runner != "local":
+            return  # timed on the device; the runner checks that it is reachable
         if target["kind"] in GPU_KINDS:
             status = gpu_status()
             if not status.startswith("CUDA device"):
@@ -216,13 +243,13 @@ class TvmBackend(Backend):
                     "CUDA-enabled TVM (`pip install -e .[tvm]` ships one), or choose a CPU profile "
                     "(`autoprune devices`). Building the CUDA library needs no GPU; timing it does."
                 )
-        elif profile.runner == "local" and not runs_here(target):
+        elif not runs_here(target):
             raise BackendError(
                 f"profile {profile.name!r} builds for {target.get('mtriple')} "
                 f"({target.get('mcpu', 'generic')}), but the `local` runner times candidates on this "
                 f"{platform.machine()} machine, which cannot run that code. To fix: run autoprune on the "
-                "device itself (with `cross_compiler: null` in a copy of the profile), or time over TVM RPC "
-                "once the rpc runner exists; choose another profile for now (`autoprune devices`)."
+                "device itself (with `cross_compiler: null` in a copy of the profile), or time it over TVM RPC "
+                "with a profile whose `runner` is `rpc` (e.g. rpi4-tvm; see `autoprune devices`)."
             )
 
     def build(self, onnx: OnnxArtifact, profile: DeviceProfile, out_dir: Path) -> BuildResult:
@@ -289,7 +316,11 @@ class TvmBackend(Backend):
                 info["error"] = (f"TVM output differs from ONNX Runtime by {diff:.3g} (allowed {bound:.3g}) "
                                  f"on a random input; target {info['target']}")
         else:
-            info["parity_max_abs_diff"] = None  # cannot run here; checked on the device later
+            # cannot run here: ONNX Runtime's answer goes beside the library, and the
+            # device compares its own output with it before timing (see ``time``)
+            expected = self._reference_outputs(onnx_art.path, specs)
+            np_savez(out_dir / (out.name + EXPECTED_SUFFIX), expected)
+            info["parity_max_abs_diff"] = None
         return out
 
     def _tune_and_apply(self, mod, target, target_dict: dict[str, Any], profile: DeviceProfile,
@@ -357,23 +388,21 @@ class TvmBackend(Backend):
         return mod
 
     @staticmethod
-    def _parity(onnx_path: str, library: Path, specs: list[dict[str, Any]], settings: TvmSettings) -> tuple[float, float]:
-        """Max |TVM - ONNX Runtime| on a random input, and the allowed bound."""
-        import numpy as np
+    def _reference_outputs(onnx_path: str, specs: list[dict[str, Any]]) -> list:
+        """ONNX Runtime's outputs for the seeded random input (the parity reference)."""
         import onnxruntime as ort
 
-        inputs = random_inputs(specs)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         session = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
-        expected = session.run(None, {s["name"]: x for s, x in zip(specs, inputs, strict=True)})
+        return session.run(None, {s["name"]: x for s, x in zip(specs, random_inputs(specs), strict=True)})
+
+    @classmethod
+    def _parity(cls, onnx_path: str, library: Path, specs: list[dict[str, Any]], settings: TvmSettings) -> tuple[float, float]:
+        """Max |TVM - ONNX Runtime| on a random input, and the allowed bound."""
         vm, dev = load_library(library)
-        got = run_library(vm, dev, inputs)
-        diff, scale = 0.0, 0.0
-        for e, g in zip(expected, got, strict=True):
-            diff = max(diff, float(np.max(np.abs(e.astype(np.float64) - g))))
-            scale = max(scale, float(np.max(np.abs(e))))
-        return diff, settings.parity_atol + settings.parity_rtol * scale
+        got = run_library(vm, dev, random_inputs(specs))
+        return parity(cls._reference_outputs(onnx_path, specs), got, settings)
 
     def time(self, artifact_path: str, profile: DeviceProfile) -> Measurement:
         import tvm
@@ -384,6 +413,12 @@ class TvmBackend(Backend):
         kind = profile.tvm.target["kind"]
         specs = json.loads(Path(artifact_path + INPUTS_SUFFIX).read_text())
         vm, dev = load_library(artifact_path, kind)
+        expected_path = Path(artifact_path + EXPECTED_SUFFIX)
+        if expected_path.is_file():  # built elsewhere: check this device's answer first
+            diff, bound = parity(np_load(expected_path), run_library(vm, dev, random_inputs(specs)), profile.tvm)
+            if not diff <= bound:
+                raise ValueError(f"TVM output on the device differs from ONNX Runtime on the build host by "
+                                 f"{diff:.3g} (allowed {bound:.3g}) on a random input")
         args = [tvm.runtime.tensor(x, dev) for x in random_inputs(specs)]
         main = vm["main"]
         if kind in GPU_KINDS:

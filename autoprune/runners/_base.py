@@ -19,6 +19,9 @@ class RunnerResult:
 
 
 class Runner(abc.ABC):
+    def check_available(self, profile: DeviceProfile) -> None:  # noqa: B027 - optional hook
+        """Raise DeviceError (what is missing and how to fix it) at set-up."""
+
     @abc.abstractmethod
     def measure(self, build: BuildResult, profile: DeviceProfile) -> RunnerResult:
         """Time the built artifact on the device; a dead or hung run is an error, not a raise."""
@@ -29,4 +32,8 @@ def create(name: str) -> Runner:
         from autoprune.runners.local import LocalRunner
 
         return LocalRunner()
-    raise ConfigError(f"unknown runner {name!r}; available: local.")
+    if name == "rpc":
+        from autoprune.runners.rpc import RpcRunner
+
+        return RpcRunner()
+    raise ConfigError(f"unknown runner {name!r}; available: local, rpc.")

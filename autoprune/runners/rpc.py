@@ -1,0 +1,222 @@
+"""Timing on a remote device through a TVM RPC tracker.
+
+The device runs ``autoprune device-server`` (TVM's RPC server plus autoprune's timing
+function) registered with a tracker under a key; several boards of one kind share the
+key and the tracker queues clients for them. Each of the profile's ``sessions`` is one
+RPC session: ask the tracker for a device, upload the artifact, call
+``autoprune.time`` on the device (the same protocol as the local runner), remove the
+files in ``finally``. The session's client side runs in a subprocess of its own, so a
+wedged device or a hung socket costs a time limit, never the search.
+
+What goes wrong, and what the trial gets:
+
+- the tracker is unreachable, no device is registered under the key, or none is free
+  within ``queue_timeout_s``: tried again after ``backoff_s``, doubling, up to
+  ``retries`` times, then the trial fails with what was tried and how to fix it;
+- the device drops off the tracker during the session (it died or wedged): the trial
+  fails with that reason; the next trial starts by reconnecting (with the back-off);
+- the candidate itself fails on the device (wrong ISA, parity, out of memory): the
+  trial fails with the device's message, and no retry.
+
+Run as ``python -m autoprune.runners.rpc`` it is that subprocess: a JSON request on
+stdin, one result line on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autoprune.errors import DeviceError
+from autoprune.measure import Measurement, combine
+from autoprune.runners._base import Runner, RunnerResult
+from autoprune.runners.local import RESULT_TAG
+from autoprune.testing import faults
+
+if TYPE_CHECKING:
+    from autoprune.backends import BuildResult
+    from autoprune.profiles import DeviceProfile
+
+CONNECT_S = 60.0  # connecting, uploading and loading, beyond the queue and the timing itself
+UNREACHABLE = "unreachable"  # an error kind worth retrying: nothing ran on a device
+
+
+def start_hint(host: str, port: int, key: str) -> str:
+    return (f"start a device server on the board with `autoprune device-server --tracker {host}:{port} --key {key}` "
+            f"(and a tracker with `autoprune tracker --port {port}`), or point $AUTOPRUNE_TRACKER / "
+            "$AUTOPRUNE_DEVICE_KEY at yours; `autoprune devices check PROFILE` tests the path")
+
+
+class RpcRunner(Runner):
+    def check_available(self, profile: DeviceProfile) -> None:
+        """The tracker answers and a device is registered under the key (not that it is free)."""
+        assert profile.rpc is not None
+        host, port, key = profile.rpc.resolved()
+        why = tracker_status(host, port, key)
+        if why:
+            raise DeviceError(f"profile {profile.name!r} times candidates over TVM RPC, but {why}.")
+
+    def measure(self, build: BuildResult, profile: DeviceProfile) -> RunnerResult:
+        if build.artifact_path is None:
+            return RunnerResult(None, f"nothing to time: build failed ({build.error})")
+        parts = []
+        for _ in range(profile.measurement.sessions):
+            result = self._with_retries(build.artifact_path, profile)
+            if result.measurement is None:
+                return result
+            parts.append(result.measurement)
+        return RunnerResult(combine(parts, profile.measurement.max_spread))
+
+    def _with_retries(self, artifact: str, profile: DeviceProfile) -> RunnerResult:
+        assert profile.rpc is not None
+        attempts = profile.rpc.retries + 1
+        for attempt in range(attempts):
+            payload = session(artifact, profile)
+            if "measurement" in payload:
+                return RunnerResult(Measurement.from_dict(payload["measurement"]))
+            if payload.get("kind") != UNREACHABLE:
+                return RunnerResult(None, payload["error"])
+            if attempt + 1 < attempts:
+                time.sleep(profile.rpc.backoff_s * 2**attempt)
+        return RunnerResult(None, f"{payload['error']} (tried {attempts} times)")
+
+
+def session(artifact: str | None, profile: DeviceProfile, timeout_s: float | None = None) -> dict[str, Any]:
+    """One RPC session in a subprocess: time ``artifact`` (None: only ask the device what it is)."""
+    assert profile.rpc is not None
+    request = {"artifact": artifact, "profile": profile.to_dict(), "fault": os.environ.get(faults.FAULT_ENV),
+               "trial": faults.child_env().get(faults.TRIAL_ENV)}
+    limit = timeout_s or (profile.rpc.queue_timeout_s + profile.measurement.timeout_s + CONNECT_S)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autoprune.runners.rpc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(json.dumps(request), timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return {"error": f"RPC session timed out after {limit:g} s (queue, upload and timing); the device "
+                         "may be wedged"}
+    for line in reversed(out.splitlines()):
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG):])
+    tail = (err.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"RPC client process exited with code {proc.returncode}: {tail}"}
+
+
+def tracker_status(host: str, port: int, key: str) -> str | None:
+    """None when the tracker answers and lists a device under ``key``; else what is wrong."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=5).close()  # TVM's own connect retries for 60 s
+    except OSError as exc:
+        return f"the RPC tracker at {host}:{port} cannot be reached ({exc}). To fix: {start_hint(host, port, key)}"
+    from tvm import rpc
+
+    tracker = rpc.connect_tracker(host, port)
+    try:
+        if not _registered(tracker, key):
+            return (f"no device is registered under key {key!r} at the tracker {host}:{port}. "
+                    f"To fix: {start_hint(host, port, key)}")
+    finally:
+        tracker.close()
+    return None
+
+
+class _Unreachable(Exception):
+    pass
+
+
+def _client(request: dict[str, Any]) -> dict[str, Any]:
+    """The subprocess's work: reach the device, upload, time, clean up."""
+    from autoprune._config import from_dict
+    from autoprune.profiles import DeviceProfile
+
+    profile = from_dict(DeviceProfile, request["profile"], "request.profile")
+    assert profile.rpc is not None
+    host, port, key = profile.rpc.resolved()
+    why = tracker_status(host, port, key)
+    if why:
+        raise _Unreachable(why)
+    from tvm import rpc
+
+    tracker = rpc.connect_tracker(host, port)
+    queue_s = profile.rpc.queue_timeout_s
+
+    def queue_expired(*_):  # the tracker's request blocks without a limit of its own
+        raise _Unreachable(f"no device with key {key!r} became free within {queue_s:g} s (queue_timeout_s)")
+
+    signal.signal(signal.SIGALRM, queue_expired)
+    signal.setitimer(signal.ITIMER_REAL, queue_s)
+    try:
+        remote = tracker.request(key, priority=1, max_retry=1,
+                                 session_timeout=profile.measurement.timeout_s + CONNECT_S)
+    except RuntimeError as exc:
+        raise _Unreachable(f"the tracker could not connect to a device with key {key!r}: {exc}") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    if request["artifact"] is None:
+        return {"info": json.loads(remote.get_function("autoprune.device_info")())}
+    uploaded = []
+    try:
+        artifact = Path(request["artifact"])
+        for path in [artifact, *sorted(artifact.parent.glob(artifact.name + ".*"))]:  # TVM: inputs, expected
+            remote.upload(str(path), path.name)
+            uploaded.append(path.name)
+        env = {faults.FAULT_ENV: request["fault"], faults.TRIAL_ENV: request["trial"]} if request["fault"] else {}
+        try:
+            time_fn = remote.get_function("autoprune.time")
+        except Exception:  # noqa: BLE001 - a plain TVM RPC server
+            return {"error": f"the device under key {key!r} runs a plain TVM RPC server without autoprune's "
+                             "timing function; start it with `autoprune device-server` instead"}
+        return json.loads(time_fn(artifact.name, json.dumps(request["profile"]), json.dumps(env)))
+    except Exception as exc:  # noqa: BLE001 - classified below: device lost, or candidate failed
+        still_there = _registered(rpc.connect_tracker(host, port), key)
+        if not still_there:
+            return {"error": f"the device with key {key!r} was lost during the session (it died or wedged): "
+                             f"{_short(exc)}"}
+        return {"error": f"the device failed this candidate: {_short(exc)}"}
+    finally:
+        for name in uploaded:
+            try:
+                remote.remove(name)
+            except Exception:  # noqa: BLE001 - the session may be gone; its folder goes with it
+                break
+
+
+def _registered(tracker, key: str) -> bool:
+    try:
+        servers = tracker.summary()["server_info"]
+    except (OSError, RuntimeError):
+        return False
+    return any(s.get("key") == f"server:{key}" for s in servers)
+
+
+def _short(exc: Exception) -> str:
+    """The first line of a TVM error that says something (they start with tracebacks)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("File ", "Traceback", "^", "~"))]
+    return f"{type(exc).__name__}: {(useful or lines or [''])[-1]}"
+
+
+def main() -> None:
+    request = json.loads(sys.stdin.read())
+    try:
+        payload = _client(request)
+    except _Unreachable as exc:
+        payload = {"error": str(exc), "kind": UNREACHABLE}
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as the trial's reason
+        payload = {"error": _short(exc)}
+    print(RESULT_TAG + json.dumps(payload), flush=True)
+
+
+if __name__ == "__main__":
+    main()

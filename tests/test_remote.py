@@ -1,0 +1,239 @@
+"""The rpc runner against real TVM RPC trackers and device servers.
+
+Two devices: this machine's own Python as a device server (fast; checks the protocol),
+and an emulated Cortex-A72 board, an arm64 Debian root file system under qemu-user
+(``autoprune/testing/arm_device.py``; slow). Nothing is mocked: the tracker, the
+servers, the uploads, ONNX Runtime and TVM on the device are the real ones.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tvm", reason="the [tvm] extra is not installed")
+
+from conftest import run_cli  # noqa: E402
+
+import autoprune  # noqa: E402
+from autoprune.errors import ConfigError, DeviceError  # noqa: E402
+from autoprune.profiles import load_profile  # noqa: E402
+from autoprune.testing import arm_device  # noqa: E402
+
+HOST_KEY = "host-x86"
+
+
+def host_profile(folder: Path, tracker: str, **measurement) -> Path:
+    """This machine's ONNX Runtime, timed through a tracker like a board."""
+    quick = {"sessions": 2, "max_seconds": 0.3, "min_repeats": 10, "warmup": 3, **measurement}
+    path = folder / "host-rpc.yaml"
+    path.write_text(
+        "version: 1\ndescription: this machine over TVM RPC (tests)\nbackend: onnxruntime\nrunner: rpc\n"
+        f"rpc: {{key: {HOST_KEY}, tracker: '{tracker}', retries: 4, backoff_s: 5}}\n"
+        f"measurement: {quick}\n".replace("'", "")
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def host_device(tmp_path_factory):
+    device = arm_device.DeviceProcesses(sys.executable, HOST_KEY, tmp_path_factory.mktemp("host-device"))
+    with arm_device.running(device):
+        yield device
+
+
+def test_board_profiles_parse(monkeypatch):
+    for board, core in (("rpi4", "a72"), ("rpi5", "a76")):
+        for backend in ("ort", "tvm"):
+            p = load_profile(f"{board}-{backend}")
+            assert p.runner == "rpc" and p.rpc.key == board and p.threads == 4
+            if backend == "tvm":
+                assert p.tvm.target["mcpu"] == f"cortex-{core}" and p.tvm.cross_compiler
+    generic = load_profile("aarch64-tvm")
+    assert "mcpu" not in generic.tvm.target and generic.tvm.target["mtriple"] == "aarch64-linux-gnu"
+    assert load_profile("aarch64-ort").rpc.resolved() == ("127.0.0.1", 9190, "aarch64")
+    # the environment points a profile at another farm without changing its identity
+    p = load_profile("rpi4-ort")
+    before = p.hash
+    monkeypatch.setenv("AUTOPRUNE_TRACKER", "farm.example:9000")
+    monkeypatch.setenv("AUTOPRUNE_DEVICE_KEY", "rpi4-lab2")
+    assert p.rpc.resolved() == ("farm.example", 9000, "rpi4-lab2")
+    assert load_profile("rpi4-ort").hash == before
+
+
+def test_bad_rpc_sections_are_clear(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\ndescription: x\nbackend: onnxruntime\nrunner: rpc\n")
+    with pytest.raises(ConfigError, match="runner `rpc` needs an `rpc:` section"):
+        load_profile(bad)
+    bad.write_text("version: 1\ndescription: x\nbackend: onnxruntime\nrunner: rpc\nrpc: {key: k, tracker: nope}\n")
+    with pytest.raises(ConfigError, match="must be HOST:PORT"):
+        load_profile(bad)
+
+
+def test_unreachable_tracker_stops_the_search_at_set_up(tmp_path):
+    env_port = arm_device.free_port()  # nothing listens there
+    os.environ["AUTOPRUNE_TRACKER"] = f"127.0.0.1:{env_port}"
+    try:
+        proc = run_cli("search", "--task", "digits", "--device", "rpi4-ort", "--latency-budget-ms", "1",
+                       "--trials", "2", "--results-dir", str(tmp_path / "results"))
+        check = run_cli("devices", "check", "rpi4-ort")
+    finally:
+        del os.environ["AUTOPRUNE_TRACKER"]
+    for p in (proc, check):
+        assert p.returncode == 2, p.stderr
+        assert "Traceback" not in p.stderr
+        assert f"127.0.0.1:{env_port} cannot be reached" in p.stderr
+        assert "autoprune device-server --tracker" in p.stderr
+    assert not (tmp_path / "results").exists()  # nothing written before the inputs are checked
+
+
+def test_devices_check_needs_a_name():
+    proc = run_cli("devices", "check")
+    assert proc.returncode == 2 and "needs a profile name" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_search_times_every_candidate_on_the_device_server(host_device, tmp_path):
+    profile = host_profile(tmp_path, host_device.tracker_address)
+    result = autoprune.search(task="digits", device=str(profile), latency_budget_ms=1.0, n_trials=3,
+                              results_dir=tmp_path / "results", progress=False)
+    trials = result.trials
+    assert (trials["state"] == "COMPLETE").all(), trials[["state", "fail_reason"]]
+    assert (trials["latency_ms"] > 0).all() and (trials["latency_sessions"] == 2).all()
+    # every timing session went through the server: it logs one "start serving" per session
+    sessions = (host_device.log_dir / "server.log").read_text().count("start serving")
+    assert sessions >= 2 * trials["latency_ms"].nunique()
+
+
+def test_no_device_under_the_key_is_reported(host_device, tmp_path):
+    text = host_profile(tmp_path, host_device.tracker_address).read_text().replace(HOST_KEY, "no-such-board")
+    (tmp_path / "other.yaml").write_text(text)
+    with pytest.raises(DeviceError, match=r"no device is registered under key 'no-such-board'.*device-server"):
+        autoprune.search(task="digits", device=str(tmp_path / "other.yaml"), latency_budget_ms=1.0, n_trials=2,
+                         results_dir=tmp_path / "results", progress=False)
+
+
+@pytest.mark.slow
+def test_a_crash_on_the_device_fails_one_trial_and_the_server_comes_back(tmp_path, monkeypatch):
+    """A session that dies of SIGSEGV wedges TVM's server; the supervisor restarts it."""
+    device = arm_device.DeviceProcesses(sys.executable, HOST_KEY, tmp_path / "logs")
+    with arm_device.running(device):
+        profile = host_profile(tmp_path, device.tracker_address)
+        monkeypatch.setenv("AUTOPRUNE_FAULT", "segv@device#1")
+        result = autoprune.search(task="digits", device=str(profile), latency_budget_ms=1.0, n_trials=3,
+                                  results_dir=tmp_path / "results", progress=False, warm_start=False)
+        log = (device.log_dir / "server.log").read_text()
+    trials = result.trials.set_index("trial")
+    assert trials.loc[1, "state"] == "FAIL"
+    assert trials.loc[1, "fail_stage"] == "measure"
+    assert "device" in trials.loc[1, "fail_reason"], trials.loc[1, "fail_reason"]
+    assert trials.loc[2, "state"] == "COMPLETE", trials.loc[2, "fail_reason"]
+    assert "dropped off the tracker" in log  # the wedged server was replaced
+
+
+# --- the emulated Cortex-A72 board -------------------------------------------------
+
+def _emulation_missing() -> str | None:
+    tools = [t for t in ("qemu-aarch64-static", "debootstrap", "aarch64-linux-gnu-gcc") if shutil.which(t) is None]
+    if tools:
+        return f"needs {', '.join(tools)} (scripts/bootstrap.sh installs them)"
+    ready = (arm_device.cache_root() / "rootfs" / ".autoprune-ready").is_file()
+    if not ready and os.geteuid() != 0:
+        return "building the emulated device's root file system needs root (debootstrap)"
+    return None
+
+
+emulated = pytest.mark.skipif(_emulation_missing() is not None, reason=str(_emulation_missing()))
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    start = time.monotonic()
+    device = arm_device.emulated_device(tmp_path_factory.mktemp("emulated-a72"))
+    built = time.monotonic() - start
+    with arm_device.running(device):
+        # the set-up time is part of what CI reports (the note quotes it)
+        print(f"\nemulated device: root file system {built:.0f} s, start to registered "
+              f"{time.monotonic() - start - built:.0f} s")
+        old = os.environ.get("AUTOPRUNE_TRACKER")
+        os.environ["AUTOPRUNE_TRACKER"] = device.tracker_address  # the profiles' tracker, moved
+        try:
+            yield device
+        finally:
+            if old is None:
+                os.environ.pop("AUTOPRUNE_TRACKER", None)
+            else:
+                os.environ["AUTOPRUNE_TRACKER"] = old
+
+
+@pytest.mark.slow
+@emulated
+def test_devices_check_reports_the_emulated_board(board):
+    proc = run_cli("devices", "check", "emulated-a72-ort", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "aarch64" in out and "Cortex-A72" in out
+    isa = next(line for line in out.splitlines() if "│ isa" in line)
+    assert "asimd" in isa and "sve" not in isa and "asimddp" not in isa  # QEMU_CPU=cortex-a72: no SVE/dotprod
+    assert "onnxruntime" in out and "1.31" in out and "ms median" in out
+
+
+@pytest.mark.slow
+@emulated
+@pytest.mark.parametrize("backend", ["ort", "tvm"])
+def test_search_on_the_emulated_board(board, backend, tmp_path):
+    result = autoprune.search(task="digits", device=f"emulated-a72-{backend}", latency_budget_ms=50.0,
+                              n_trials=3, results_dir=tmp_path / "results", progress=False)
+    trials = result.trials
+    assert (trials["state"] == "COMPLETE").all(), trials[["state", "fail_reason"]]
+    # sane, not fast: emulation runs this model in ~1-20 ms, and never faster than x86
+    base = trials.set_index("trial").loc[0]
+    assert 0.3 < base["latency_ms"] < 200, base["latency_ms"]
+    assert result.front is not None and len(result.front) >= 1
+    if backend == "tvm":
+        assert trials["build_target"].str.contains("aarch64").all()
+
+
+@pytest.mark.slow
+@emulated
+def test_killing_the_device_server_mid_search_fails_a_trial_and_the_search_goes_on(board, tmp_path):
+    """The board loses power while a candidate is being timed, then comes back."""
+    log = board.log_dir / "server.log"
+    before = log.read_text().count("start serving")
+    killed: dict[str, float] = {}
+
+    def pull_the_plug():
+        # a session starts after the budget check's two models (2 sessions each): wait
+        # for the 5th session of this search, let it upload and start timing, then kill
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            if log.read_text().count("start serving") - before >= 5:
+                time.sleep(2.0)
+                board.kill_server()
+                killed["at"] = time.time()
+                board.start_server()
+                killed["back"] = time.time()
+                return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=pull_the_plug, daemon=True)
+    thread.start()
+    result = autoprune.search(task="digits", device="emulated-a72-ort", latency_budget_ms=50.0, n_trials=5,
+                              results_dir=tmp_path / "results", progress=False)
+    thread.join(timeout=60)
+    assert "at" in killed, "the search never reached the 5th timing session"
+    trials = result.trials
+    assert len(trials) == 5 and trials["state"].isin(["COMPLETE", "FAIL"]).all()
+    failed = trials[trials["state"] == "FAIL"]
+    assert len(failed) >= 1, trials[["trial", "state", "fail_reason"]]
+    assert failed["fail_reason"].str.contains("device").all(), failed["fail_reason"].tolist()
+    assert (failed["fail_stage"] == "measure").all()
+    # trials after the failure completed on the restarted server
+    later = trials[trials["trial"] > failed["trial"].max()]
+    assert (later["state"] == "COMPLETE").any(), trials[["trial", "state", "fail_reason"]]
