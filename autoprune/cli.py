@@ -127,10 +127,16 @@ def cmd_groups(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from autoprune.study import search
 
+    devices, budgets = args.device, args.latency_budget_ms
+    if len(budgets) not in (1, len(devices)):
+        raise ConfigError(f"{len(devices)} --device but {len(budgets)} --latency-budget-ms: give one budget "
+                          "(for the first device) or one per device, in the same order.")
+    budgets = budgets + [None] * (len(devices) - len(budgets))
     result = search(
         task=args.task,
-        device=args.device,
-        latency_budget_ms=args.latency_budget_ms,
+        device=devices[0],
+        latency_budget_ms=budgets[0],
+        also=dict(zip(devices[1:], budgets[1:], strict=True)),
         n_trials=args.trials,
         space=args.space,
         study_name=args.study,
@@ -190,13 +196,15 @@ def cmd_front(args: argparse.Namespace) -> int:
 
 
 def _print_front(result) -> None:
-    from autoprune.results import FRONT_COLUMNS
+    from autoprune.results import FRONT_COLUMNS, device_columns
 
     base = result.baseline
     n_ok = int((result.trials["state"] == "COMPLETE").sum()) if not result.trials.empty else 0
     n_fail = int((result.trials["state"] == "FAIL").sum()) if not result.trials.empty else 0
-    title = (f"Pareto front of {result.identity['study']}: budget {result.budget_ms:g} ms on "
-             f"{result.identity['device']} ({n_ok} complete, {n_fail} failed trials)")
+    budgets = [f"{result.budget_ms:g} ms on {result.identity['device']}"] + [
+        f"{b:g} ms on {name}" if b is not None else f"none on {name}" for name, _, b in result.identity.get("also", [])]
+    title = (f"Pareto front of {result.identity['study']}: budget {', '.join(budgets)} "
+             f"({n_ok} complete, {n_fail} failed trials)")
     if base is not None:
         title += f"\nbaseline (trial {int(base['trial'])}): {base['accuracy']:.2f}% at {base['latency_ms']:.3f} ms"
     table = Table(title=title, title_justify="left")
@@ -204,12 +212,18 @@ def _print_front(result) -> None:
                "latency_p90_ms": "p90 ms", "speedup": "speedup", "size_mb": "size MB",
                "macs_ratio": "MACs", "params": "params", "sparsity": "zeros", "round_to": "round_to",
                "methods": "methods"}
+    others = device_columns(result.front)
     for col in FRONT_COLUMNS:
         table.add_column(headers[col], justify="right")
+        if col == "speedup":  # each other device's latency and speed-up next to this one's
+            for c in others:
+                table.add_column(f"ms on {c.split('@', 1)[1]}", justify="right")
+                table.add_column("speedup", justify="right")
     for _, r in result.front.iterrows():
+        there = [v for c in others for v in (f"{r[c]:.3f}", f"{r['speedup@' + c.split('@', 1)[1]]:.2f}x")]
         table.add_row(
             str(int(r["trial"])), f"{r['accuracy']:.2f}", f"{r['accuracy_drop']:+.2f}",
-            f"{r['latency_ms']:.3f}", f"{r['latency_p90_ms']:.3f}", f"{r['speedup']:.2f}x",
+            f"{r['latency_ms']:.3f}", f"{r['latency_p90_ms']:.3f}", f"{r['speedup']:.2f}x", *there,
             f"{r['size_mb']:.3f}", f"{r['macs_ratio']:.2f}", f"{int(r['params']):,}", f"{r['sparsity']:.0%}",
             str(r["round_to"]), str(r["methods"]),
         )
@@ -282,8 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("search", help="run or resume a search")
     s.add_argument("--task", required=True, help="built-in task name or package.module:factory")
-    s.add_argument("--device", required=True, help="device profile name or YAML path")
-    s.add_argument("--latency-budget-ms", type=float, required=True, metavar="MS")
+    s.add_argument("--device", required=True, action="append",
+                   help="device profile name or YAML path; repeat to time every candidate on several "
+                        "devices (the first is the main one)")
+    s.add_argument("--latency-budget-ms", type=float, required=True, action="append", metavar="MS",
+                   help="latency budget on the (first) device; repeat to give each --device its own")
     s.add_argument("--trials", type=int, default=40, help="total trials, baseline included (default 40)")
     s.add_argument("--space", default="default", help="search space name or YAML path")
     s.add_argument("--study", help="study name (default TASK-DEVICE)")

@@ -58,6 +58,18 @@ class Candidate:
     evaluation: str = "full"  # or "zero-shot: <why the fine-tune was skipped>"
     zero_shot_accuracy: float | None = None  # after BN recalibration, before fine-tuning
     build_info: dict[str, Any] = field(default_factory=dict)  # BuildResult.info; empty if cached
+    also: dict[str, Measurement] = field(default_factory=dict)  # latency on each other device
+
+
+@dataclass(frozen=True)
+class OtherDevice:
+    """A further device every candidate is timed on (``search --device A --device B``)."""
+
+    name: str
+    profile: DeviceProfile
+    backend: Backend
+    runner: Runner
+    budget_ms: float | None = None
 
 
 @dataclass
@@ -107,6 +119,7 @@ class Context:
     cache: MeasurementCache | None
     seed: int = 0
     stager: Stager | None = None  # None: every candidate gets the full recovery
+    also: list[OtherDevice] = field(default_factory=list)
     example_input: torch.Tensor = field(init=False)
     gradient_batches: list[tuple[torch.Tensor, torch.Tensor]] = field(init=False)
     base_params: tuple[int, int] = field(init=False)  # (params, nonzero) of the unpruned model
@@ -286,6 +299,7 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
     if early is None or early.arch_hash != onnx.arch_hash:
         build_info.clear()
         latency, cached = measure_onnx(ctx, onnx, trial_dir, times, build_info)
+    also = {device.name: measure_on(ctx, device, onnx, trial_dir, times) for device in ctx.also}
     return Candidate(
         accuracy=acc,
         latency=latency,
@@ -298,7 +312,25 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         evaluation=f"zero-shot: {skipped}" if skipped else "full",
         zero_shot_accuracy=zero.get("accuracy"),
         build_info=build_info,
+        also=also,
     )
+
+
+def measure_on(ctx: Context, device: OtherDevice, onnx: OnnxArtifact, trial_dir: Path,
+               times: dict[str, float]) -> Measurement:
+    """Build and time the candidate for one more device (same cache, its own profile hash)."""
+    from types import SimpleNamespace
+
+    there = SimpleNamespace(backend=device.backend, profile=device.profile, runner=device.runner, cache=ctx.cache)
+    own: dict[str, float] = {}
+    work = trial_dir / "devices" / device.name
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        latency, _ = measure_onnx(there, onnx, work, own)
+    except TrialFailure as exc:
+        raise TrialFailure(exc.stage, f"on {device.name}: {exc.reason}") from None
+    times[f"measure@{device.name}"] = own.get("build", 0.0) + own.get("measure", 0.0)
+    return latency
 
 
 def candidate_attrs(c: Candidate) -> dict[str, Any]:
@@ -337,4 +369,7 @@ def candidate_attrs(c: Candidate) -> dict[str, Any]:
         "constraint_violation": c.violation,
         "stage_s": c.stage_s,
         **{f"build_{k}": v for k, v in c.build_info.items()},
+        **{f"{key}@{name}": value for name, m in c.also.items() for key, value in (
+            ("latency_ms", m.median_ms), ("latency_p90_ms", m.p90_ms), ("latency_cv", m.cv),
+            ("latency_noisy", m.noisy), ("latency_session_spread", m.session_spread))},
     }

@@ -65,7 +65,7 @@ def trials_frame(study) -> pd.DataFrame:
             "load_avg": a.get("load_avg"),
         }
         for key, value in a.items():  # what the backend reported (TVM tuning, reuse, compile time)
-            if key.startswith("build_"):
+            if key.startswith("build_") or "@" in key:  # ...and each other device's latency
                 row[key] = value
         for stage, secs in (a.get("stage_s") or {}).items():
             row[f"{stage}_s"] = secs
@@ -87,7 +87,20 @@ def trials_frame(study) -> pd.DataFrame:
     else:
         df["accuracy_drop"] = df["speedup"] = df["macs_ratio"] = float("nan")
     df["feasible"] = (df["state"] == "COMPLETE") & (df["latency_ms"] <= budget)
+    for name, _, other_budget in identity.get("also", []):
+        column = f"latency_ms@{name}"
+        if column not in df:
+            df[column] = float("nan")
+        if not base.empty:
+            df[f"speedup@{name}"] = base.iloc[0][column] / df[column]
+        if other_budget is not None:
+            df["feasible"] &= df[column] <= other_budget
     return df
+
+
+def device_columns(df: pd.DataFrame) -> list[str]:
+    """The other devices' latency columns (``latency_ms@<profile>``), in study order."""
+    return [c for c in df.columns if c.startswith("latency_ms@")]
 
 
 def _method_counts(plan: dict | None) -> str | None:

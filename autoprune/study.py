@@ -48,8 +48,17 @@ class SearchConfig:
     data_dir: str | None = None
     sampler: str = "tpe"
     warm_start: bool = True  # enqueue the uniform plans users try by hand
+    # More devices, each timed for every candidate: (profile, budget ms or None). Their
+    # latencies are extra objectives; a budget also makes them a per-device constraint.
+    also: tuple[tuple[str, float | None], ...] = ()
 
     def __post_init__(self) -> None:
+        names = [self.device, *(name for name, _ in self.also)]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"a device is named twice ({', '.join(names)}); name each once.")
+        for name, budget in self.also:
+            if budget is not None and not budget > 0:
+                raise ConfigError(f"the latency budget for {name} must be a positive number of ms, got {budget}.")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
         if not self.latency_budget_ms > 0:
@@ -58,17 +67,20 @@ class SearchConfig:
             )
         if self.n_trials < 1:
             raise ConfigError(f"--trials must be at least 1 (trial 0 is the baseline), got {self.n_trials}.")
-        if self.study_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.study_name):
+        if self.study_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", self.study_name):
             raise ConfigError(
                 f"study name {self.study_name!r} must start with a letter or digit and use only "
-                "letters, digits, '.', '_' and '-'."
+                "letters, digits, '.', '_', '+' and '-'."
             )
 
     @property
     def name(self) -> str:
         if self.study_name:
             return self.study_name
-        return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{self.task}-{self.device}").strip("-")
+        # other devices by profile name (a YAML path's stem), so the name stays short
+        devices = "+".join([self.device, *(Path(n).stem if n.endswith((".yaml", ".yml")) else n
+                                           for n, _ in self.also)])
+        return re.sub(r"[^A-Za-z0-9_.+-]+", "-", f"{self.task}-{devices}").strip("-")
 
     @property
     def study_dir(self) -> Path:
@@ -79,7 +91,13 @@ def default_storage(study_dir: Path) -> str:
     return f"sqlite:///{study_dir.resolve() / 'study.db'}"
 
 
-def _identity(config: SearchConfig, profile, space) -> dict[str, Any]:
+def directions(n_also: int) -> list[str]:
+    """accuracy, latency, size, then one latency per additional device."""
+    return [*DIRECTIONS, *("minimize",) * n_also]
+
+
+def _identity(config: SearchConfig, profile, space, also=()) -> dict[str, Any]:
+    extra = {"also": [[d.name, d.profile.hash, d.budget_ms] for d in also]} if also else {}
     return {
         "schema": CONFIG_SCHEMA,
         "study": config.name,
@@ -91,6 +109,7 @@ def _identity(config: SearchConfig, profile, space) -> dict[str, Any]:
         "latency_budget_ms": config.latency_budget_ms,
         "seed": config.seed,
         "sampler": config.sampler,
+        **extra,  # absent for one device, so older studies keep their identity
     }
 
 
@@ -134,7 +153,17 @@ class _Searcher:
         self.backend.check_available(self.profile)
         self.runner = runners.create(self.profile.runner)
         self.runner.check_available(self.profile)
-        self.identity = _identity(config, self.profile, self.space)
+        from autoprune.objective import OtherDevice
+
+        self.also = []
+        for name, budget in config.also:
+            profile = load_profile(name)
+            device = OtherDevice(profile.name, profile, backends.create(profile.backend),
+                                 runners.create(profile.runner), budget)
+            device.backend.check_available(profile)
+            device.runner.check_available(profile)
+            self.also.append(device)
+        self.identity = _identity(config, self.profile, self.space, self.also)
         self.study_dir = config.study_dir
         self.worker = worker
         if worker:  # the study exists in the storage: nothing to measure first
@@ -162,7 +191,8 @@ class _Searcher:
                 f"search space {self.config.space!r} leaves no prunable group in task "
                 f"{self.task.name!r}; check its rules (`autoprune groups --task {self.config.task}`)."
             )
-        self.ctx = Context(self.task, self.profile, resolved, self.backend, self.runner, None, self.config.seed)
+        self.ctx = Context(self.task, self.profile, resolved, self.backend, self.runner, None, self.config.seed,
+                           also=self.also)
         if not self.resuming:
             self._preflight(log)
         # config.json first: a folder holding it is a study that the same command resumes.
@@ -248,10 +278,11 @@ class _Searcher:
                 f"storage study {self.config.name!r} already has trials that autoprune did not "
                 "create. Use another --study NAME."
             )
-        if [d.name.lower() for d in study.directions] != list(DIRECTIONS):
+        wanted = directions(len(self.also))
+        if [d.name.lower() for d in study.directions] != wanted:
             raise StudyError(
                 f"storage study {self.config.name!r} cannot be used: it has directions "
-                f"{[d.name.lower() for d in study.directions]}, autoprune needs {list(DIRECTIONS)}. "
+                f"{[d.name.lower() for d in study.directions]}, autoprune needs {wanted}. "
                 "Use another --study NAME."
             )
 
@@ -265,7 +296,7 @@ class _Searcher:
             storage=storage,
             sampler=sampler,
             study_name=self.config.name,
-            directions=list(DIRECTIONS),
+            directions=directions(len(self.also)),
             load_if_exists=True,
         )
         self._vet_existing(study)
@@ -273,7 +304,7 @@ class _Searcher:
             study.set_user_attr("autoprune", self.identity)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names(list(OBJECTIVES))
+                study.set_metric_names([*OBJECTIVES, *(f"latency_ms@{d.name}" for d in self.also)])
             study.enqueue_trial(self.ctx.space.baseline_params(), user_attrs={"baseline": True})
             # Warm start: the uniform plans a user would try by hand come next, so the
             # search starts from (and has to beat) them.
@@ -294,13 +325,14 @@ class _Searcher:
             a = t.user_attrs
             if a.get("latency_ms") is None or a.get("accuracy") is None:
                 continue
-            if a["latency_ms"] <= self.config.latency_budget_ms:
+            # with more devices a slower candidate here may be faster there: no dominance skip
+            if a["latency_ms"] <= self.config.latency_budget_ms and not self.also:
                 stager.front.append((a["latency_ms"], a["accuracy"]))
             if a.get("evaluation") == "full" and a.get("zero_shot_accuracy") is not None:
                 stager.gains.append(a["accuracy"] - a["zero_shot_accuracy"])
         return stager
 
-    def objective(self, trial) -> tuple[float, float, float]:
+    def objective(self, trial) -> tuple[float, ...]:
         from autoprune.objective import TrialFailure, candidate_attrs, run_candidate
 
         plan = self.ctx.space.suggest(trial)
@@ -320,7 +352,12 @@ class _Searcher:
         trial.set_constraint("latency_budget", cand.latency.median_ms - self.config.latency_budget_ms)
         if self.ctx.space.space.constraints.any:  # only the unpruned reference gets here over a cap
             trial.set_constraint("space_caps", 1.0 if cand.violation else 0.0)
-        return cand.accuracy, cand.latency.median_ms, cand.size_mb
+        for device in self.also:
+            if device.budget_ms is not None:
+                trial.set_constraint(f"latency_budget@{device.name}",
+                                     cand.also[device.name].median_ms - device.budget_ms)
+        return (cand.accuracy, cand.latency.median_ms, cand.size_mb,
+                *(cand.also[d.name].median_ms for d in self.also))
 
 
 def _open_storage(url: str):
@@ -394,11 +431,15 @@ def search(
     progress: bool = True,
     sampler: str = "tpe",
     warm_start: bool = True,
+    also: dict[str, float | None] | None = None,
 ):
     """Run (or resume) a search and return its :class:`~autoprune.results.SearchResult`.
 
     ``n_trials`` is the total the study should hold, baseline included: running the same
-    call again after an interruption finishes the remaining trials only.
+    call again after an interruption finishes the remaining trials only. ``also`` names
+    more device profiles to time every candidate on, each with its own budget (or None):
+    ``also={"rpi4-ort": 40.0}``. Their latencies are objectives too, so the front holds
+    the models that are best on any device.
 
     Raises:
         AutopruneError: a set-up problem (unknown names, bad files, unreachable budget,
@@ -417,6 +458,7 @@ def search(
         data_dir=None if data_dir is None else str(data_dir),
         sampler=sampler,
         warm_start=warm_start,
+        also=tuple((name, None if b is None else float(b)) for name, b in (also or {}).items()),
     )
     searcher = _Searcher(config)  # checks names and files before the heavy imports below
     searcher.check_storage()
@@ -521,6 +563,7 @@ def join(
         n_trials=max(1, target), space=identity["space"], study_name=study_name, results_dir=str(results_dir),
         storage=storage, seed=identity["seed"], data_dir=None if data_dir is None else str(data_dir),
         sampler=identity.get("sampler", "tpe"),
+        also=tuple((name, budget) for name, _, budget in identity.get("also", [])),
     )
     searcher = _Searcher(config, worker=True)
     searcher.storage_obj = store
