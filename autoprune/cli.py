@@ -202,7 +202,7 @@ def _print_front(result) -> None:
     n_ok = int((result.trials["state"] == "COMPLETE").sum()) if not result.trials.empty else 0
     n_fail = int((result.trials["state"] == "FAIL").sum()) if not result.trials.empty else 0
     budgets = [f"{result.budget_ms:g} ms on {result.identity['device']}"] + [
-        f"{b:g} ms on {name}" if b is not None else f"none on {name}" for name, _, b in result.identity.get("also", [])]
+        f"{b:g} ms on {name}" if b is not None else f"none on {name}" for name, _, b, *_ in result.identity.get("also", [])]
     title = (f"Pareto front of {result.identity['study']}: budget {', '.join(budgets)} "
              f"({n_ok} complete, {n_fail} failed trials)")
     if base is not None:

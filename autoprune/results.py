@@ -87,7 +87,7 @@ def trials_frame(study) -> pd.DataFrame:
     else:
         df["accuracy_drop"] = df["speedup"] = df["macs_ratio"] = float("nan")
     df["feasible"] = (df["state"] == "COMPLETE") & (df["latency_ms"] <= budget)
-    for name, _, other_budget in identity.get("also", []):
+    for name, _, other_budget, *_ in identity.get("also", []):
         column = f"latency_ms@{name}"
         if column not in df:
             df[column] = float("nan")

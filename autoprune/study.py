@@ -97,7 +97,9 @@ def directions(n_also: int) -> list[str]:
 
 
 def _identity(config: SearchConfig, profile, space, also=()) -> dict[str, Any]:
-    extra = {"also": [[d.name, d.profile.hash, d.budget_ms] for d in also]} if also else {}
+    # [profile name (its columns are latency_ms@name), profile hash, budget, as given (name or path)]
+    extra = {"also": [[d.name, d.profile.hash, d.budget_ms, given]
+                      for d, (given, _) in zip(also, config.also, strict=True)]} if also else {}
     return {
         "schema": CONFIG_SCHEMA,
         "study": config.name,
@@ -563,7 +565,7 @@ def join(
         n_trials=max(1, target), space=identity["space"], study_name=study_name, results_dir=str(results_dir),
         storage=storage, seed=identity["seed"], data_dir=None if data_dir is None else str(data_dir),
         sampler=identity.get("sampler", "tpe"),
-        also=tuple((name, budget) for name, _, budget in identity.get("also", [])),
+        also=tuple((given, budget) for _, _, budget, given in identity.get("also", [])),
     )
     searcher = _Searcher(config, worker=True)
     searcher.storage_obj = store

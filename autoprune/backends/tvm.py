@@ -172,13 +172,13 @@ def parity(expected: list, got: list, settings: TvmSettings) -> tuple[float, flo
     return diff, settings.parity_atol + settings.parity_rtol * scale
 
 
-def np_savez(path: Path, arrays: list) -> None:
+def _save_arrays(path: Path, arrays: list) -> None:
     import numpy as np
 
     np.savez(path, *arrays)
 
 
-def np_load(path: Path) -> list:
+def _load_arrays(path: Path) -> list:
     import numpy as np
 
     with np.load(path) as data:
@@ -319,7 +319,7 @@ class TvmBackend(Backend):
             # cannot run here: ONNX Runtime's answer goes beside the library, and the
             # device compares its own output with it before timing (see ``time``)
             expected = self._reference_outputs(onnx_art.path, specs)
-            np_savez(out_dir / (out.name + EXPECTED_SUFFIX), expected)
+            _save_arrays(out_dir / (out.name + EXPECTED_SUFFIX), expected)
             info["parity_max_abs_diff"] = None
         return out
 
@@ -415,7 +415,7 @@ class TvmBackend(Backend):
         vm, dev = load_library(artifact_path, kind)
         expected_path = Path(artifact_path + EXPECTED_SUFFIX)
         if expected_path.is_file():  # built elsewhere: check this device's answer first
-            diff, bound = parity(np_load(expected_path), run_library(vm, dev, random_inputs(specs)), profile.tvm)
+            diff, bound = parity(_load_arrays(expected_path), run_library(vm, dev, random_inputs(specs)), profile.tvm)
             if not diff <= bound:
                 raise ValueError(f"TVM output on the device differs from ONNX Runtime on the build host by "
                                  f"{diff:.3g} (allowed {bound:.3g}) on a random input")
