@@ -28,6 +28,7 @@ from autoprune.errors import BudgetError, ConfigError, StudyError
 CONFIG_SCHEMA = "autoprune.study/1"
 DIRECTIONS = ("maximize", "minimize", "minimize")
 OBJECTIVES = ("accuracy", "latency_ms", "size_mb")
+LOST_DEVICE = "was lost during the session"  # runners.rpc's reason when the board itself went away
 WARM_START_RATIOS = (0.5, 0.3)
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 
@@ -346,6 +347,16 @@ class _Searcher:
         except TrialFailure as exc:
             trial.set_user_attr("fail_stage", exc.stage)
             trial.set_user_attr("fail_reason", exc.reason[:2000])
+            if LOST_DEVICE in exc.reason and "retry_of" not in trial.user_attrs:
+                # The board died, not the candidate: the trial stays failed with its reason,
+                # but like a dead worker's it is not counted and its plan runs once more
+                # (otherwise a board lost during trial 0 would cost the study its baseline).
+                from autoprune.workers import KEEP_ON_RETRY
+
+                trial.set_user_attr("fail_stage", "interrupted")
+                keep = {k: v for k, v in trial.user_attrs.items() if k in KEEP_ON_RETRY}
+                trial.study.enqueue_trial(trial.params, user_attrs=dict(keep, retry_of=trial.number),
+                                          skip_if_exists=False)
             raise
         for k, v in candidate_attrs(cand).items():
             trial.set_user_attr(k, v)
