@@ -14,7 +14,8 @@ What goes wrong, and what the trial gets:
   within ``queue_timeout_s``: tried again after ``backoff_s``, doubling, up to
   ``retries`` times, then the trial fails with what was tried and how to fix it;
 - the device drops off the tracker during the session (it died or wedged): the trial
-  fails with that reason; the next trial starts by reconnecting (with the back-off);
+  fails with that reason (the search runs its plan once more, uncounted: see
+  ``study.LOST_DEVICE``); the next trial starts by reconnecting (with the back-off);
 - the candidate itself fails on the device (wrong ISA, parity, out of memory): the
   trial fails with the device's message, and no retry.
 
