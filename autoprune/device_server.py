@@ -146,20 +146,12 @@ def _register() -> None:
 
 def registered(tracker: tuple[str, int], key: str, port: int) -> bool | None:
     """Is a server with this key and port on the tracker? None: the tracker is unreachable."""
-    import socket
-
-    from tvm import rpc
+    from autoprune.runners.rpc import has_key, tracker_servers
 
     try:
-        socket.create_connection(tracker, timeout=3).close()  # connect_tracker retries for 60 s
-        session = rpc.connect_tracker(*tracker)
-        try:
-            servers = session.summary()["server_info"]
-        finally:
-            session.close()
+        return has_key(tracker_servers(*tracker, probe_s=3), key, port)
     except (OSError, RuntimeError):
         return None
-    return any(s.get("key") == f"server:{key}" and int(s["addr"][1]) == port for s in servers)
 
 
 def serve(tracker: tuple[str, int], key: str, host: str = "127.0.0.1", port: int = 9091,

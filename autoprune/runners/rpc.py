@@ -112,23 +112,41 @@ def session(artifact: str | None, profile: DeviceProfile, timeout_s: float | Non
     return {"error": f"RPC client process exited with code {proc.returncode}: {tail}"}
 
 
-def tracker_status(host: str, port: int, key: str) -> str | None:
-    """None when the tracker answers and lists a device under ``key``; else what is wrong."""
+def tracker_servers(host: str, port: int, probe_s: float = 5.0) -> list[dict[str, Any]]:
+    """The servers registered with the tracker (TVM's ``summary()["server_info"]``).
+
+    Raises:
+        OSError: the tracker cannot be reached (found within ``probe_s``: TVM's own
+            connect retries for 60 s). RuntimeError: it answered wrongly.
+    """
     import socket
 
-    try:
-        socket.create_connection((host, port), timeout=5).close()  # TVM's own connect retries for 60 s
-    except OSError as exc:
-        return f"the RPC tracker at {host}:{port} cannot be reached ({exc}). To fix: {start_hint(host, port, key)}"
+    socket.create_connection((host, port), timeout=probe_s).close()
     from tvm import rpc
 
     tracker = rpc.connect_tracker(host, port)
     try:
-        if not _registered(tracker, key):
-            return (f"no device is registered under key {key!r} at the tracker {host}:{port}. "
-                    f"To fix: {start_hint(host, port, key)}")
+        return tracker.summary()["server_info"]
     finally:
         tracker.close()
+
+
+def has_key(servers: list[dict[str, Any]], key: str, port: int | None = None) -> bool:
+    """Is a server with ``key`` (and, if given, listening on ``port``) among them?"""
+    return any(s.get("key") == f"server:{key}" and (port is None or int(s["addr"][1]) == port) for s in servers)
+
+
+def tracker_status(host: str, port: int, key: str) -> str | None:
+    """None when the tracker answers and lists a device under ``key``; else what is wrong."""
+    try:
+        servers = tracker_servers(host, port)
+    except OSError as exc:
+        return f"the RPC tracker at {host}:{port} cannot be reached ({exc}). To fix: {start_hint(host, port, key)}"
+    except RuntimeError:
+        servers = []
+    if not has_key(servers, key):
+        return (f"no device is registered under key {key!r} at the tracker {host}:{port}. "
+                f"To fix: {start_hint(host, port, key)}")
     return None
 
 
@@ -180,7 +198,10 @@ def _client(request: dict[str, Any]) -> dict[str, Any]:
                              "timing function; start it with `autoprune device-server` instead"}
         return json.loads(time_fn(artifact.name, json.dumps(request["profile"]), json.dumps(env)))
     except Exception as exc:  # noqa: BLE001 - classified below: device lost, or candidate failed
-        still_there = _registered(rpc.connect_tracker(host, port), key)
+        try:
+            still_there = has_key(tracker_servers(host, port), key)
+        except (OSError, RuntimeError):
+            still_there = False
         if not still_there:
             return {"error": f"the device with key {key!r} was lost during the session (it died or wedged): "
                              f"{_short(exc)}"}
@@ -191,14 +212,6 @@ def _client(request: dict[str, Any]) -> dict[str, Any]:
                 remote.remove(name)
             except Exception:  # noqa: BLE001 - the session may be gone; its folder goes with it
                 break
-
-
-def _registered(tracker, key: str) -> bool:
-    try:
-        servers = tracker.summary()["server_info"]
-    except (OSError, RuntimeError):
-        return False
-    return any(s.get("key") == f"server:{key}" for s in servers)
 
 
 def _short(exc: Exception) -> str:
