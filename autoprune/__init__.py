@@ -5,7 +5,7 @@ Example:
     >>> result = autoprune.search(task="digits", device="x86-ort",
     ...                           latency_budget_ms=0.05, n_trials=8)
     >>> result.front
-    >>> result.export(trial=int(result.front.iloc[0]["trial"]), out="deploy/")
+    >>> autoprune.export_trial(result, trial=int(result.front.iloc[0]["trial"]), out="deploy/")
 
 Imports are lazy so that ``import autoprune`` (and the timing subprocess) stays fast.
 """
@@ -16,11 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = [
-    "AutopruneError", "SearchResult", "load_profile", "load_space", "load_task", "run_package", "search",
+    "AutopruneError", "Device", "SearchResult", "TrialRecord", "export_trial", "join", "load_profile", "load_space",
+    "load_task", "run_package", "search",
 ]
 
 _LAZY = {
-    "search": ("autoprune.study", "search"),
+    "search": ("autoprune.search_loop", "search"),
+    "join": ("autoprune.search_loop", "join"),
+    "Device": ("autoprune.device", "Device"),
+    "TrialRecord": ("autoprune.trials", "TrialRecord"),
+    "export_trial": ("autoprune.deploy", "export_trial"),
     "SearchResult": ("autoprune.results", "SearchResult"),
     "load_profile": ("autoprune.profiles", "load_profile"),
     "load_space": ("autoprune.space", "load_space"),
@@ -30,13 +35,15 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from autoprune.deploy import run_package
+    from autoprune.deploy import export_trial, run_package
+    from autoprune.device import Device
     from autoprune.errors import AutopruneError
     from autoprune.profiles import load_profile
     from autoprune.results import SearchResult
-    from autoprune.study import search
+    from autoprune.search_loop import join, search
     from autoprune.space import load_space
     from autoprune.tasks import load_task
+    from autoprune.trials import TrialRecord
 
 
 def __getattr__(name: str) -> Any:

@@ -151,6 +151,13 @@ def chmod_shared(path: Path, mode: int) -> None:
     path.chmod(mode & ~umask)
 
 
+def cache_dir() -> Path:
+    """Where autoprune keeps what it can rebuild: checkpoints it trained, TVM tuning records."""
+    import os
+
+    return Path(os.environ.get("AUTOPRUNE_CACHE", Path.home() / ".cache" / "autoprune"))
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -159,14 +166,21 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def repo_dir(name: str, env: str) -> Path:
-    """A top-level data folder of the checkout (device_profiles/, search_spaces/)."""
+def data_dir(name: str, env: str) -> Path:
+    """A folder of named YAML files (``device_profiles``, ``search_spaces``): ``$env``, else the shipped one.
+
+    ``autoprune/_data/<name>`` is a symlink to the top-level folder in a checkout
+    (developers edit that one; ``resolve()`` makes messages name it) and a copy of it in
+    an installed wheel (see pyproject.toml). autoprune is installed as plain files,
+    never zipped, so the resource is a real folder.
+    """
     import os
+    from importlib.resources import files
 
     override = os.environ.get(env)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[1] / name
+    return Path(str(files("autoprune") / "_data" / name)).resolve()
 
 
 def load_named(cls: type[T], name_or_path: str | Path, known: dict[str, Path], kind: str, hint: str = "") -> T:

@@ -125,7 +125,7 @@ def cmd_groups(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from autoprune.study import search
+    from autoprune.search_loop import search
 
     devices, budgets = args.device, args.latency_budget_ms
     if len(budgets) not in (1, len(devices)):
@@ -154,7 +154,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from autoprune.study import join
+    from autoprune.search_loop import join
 
     result = join(storage=args.storage, study_name=args.study, results_dir=args.results_dir,
                   n_trials=args.trials, data_dir=args.data_dir, progress=not args.quiet)
@@ -233,10 +233,11 @@ def _print_front(result) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from autoprune.deploy import export_trial
     from autoprune.results import SearchResult
 
     result = SearchResult.load(args.results, storage=args.storage)
-    path = result.export(args.trial, args.out)
+    path = export_trial(result, args.trial, args.out)
     manifest = json.loads((path / "manifest.json").read_text())
     m = manifest["metrics"]
     out.print(f"exported trial {args.trial} to {path}/: accuracy {m['accuracy']:.2f}%, "

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autoprune._config import atomic_write_text, chmod_shared, sha256_file
-from autoprune.errors import ConfigError, ExportError, PackageError
+from autoprune.device import Device
+from autoprune.errors import BackendError, ConfigError, ExportError, PackageError
+from autoprune.trials import TrialFiles
 
 if TYPE_CHECKING:
     from autoprune.results import SearchResult
@@ -53,12 +55,12 @@ def rebuild_model(result: SearchResult, trial: int, final: bool = True):
     from autoprune import pruning
     from autoprune.tasks import load_task
 
-    trial_dir = result.study_dir / "trials" / str(trial)
-    plan_file, state_file = trial_dir / "plan.json", trial_dir / "state.pt"
-    if final and (trial_dir / "final" / "state.pt").is_file():
-        state_file = trial_dir / "final" / "state.pt"
+    files = TrialFiles.of(result.study_dir, trial)
+    plan_file, state_file = files.plan, files.state
+    if final and files.final.state.is_file():
+        state_file = files.final.state
     if not plan_file.is_file() or not state_file.is_file():
-        raise ExportError(f"trial {trial}'s files are missing from {trial_dir}; it cannot be exported.")
+        raise ExportError(f"trial {trial}'s files are missing from {files.dir}; it cannot be exported.")
     task = load_task(result.identity["task"], result.identity.get("data_dir"))
     plan = pruning.PruningPlan.from_dict(json.loads(plan_file.read_text()))
     # Only the layer shapes matter here (the weights are loaded below).
@@ -78,7 +80,7 @@ def _final_row(result: SearchResult, trial: int) -> dict[str, Any] | None:
     import pandas as pd
 
     table = result.study_dir / "final.csv"
-    if not (table.is_file() and (result.study_dir / "trials" / str(trial) / "final" / "model.onnx").is_file()):
+    if not (table.is_file() and TrialFiles.of(result.study_dir, trial).final.onnx.is_file()):
         return None
     rows = pd.read_csv(table)
     rows = rows[rows["trial"] == trial]
@@ -93,9 +95,7 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
     """
     import torch
 
-    from autoprune import backends
-    from autoprune.export import INPUT_NAME, OUTPUT_NAME
-    from autoprune.profiles import load_profile
+    from autoprune.export import INPUT_NAME, OUTPUT_NAME, OnnxArtifact
 
     df = result.trials
     rows = df[df["trial"] == trial] if not df.empty else df
@@ -121,28 +121,27 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
 
     try:
         model, task, plan = rebuild_model(result, trial)
-        profile = load_profile(result.identity["device"])
+        device = Device.open(result.identity["device"], check=False)
+        profile = device.profile
         if profile.hash != result.identity["profile_hash"]:
             raise ExportError(
                 f"device profile {profile.name!r} changed since the search (hash differs); "
                 "its latency figures would not describe this package."
             )
-        trial_dir = result.study_dir / "trials" / str(trial)
+        files = TrialFiles.of(result.study_dir, trial)
         final = _final_row(result, trial)  # `autoprune finalize` ran: package its weights
-        onnx_src = trial_dir / ("final/model.onnx" if final else "model.onnx")
-        trial_attrs = result.study.trials[trial].user_attrs
-        if final is None and sha256_file(onnx_src) != trial_attrs["onnx_sha256"]:
+        onnx_src = files.final.onnx if final else files.onnx
+        record = result.record(trial)
+        assert record is not None  # the row above exists
+        if final is None and sha256_file(onnx_src) != record.onnx_sha256:
             raise ExportError(f"{onnx_src} changed since the trial measured it (sha256 differs).")
         shutil.copyfile(onnx_src, staging / "model.onnx")
 
-        backend = backends.create(profile.backend)
-        from autoprune.export import OnnxArtifact
-
-        art = OnnxArtifact(str(staging / "model.onnx"), trial_attrs["onnx_sha256"], trial_attrs["arch_hash"],
-                           int(trial_attrs["onnx_bytes"]), int(trial_attrs["macs"]), int(trial_attrs["params"]),
-                           int(trial_attrs["nonzero_params"]), float(trial_attrs["parity_max_abs_diff"]), (), ())
-        built = backend.build(art, profile, staging)
-        if built.error:
+        art = OnnxArtifact(str(staging / "model.onnx"), str(record.onnx_sha256), str(record.arch_hash),
+                           int(record.onnx_bytes or 0), int(record.macs or 0), int(record.params_count or 0),
+                           int(record.nonzero_params or 0), float(record.parity_max_abs_diff or 0.0), (), ())
+        built = device.build(art, staging)
+        if built.error or built.artifact_path is None:
             raise ExportError(f"building the {profile.backend} artifact failed: {built.error}")
 
         example = task.example_input(profile.batch_size)
@@ -152,22 +151,12 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
         with torch.no_grad():
             expected = model(example).numpy()
         artifact = staging / Path(built.artifact_path).name
-        parity: float | None = None  # a library for another machine cannot be run here
-        if profile.backend == "tvm":
-            from autoprune.backends.tvm import load_library, resolve_target, run_library, runs_here
-
-            if runs_here(resolve_target(profile.tvm)):
-                vm, dev = load_library(artifact)
-                parity = float(np.max(np.abs(run_library(vm, dev, [example.numpy()])[0] - expected)))
-        else:
-            got = _ort_session(artifact, profile.to_dict()).run(None, {INPUT_NAME: example.numpy()})[0]
+        runtime: dict[str, Any] = {"backend": profile.backend, "artifact": artifact.name,
+                                   **device.backend.runtime_info(built, profile)}
+        parity: float | None = None  # an artifact for another machine cannot be run here
+        if device.runs_here():
+            got = device.load(artifact, runtime)(example.numpy())
             parity = float(np.max(np.abs(got - expected)))
-        runtime: dict[str, Any] = {"backend": profile.backend, "artifact": artifact.name}
-        if profile.backend == "tvm":
-            from autoprune.backends.tvm import resolve_target
-
-            runtime["target"] = resolve_target(profile.tvm)  # what the library was compiled for
-            runtime["build"] = built.info
 
         base = result.baseline
         manifest: dict[str, Any] = {
@@ -213,52 +202,22 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
     return out
 
 
-def _ort_session(path: Path, profile: dict[str, Any]):
-    import onnxruntime as ort
+def _load(folder: Path, manifest: dict[str, Any]):
+    """The package's artifact, loaded with the backend that built it."""
+    from autoprune import backends
+    from autoprune._config import from_dict
+    from autoprune.profiles import DeviceProfile
 
-    settings = profile.get("onnxruntime", {})
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(settings.get("intra_op_threads", 1))
-    opts.inter_op_num_threads = int(settings.get("inter_op_threads", 1))
-    opts.log_severity_level = 3
-    available = ort.get_available_providers()
-    providers = [p for p in settings.get("providers", ["CPUExecutionProvider"]) if p in available]
-    if not providers:
-        raise PackageError(
-            f"the package needs {settings.get('providers')}, but this onnxruntime offers {available}."
-        )
-    return ort.InferenceSession(str(path), opts, providers=providers)
-
-
-def _tvm_runner(library: Path, target: dict[str, Any], x: np.ndarray):
-    """Load a TVM library if it was built for this machine; say where it runs otherwise."""
-    from autoprune.backends.tvm import GPU_KINDS, gpu_status, load_library, runs_here
-
+    runtime = manifest["runtime"]
     try:
-        import tvm
-    except ImportError as exc:
-        raise PackageError(f"this package needs Apache TVM ({exc}); install it with `pip install -e .[tvm]`.") from None
-    if target["kind"] in GPU_KINDS:
-        status = gpu_status()
-        if not status.startswith("CUDA device"):
-            raise PackageError(f"{library.name} is a CUDA library ({target}); this machine has {status}. "
-                               "Run it on a machine with an NVIDIA GPU.")
-    elif not runs_here(target):
-        raise PackageError(
-            f"{library.name} was compiled for {target.get('mtriple')} ({target.get('mcpu', 'generic')}); it cannot "
-            f"run on this {platform.machine()} machine. Copy the package to the device and run "
-            f"`autoprune run` there, or load it with the TVM {tvm.__version__} runtime: "
-            "`relax.VirtualMachine(tvm.runtime.load_module('model.so'), tvm.cpu())`."
-        )
-    vm, dev = load_library(library, target["kind"])
-    arg = tvm.runtime.tensor(x, dev)
-    main = vm["main"]
-
-    def run_once():
-        out = main(arg)
-        return out.numpy()  # includes the copy back to the host, like ONNX Runtime's run
-
-    return run_once
+        backend = backends.create(runtime["backend"])
+        profile = from_dict(DeviceProfile, manifest["device"]["profile"], "manifest.device.profile")
+    except ConfigError as exc:
+        raise PackageError(f"this autoprune cannot run the package: {exc}") from None
+    try:
+        return backend.load(folder / runtime["artifact"], profile, runtime)
+    except BackendError as exc:
+        raise PackageError(str(exc)) from None
 
 
 def verify_package(folder: Path) -> dict[str, Any]:
@@ -290,9 +249,7 @@ def run_package(folder: str | Path, input_path: str | Path | None = None, runs: 
     """
     folder = Path(folder)
     manifest = verify_package(folder)
-    runtime = manifest["runtime"]
-    if runtime["backend"] not in ("onnxruntime", "tvm"):
-        raise PackageError(f"this autoprune runs onnxruntime and tvm packages; this one is {runtime['backend']!r}.")
+    run = _load(folder, manifest)
     spec = manifest["input"]
     if input_path is None:
         x = np.random.default_rng(0).standard_normal(spec["shape"]).astype(np.float32)
@@ -304,14 +261,10 @@ def run_package(folder: str | Path, input_path: str | Path | None = None, runs: 
         if list(x.shape) != spec["shape"]:
             raise ConfigError(f"input {input_path} has shape {list(x.shape)}; the model takes {spec['shape']}.")
         x = x.astype(np.float32, copy=False)
-    if runtime["backend"] == "tvm":
-        run_once = _tvm_runner(folder / runtime["artifact"], runtime["target"], x)
-    else:
-        session = _ort_session(folder / runtime["artifact"], manifest["device"]["profile"])
-        feeds = {spec["name"]: x}
 
-        def run_once():
-            return session.run(None, feeds)[0]
+    def run_once():
+        return run(x)
+
     out = run_once()
     for _ in range(5):
         run_once()

@@ -9,9 +9,10 @@ The server is TVM's own (``tvm.rpc.Server``): it registers with the tracker unde
 key, and each client session runs in a process forked from it. Before serving it
 registers two functions that sessions can call:
 
-- ``autoprune.time(artifact, profile_json, env_json)``: load the uploaded artifact with the
-  profile's backend (a TVM library or an ONNX model) and time it with the same
-  protocol as the local runner (``measure.timed_loop``); returns a JSON result;
+- ``autoprune.time(artifact, profile_json, tag)``: load the uploaded artifact with the
+  profile's backend (a TVM library or an ONNX model) and time it with the same code as
+  the local runner's timing process (``runners._device``); returns a
+  :class:`~autoprune.runners.RunnerResult` as JSON;
 - ``autoprune.device_info()``: CPU, ISA, cores and runtime versions, as JSON.
 
 A session that crashes (a library built for the wrong CPU dies with SIGILL) makes TVM's
@@ -27,106 +28,59 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import signal
 import sys
 import time
-from typing import Any
+
+from autoprune.runners import _device
+from autoprune.runners._protocol import ResultKind, RunnerResult
 
 POLL_S = 5.0
 REREGISTER_S = 20.0  # registration missing this long (with the tracker up): restart
 START_GRACE_S = 120.0  # a fresh server has this long to register (imports are slow under emulation)
 
-# AT_HWCAP bits of aarch64 Linux (arch/arm64/include/uapi/asm/hwcap.h): the ISA the
-# kernel (or qemu) really offers, whatever /proc/cpuinfo says
-AARCH64_HWCAP = ("fp", "asimd", "evtstrm", "aes", "pmull", "sha1", "sha2", "crc32", "atomics", "fphp",
-                 "asimdhp", "cpuid", "asimdrdm", "jscvt", "fcma", "lrcpc", "dcpop", "sha3", "sm3", "sm4",
-                 "asimddp", "sha512", "sve")
-X86_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "amx_tile")
-ARM_PARTS = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
-             "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
-             "0xd0c": "Neoverse-N1", "0xd0d": "Cortex-A77", "0xd40": "Neoverse-V1", "0xd41": "Cortex-A78",
-             "0xd44": "Cortex-X1", "0xd46": "Cortex-A510", "0xd47": "Cortex-A710", "0xd4f": "Neoverse-V2"}
 
+def time_artifact(artifact: str, profile_json: str, tag: str = "") -> str:
+    """Time an artifact uploaded to this session; a :class:`RunnerResult` as JSON.
 
-def time_artifact(artifact: str, profile_json: str, env_json: str = "{}") -> str:
-    """Time an artifact uploaded to this session; JSON ``{"measurement": ...}`` or ``{"error": ...}``.
-
-    ``env_json`` carries the client's fault-injection settings (tests), nothing else.
+    ``tag`` names the work (``trial 3``); nothing a client sends changes this process's
+    environment.
     """
     try:
-        os.environ.update({k: v for k, v in json.loads(env_json).items() if k.startswith("AUTOPRUNE_FAULT")})
         import tvm_ffi
 
-        from autoprune._config import from_dict
-        from autoprune.backends import create
-        from autoprune.profiles import DeviceProfile
-        from autoprune.testing import faults
-
-        profile = from_dict(DeviceProfile, json.loads(profile_json), "profile")
+        profile_data = json.loads(profile_json)
+        threads = str(_threads(profile_data))
         # the session is a fresh process forked for this client: its runtime thread
         # pools start here, so the environment still decides their size
-        os.environ["OMP_NUM_THREADS"] = os.environ["TVM_NUM_THREADS"] = str(profile.threads)
-        limit = profile.measurement.memory_limit_mb
+        os.environ["OMP_NUM_THREADS"] = os.environ["TVM_NUM_THREADS"] = threads
+        limit = profile_data.get("measurement", {}).get("memory_limit_mb")
         if limit:
             # the session is forked from a server that already maps the runtimes (GBs of
             # address space with TVM): the cap is what the candidate may add to that
             import resource
 
-            cap = _address_space() + (limit << 20)
+            cap = _address_space() + (int(limit) << 20)
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
         path = tvm_ffi.get_global_func("tvm.rpc.server.workpath")(artifact)
-        faults.inject("device")
-        measurement = create(profile.backend).time(path, profile)
-        return json.dumps({"measurement": measurement.to_dict()})
-    except MemoryError:
-        return json.dumps({"error": "timing process ran out of memory on the device"})
     except Exception as exc:  # noqa: BLE001 - reported to the client as the trial's reason
-        return json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+        return RunnerResult.failed(ResultKind.CANDIDATE_FAILED, f"{type(exc).__name__}: {exc}").to_json()
+    return _device.time_artifact(path, profile_data, tag).to_json()
 
 
-def device_info() -> dict[str, Any]:
-    """What this device is: CPU, ISA features, cores, runtime versions."""
-    info: dict[str, Any] = {"machine": platform.machine(), "cores": os.cpu_count(),
-                            "python": platform.python_version(), "hostname": platform.node()}
-    cpuinfo = _read("/proc/cpuinfo")
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields.setdefault(key.strip(), value.strip())
-    part = fields.get("CPU part", "").lower()
-    info["cpu"] = fields.get("model name") or ARM_PARTS.get(part) or (f"ARM part {part}" if part else "unknown")
-    if info["machine"] in ("aarch64", "arm64"):
-        import ctypes
+def _threads(profile_data: dict) -> int:
+    from autoprune._config import from_dict
+    from autoprune.profiles import DeviceProfile
 
-        hwcap = ctypes.CDLL(None).getauxval(16)  # AT_HWCAP
-        info["isa"] = [name for bit, name in enumerate(AARCH64_HWCAP) if hwcap >> bit & 1]
-    else:
-        flags = set(fields.get("flags", "").split())
-        info["isa"] = [f for f in X86_FLAGS if f in flags]
-    for module in ("tvm", "onnxruntime", "numpy", "autoprune"):
-        try:
-            info[module] = __import__(module).__version__
-        except Exception:  # noqa: BLE001 - a missing runtime is reported, not fatal
-            info[module] = None
-    return info
+    return from_dict(DeviceProfile, profile_data, "profile").threads
 
 
 def _address_space() -> int:
     """This process's mapped address space in bytes (VmSize)."""
-    for line in _read("/proc/self/status").splitlines():
+    for line in _device._read("/proc/self/status").splitlines():
         if line.startswith("VmSize:"):
             return int(line.split()[1]) << 10
     return 0
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def _register() -> None:
@@ -141,7 +95,7 @@ def _register() -> None:
     except ImportError:
         pass
     tvm_ffi.register_global_func("autoprune.time", time_artifact, override=True)
-    tvm_ffi.register_global_func("autoprune.device_info", lambda: json.dumps(device_info()), override=True)
+    tvm_ffi.register_global_func("autoprune.device_info", lambda: json.dumps(_device.device_info()), override=True)
 
 
 def registered(tracker: tuple[str, int], key: str, port: int) -> bool | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoprune.errors import DeviceError
+from autoprune.trials import TrialFailure
 
 STEADY = 0.10  # CI half-width and session spread both below this: "steady"
 
@@ -73,30 +73,13 @@ def check_device(name: str, log: Callable[[str], None] = print) -> DeviceReport:
         ConfigError: unknown profile. BackendError: the backend is missing here.
         DeviceError: the device cannot be reached (the message says how to start one).
     """
-    from autoprune import backends, runners
-    from autoprune.profiles import load_profile
+    from autoprune.device import Device
 
     start = time.monotonic()
-    profile = load_profile(name)
-    backend = backends.create(profile.backend)
-    backend.check_available(profile)
-    runner = runners.create(profile.runner)
-    runner.check_available(profile)
-    if profile.runner == "rpc":
-        from autoprune.runners import rpc
-
-        assert profile.rpc is not None
-        host, port, key = profile.rpc.resolved()
-        where = f"key {key!r} at tracker {host}:{port}"
-        log(f"asking the device ({where}) what it is")
-        payload = rpc.session(None, profile)
-        if "info" not in payload:
-            raise DeviceError(f"profile {profile.name!r}: {payload.get('error')}")
-        info = payload["info"]
-    else:
-        from autoprune.device_server import device_info
-
-        where, info = "this machine", device_info()
+    device = Device.open(name, fresh=True)
+    profile = device.profile
+    log("asking the device what it is")
+    where, info = device.describe()
     report = DeviceReport(profile.name, profile.runner, where, info)
 
     log("exporting and building the reference model (the digits task's network)")
@@ -107,12 +90,10 @@ def check_device(name: str, log: Callable[[str], None] = print) -> DeviceReport:
     with tempfile.TemporaryDirectory(prefix="autoprune-check-") as tmp:
         onnx = to_onnx(task.model, task.example_input(profile.batch_size), Path(tmp) / "model.onnx", 1e-3)
         report.reference = f"digits network, {onnx.params:,} params, {onnx.macs:,} MACs"
-        built = backend.build(onnx, profile, Path(tmp))
-        if built.error:
-            report.error = f"build: {built.error}"
-        else:
-            log(f"timing it: {profile.measurement.sessions} sessions")
-            result = runner.measure(built, profile)
-            report.measurement, report.error = result.measurement, result.error
+        log(f"timing it: {profile.measurement.sessions} sessions")
+        try:
+            report.measurement = device.measure(onnx, Path(tmp), tag="devices check").measurement
+        except TrialFailure as exc:
+            report.error = f"{exc.stage.value}: {exc.reason}"
     report.seconds = time.monotonic() - start
     return report

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autoprune.tasks import Split
+# _base, not the package: the package's loader builds the built-in tasks with ``accuracy``
+from autoprune.tasks._base import Split
 
 
 def accuracy(model: nn.Module, data: Split, samples: int | None = None, batch_size: int = 500) -> float:

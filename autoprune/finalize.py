@@ -12,28 +12,13 @@ changed.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 
 from autoprune._config import atomic_write_text
 from autoprune.errors import StudyError
-
-FINAL_DIR = "final"
-
-
-def two_d_front(front: pd.DataFrame) -> pd.DataFrame:
-    """Members not beaten on both accuracy and latency by another member."""
-    rows = front.sort_values(["latency_ms", "accuracy"], ascending=[True, False])
-    keep, best = [], -float("inf")
-    for i, r in rows.iterrows():
-        if r["accuracy"] > best:
-            keep.append(i)
-            best = r["accuracy"]
-    return rows.loc[keep]
 
 
 def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int] | None = None,
@@ -41,15 +26,16 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     """Finalize the front of the study in ``results_dir``; return the final table."""
     import torch
 
-    from autoprune import backends, pruning, runners
+    from autoprune import pruning
     from autoprune.deploy import rebuild_model
+    from autoprune.device import Device
     from autoprune.evaluate import accuracy
     from autoprune.export import to_onnx
-    from autoprune.objective import TrialFailure, measure_onnx
-    from autoprune.profiles import load_profile
+    from autoprune.pareto import two_d_front
     from autoprune.recover import TrainConfig, train
     from autoprune.results import SearchResult
     from autoprune.space import load_space
+    from autoprune.trials import TrialFailure, TrialFiles
 
     result = SearchResult.load(results_dir)
     base = result.baseline
@@ -60,35 +46,31 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     if chosen.empty:
         raise StudyError(f"{results_dir} has no front member to finalize (run more trials, or name --trials).")
     space = load_space(result.identity["space"])
-    profile = load_profile(result.identity["device"])
     # a fresh measurement every time: the point is to time again, not to reuse
-    profile = dataclasses.replace(profile, measurement=dataclasses.replace(profile.measurement, cache=False))
-    backend = backends.create(profile.backend)
+    device = Device.open(result.identity["device"], fresh=True)
+    profile = device.profile
     steps = steps if steps is not None else 10 * space.recovery.finetune_steps
-
-    # measure_onnx needs only these four; no cache: the point is to time again
-    ctx = SimpleNamespace(backend=backend, profile=profile, runner=runners.create(profile.runner), cache=None)
 
     base_model, task, _ = rebuild_model(result, int(base["trial"]), final=False)
     rows = []
     for _, row in chosen.iterrows():
         n = int(row["trial"])
-        out = result.study_dir / "trials" / str(n) / FINAL_DIR
+        out = TrialFiles.of(result.study_dir, n).final.dir
         out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         model, task, plan = rebuild_model(result, n, final=False)
-        pruning.restore_masks(model, plan, task.example_input(1), task.ignored_layers)
+        masks = pruning.restore_masks(model, plan, task.example_input(1), task.ignored_layers)
         if steps and not plan.is_identity:
             cfg = TrainConfig(steps, space.recovery.batch_size, space.recovery.lr, hflip=task.hflip, seed=n)
-            train(model, task.train, cfg)
+            train(model, task.train, cfg, masks=masks)
         acc = accuracy(model, task.val, None)
         onnx = to_onnx(model, task.example_input(profile.batch_size), out / "model.onnx", space.parity_atol)
         torch.save(model.state_dict(), out / "state.pt")
         base_onnx = to_onnx(base_model, task.example_input(profile.batch_size), out / "baseline.onnx",
                             space.parity_atol)
         try:  # paired: the baseline is timed again just before the candidate
-            base_ms = measure_onnx(ctx, base_onnx, out, {})[0].median_ms
-            m = measure_onnx(ctx, onnx, out, {})[0]
+            base_ms = device.measure(base_onnx, out, tag="baseline").measurement.median_ms
+            m = device.measure(onnx, out, tag=f"trial {n}").measurement
         except TrialFailure as exc:
             raise StudyError(f"trial {n} could not be timed again: {exc}") from None
         (out / "baseline.onnx").unlink(missing_ok=True)

@@ -23,14 +23,16 @@ def features(study) -> pd.DataFrame:
     """One row per completed trial: the model's inputs and the measured latency."""
     import optuna
 
+    from autoprune.trials import TrialRecord
+
     rows = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        a = t.user_attrs
-        if a.get("latency_ms") is None or a.get("macs") is None:
+        r = TrialRecord.of(t)
+        if r.latency_ms is None or r.macs is None:
             continue
-        row = {"trial": t.number, "latency_ms": a["latency_ms"], "macs": a["macs"],
-               "dropped": len((a.get("plan") or {}).get("drop_blocks", []))}
-        for group, (before, after) in (a.get("widths") or {}).items():
+        row = {"trial": r.number, "latency_ms": r.latency_ms, "macs": r.macs,
+               "dropped": len((r.plan or {}).get("drop_blocks", []))}
+        for group, (before, after) in (r.widths or {}).items():
             row[f"keep:{group}"] = after / before
         rows.append(row)
     df = pd.DataFrame(rows)

@@ -1,8 +1,12 @@
 """One trial: plan -> prune -> recover -> evaluate -> export -> build -> measure.
 
 Every stage runs inside :func:`_stage`, which turns any exception into a
-:class:`TrialFailure` naming the stage. The search records it on the trial
-(``fail_stage``, ``fail_reason``) and goes on.
+:class:`~autoprune.trials.TrialFailure` naming the stage. The search records it on the
+trial (:func:`autoprune.trials.record_failure`) and goes on.
+
+Each stage, and each trial's start, is announced as an audit event (PEP 578:
+``autoprune.stage``, ``autoprune.trial``): nothing listens in a search, and the test
+harness's fault injection (``autoprune.testing.faults``) hooks them.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,56 +25,15 @@ from typing import Any
 import torch
 
 from autoprune import pruning
-from autoprune.testing import faults
-from autoprune.backends import Backend
+from autoprune.device import Device
 from autoprune.evaluate import accuracy
 from autoprune.export import OnnxArtifact, count_params, to_onnx
 from autoprune.measure import Measurement, MeasurementCache
 from autoprune.profiles import DeviceProfile
 from autoprune.recover import TrainConfig, recalibrate_bn, train
-from autoprune.runners import Runner
 from autoprune.space import ResolvedSpace
 from autoprune.tasks import Task
-
-STAGES = ("prune", "recover", "evaluate", "export", "build", "measure")
-
-
-class TrialFailure(Exception):
-    """A candidate failed at ``stage``; the message is the reason recorded on the trial."""
-
-    def __init__(self, stage: str, reason: str) -> None:
-        super().__init__(f"{stage}: {reason}")
-        self.stage = stage
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """What a successful trial produced."""
-
-    accuracy: float
-    latency: Measurement
-    latency_cached: bool
-    size_mb: float
-    onnx: OnnxArtifact
-    pruned: pruning.PruneReport
-    stage_s: dict[str, float]
-    violation: str | None = None  # the unpruned reference may break the space's caps
-    evaluation: str = "full"  # or "zero-shot: <why the fine-tune was skipped>"
-    zero_shot_accuracy: float | None = None  # after BN recalibration, before fine-tuning
-    build_info: dict[str, Any] = field(default_factory=dict)  # BuildResult.info; empty if cached
-    also: dict[str, Measurement] = field(default_factory=dict)  # latency on each other device
-
-
-@dataclass(frozen=True)
-class OtherDevice:
-    """A further device every candidate is timed on (``search --device A --device B``)."""
-
-    name: str
-    profile: DeviceProfile
-    backend: Backend
-    runner: Runner
-    budget_ms: float | None = None
+from autoprune.trials import Candidate, FailStage, TrialFailure, TrialFiles
 
 
 @dataclass
@@ -112,14 +76,12 @@ class Context:
     """Everything a trial needs that is built once per search."""
 
     task: Task
-    profile: DeviceProfile
+    device: Device
     space: ResolvedSpace
-    backend: Backend
-    runner: Runner
     cache: MeasurementCache | None
     seed: int = 0
     stager: Stager | None = None  # None: every candidate gets the full recovery
-    also: list[OtherDevice] = field(default_factory=list)
+    also: list[Device] = field(default_factory=list)  # further devices every candidate is timed on
     example_input: torch.Tensor = field(init=False)
     gradient_batches: list[tuple[torch.Tensor, torch.Tensor]] = field(init=False)
     base_params: tuple[int, int] = field(init=False)  # (params, nonzero) of the unpruned model
@@ -134,13 +96,17 @@ class Context:
             self.gradient_batches.append((self.task.train.x[idx], self.task.train.y[idx]))
         self.base_params = count_params(self.task.model)
 
+    @property
+    def profile(self) -> DeviceProfile:
+        return self.device.profile
+
 
 @contextlib.contextmanager
 def _stage(name: str, times: dict[str, float], limit_s: float | None = None):
     start = time.perf_counter()
     try:
         with _time_limit(limit_s, name):
-            faults.inject(name)
+            sys.audit("autoprune.stage", name)
             yield
     except TrialFailure:
         raise
@@ -176,7 +142,7 @@ def _time_limit(seconds: float | None, what: str):
 
 
 def prune(ctx: Context, plan: pruning.PruningPlan, seed: int, model=None, fraction: float = 1.0,
-          original: pruning.PruneReport | None = None):
+          original: pruning.PruneReport | None = None, masks: dict[str, torch.Tensor] | None = None):
     return pruning.apply(
         ctx.task.model if model is None else model,
         plan,
@@ -186,6 +152,7 @@ def prune(ctx: Context, plan: pruning.PruningPlan, seed: int, model=None, fracti
         seed=seed,
         fraction=fraction,
         original=original,
+        masks=masks,
     )
 
 
@@ -201,7 +168,8 @@ def prune_and_recover(ctx: Context, plan: pruning.PruningPlan, seed: int, times:
     heads: dict[str, tuple[int, int]] = {}
     for step in range(1, k + 1):
         with _stage("prune", times, ctx.space.space.prune_timeout_s):
-            model, report = prune(ctx, plan, seed, model, step / k, first)
+            # the previous step's masks carry over, so its zeros stay zero
+            model, report = prune(ctx, plan, seed, model, step / k, first, report.masks if report else None)
             first = first or report
             for seen, now in ((widths, report.widths), (heads, report.heads)):
                 seen.update({g: (seen.get(g, w)[0], w[1]) for g, w in now.items()})
@@ -215,7 +183,7 @@ def prune_and_recover(ctx: Context, plan: pruning.PruningPlan, seed: int, times:
                     return model, report, why
                 steps = rec.finetune_steps // k + (rec.finetune_steps % k if step == k else 0)
                 cfg = TrainConfig(steps, rec.batch_size, rec.lr, hflip=ctx.task.hflip, seed=seed + step - 1)
-                train(model, ctx.task.train, cfg)
+                train(model, ctx.task.train, cfg, masks=report.masks)
     report.widths, report.heads = widths, heads
     return model, report, None
 
@@ -225,48 +193,35 @@ def _check_constraints(ctx: Context, model) -> None:
     the zeros through the fine-tune, so the counts are final here)."""
     why = ctx.space.space.constraints.violation(*count_params(model), *ctx.base_params)
     if why:
-        raise TrialFailure("prune", f"constraint: {why}")
+        raise TrialFailure(FailStage.PRUNE, f"constraint: {why}")
 
 
-def measure_onnx(ctx: Context, onnx: OnnxArtifact, work_dir: Path, times: dict[str, float],
-                 build_info: dict[str, Any] | None = None) -> tuple[Measurement, bool]:
-    """Build and time an exported model, or take its latency from the cache.
-
-    ``build_info``, when given, receives what the build reports (``BuildResult.info``).
-    """
-    key = MeasurementCache.key(onnx.arch_hash, ctx.backend.name, ctx.profile.hash)
-    cached = ctx.cache.get(key) if ctx.cache is not None else None
-    if cached is not None:
+def measure(ctx: Context, onnx: OnnxArtifact, work_dir: Path, times: dict[str, float], number: int = -1,
+            device: Device | None = None) -> tuple[Measurement, bool, dict[str, Any]]:
+    """Build and time an exported model on ``device`` (default: the main one), or take its
+    latency from the cache; the build and the timing are stages of the trial."""
+    device = device or ctx.device
+    got = device.measure(onnx, work_dir, cache=ctx.cache, tag=f"trial {number}" if number >= 0 else "",
+                         stage=lambda name: _stage(name, times))
+    if got.cached:
         times["build"] = times["measure"] = 0.0
-        return cached, True
-    with _stage("build", times):
-        built = ctx.backend.build(onnx, ctx.profile, work_dir)
-        if build_info is not None:
-            build_info.update(built.info)
-        if built.error:
-            raise TrialFailure("build", built.error)
-    with _stage("measure", times):
-        result = ctx.runner.measure(built, ctx.profile)
-        if result.measurement is None:
-            raise TrialFailure("measure", result.error or "no measurement")
-    Path(built.artifact_path).unlink(missing_ok=True)  # rebuilt on export; saves disk
-    if ctx.cache is not None:
-        ctx.cache.put(key, result.measurement)
-    return result.measurement, False
+    return got.measurement, got.cached, got.build_info
 
 
 def run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, seed: int, number: int = -1) -> Candidate:
     """Evaluate one plan end to end; raise TrialFailure(stage, reason) on any failure."""
-    faults.set_trial(number)
+    sys.audit("autoprune.trial", number)
     try:
-        return _run_candidate(ctx, plan, trial_dir, seed)
+        return _run_candidate(ctx, plan, trial_dir, seed, number)
     finally:
-        faults.set_trial(-1)  # work outside a trial (the budget check) is never a target
+        sys.audit("autoprune.trial", -1)  # work outside a trial (the budget check) is never a target
 
 
-def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, seed: int) -> Candidate:
+def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, seed: int,
+                   number: int) -> Candidate:
     times: dict[str, float] = {}
     rec = ctx.space.space.recovery
+    files = TrialFiles(trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
     early = None
     gate = None
@@ -278,8 +233,9 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         with _stage("prune", times, ctx.space.space.prune_timeout_s):
             shaped, _ = prune(ctx, plan.shape_only(), seed)
         with _stage("export", times):
-            early = to_onnx(shaped, ctx.example_input, trial_dir / "model.onnx", ctx.space.space.parity_atol)
-        latency, cached = measure_onnx(ctx, early, trial_dir, times, build_info)
+            early = to_onnx(shaped, ctx.example_input, files.onnx, ctx.space.space.parity_atol)
+        latency, cached, info = measure(ctx, early, trial_dir, times, number)
+        build_info.update(info)
         over = ctx.stager.skip_recovery(latency.median_ms)
 
         def gate(model) -> str | None:  # stage 2: zero-shot accuracy after BN recalibration
@@ -293,13 +249,12 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
     with _stage("evaluate", times):
         acc = zero["accuracy"] if skipped and "accuracy" in zero else accuracy(model, ctx.task.val, rec.eval_samples)
     with _stage("export", times):
-        onnx = to_onnx(model, ctx.example_input, trial_dir / "model.onnx", ctx.space.space.parity_atol)
-        torch.save(model.state_dict(), trial_dir / "state.pt")
-        (trial_dir / "plan.json").write_text(json.dumps(plan.to_dict(), indent=1))
+        onnx = to_onnx(model, ctx.example_input, files.onnx, ctx.space.space.parity_atol)
+        torch.save(model.state_dict(), files.state)
+        files.plan.write_text(json.dumps(plan.to_dict(), indent=1))
     if early is None or early.arch_hash != onnx.arch_hash:
-        build_info.clear()
-        latency, cached = measure_onnx(ctx, onnx, trial_dir, times, build_info)
-    also = {device.name: measure_on(ctx, device, onnx, trial_dir, times) for device in ctx.also}
+        latency, cached, build_info = measure(ctx, onnx, trial_dir, times, number)
+    also = {device.name: measure_on(ctx, device, onnx, trial_dir, times, number) for device in ctx.also}
     return Candidate(
         accuracy=acc,
         latency=latency,
@@ -316,60 +271,15 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
     )
 
 
-def measure_on(ctx: Context, device: OtherDevice, onnx: OnnxArtifact, trial_dir: Path,
-               times: dict[str, float]) -> Measurement:
+def measure_on(ctx: Context, device: Device, onnx: OnnxArtifact, trial_dir: Path,
+               times: dict[str, float], number: int = -1) -> Measurement:
     """Build and time the candidate for one more device (same cache, its own profile hash)."""
-    from types import SimpleNamespace
-
-    there = SimpleNamespace(backend=device.backend, profile=device.profile, runner=device.runner, cache=ctx.cache)
     own: dict[str, float] = {}
-    work = trial_dir / "devices" / device.name
+    work = TrialFiles(trial_dir).device(device.name)
     work.mkdir(parents=True, exist_ok=True)
     try:
-        latency, _ = measure_onnx(there, onnx, work, own)
+        latency, _, _ = measure(ctx, onnx, work, own, number, device)
     except TrialFailure as exc:
-        raise TrialFailure(exc.stage, f"on {device.name}: {exc.reason}") from None
+        raise TrialFailure(exc.stage, f"on {device.name}: {exc.reason}", device_lost=exc.device_lost) from None
     times[f"measure@{device.name}"] = own.get("build", 0.0) + own.get("measure", 0.0)
     return latency
-
-
-def candidate_attrs(c: Candidate) -> dict[str, Any]:
-    """The user attributes recorded on a finished trial (flat, JSON-friendly)."""
-    m = c.latency
-    return {
-        "accuracy": c.accuracy,
-        "latency_ms": m.median_ms,
-        "latency_p90_ms": m.p90_ms,
-        "latency_ci_low_ms": m.ci_low_ms,
-        "latency_ci_high_ms": m.ci_high_ms,
-        "latency_cv": m.cv,
-        "latency_runs": m.runs,
-        "latency_noisy": m.noisy,
-        "latency_cached": c.latency_cached,
-        "latency_threads": m.threads,
-        "latency_sessions": m.sessions,
-        "latency_session_spread": m.session_spread,
-        "load_avg": m.load_avg,
-        "size_mb": c.size_mb,
-        "onnx_bytes": c.onnx.bytes,
-        "gzip_bytes": c.onnx.gzip_bytes,
-        "onnx_sha256": c.onnx.sha256,
-        "arch_hash": c.onnx.arch_hash,
-        "macs": c.onnx.macs,
-        "params": c.onnx.params,
-        "nonzero_params": c.onnx.nonzero_params,
-        "parity_max_abs_diff": c.onnx.max_abs_diff,
-        "widths": {k: list(v) for k, v in c.pruned.widths.items()},
-        "sparsity": c.pruned.sparsity,
-        "heads": {k: list(v) for k, v in c.pruned.heads.items()},
-        "dropped_blocks": list(c.pruned.dropped_blocks),
-        "skipped": c.pruned.skipped,
-        "evaluation": c.evaluation,
-        "zero_shot_accuracy": c.zero_shot_accuracy,
-        "constraint_violation": c.violation,
-        "stage_s": c.stage_s,
-        **{f"build_{k}": v for k, v in c.build_info.items()},
-        **{f"{key}@{name}": value for name, m in c.also.items() for key, value in (
-            ("latency_ms", m.median_ms), ("latency_p90_ms", m.p90_ms), ("latency_cv", m.cv),
-            ("latency_noisy", m.noisy), ("latency_session_spread", m.session_spread))},
-    }

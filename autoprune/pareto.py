@@ -1,7 +1,12 @@
-"""The Pareto front of a study and picking a model from it.
+"""Every front and hypervolume of autoprune, in one place.
 
-The front is Optuna's own (``study.best_trials``): among *feasible* trials (latency
-within the budget) those no other trial beats on accuracy, latency and size at once.
+- :func:`front_numbers`: the study's Pareto front, Optuna's own (``study.best_trials``):
+  among *feasible* trials (every latency budget met) those no other trial beats on all
+  objectives at once (accuracy, latency, size, and each further device's latency).
+- :func:`two_d_front`: the accuracy/latency front of a table (what ``finalize`` re-times
+  and the benchmarks compare).
+- :func:`hypervolume_2d`: the area of the accuracy/latency plane a set of trials dominates.
+- :func:`pick`: the fastest front member within an accuracy drop.
 """
 
 from __future__ import annotations
@@ -13,6 +18,32 @@ def front_numbers(study) -> list[int]:
     """Trial numbers on the feasible Pareto front, fastest first."""
     best = sorted(study.best_trials, key=lambda t: t.values[1])
     return [t.number for t in best]
+
+
+def two_d_front(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows not beaten on both accuracy and latency by another row, fastest first."""
+    rows = rows.sort_values(["latency_ms", "accuracy"], ascending=[True, False])
+    keep, best = [], -float("inf")
+    for i, r in rows.iterrows():
+        if r["accuracy"] > best:
+            keep.append(i)
+            best = r["accuracy"]
+    return rows.loc[keep]
+
+
+def hypervolume_2d(points: pd.DataFrame, ref_latency_ms: float) -> float:
+    """Area of the (latency, accuracy) plane that ``points`` dominate, up to a reference.
+
+    A point (l, a) dominates the box [l, ref_latency_ms] x [0, a]. The area of the
+    union of these boxes is the integral over latency x of the best accuracy reached
+    at a latency <= x: sort by latency, take the running maximum of accuracy and
+    multiply by the width to the next point (or to the reference).
+    """
+    p = points[(points["latency_ms"] < ref_latency_ms) & (points["accuracy"] > 0)].sort_values("latency_ms")
+    if p.empty:
+        return 0.0
+    widths = p["latency_ms"].shift(-1, fill_value=ref_latency_ms) - p["latency_ms"]
+    return float((p["accuracy"].cummax() * widths).sum())
 
 
 def pick(front: pd.DataFrame, max_accuracy_drop: float | None = None) -> pd.Series | None:

@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+
+import pandas as pd
 
 from autoprune._config import atomic_write_text
 
-if TYPE_CHECKING:
-    from autoprune.results import SearchResult
+
+def pareto_plots(trials: pd.DataFrame, front: pd.DataFrame, baseline: pd.Series | None, budget_ms: float,
+                 device: str, study: str, out_dir: Path) -> None:
+    """Write ``pareto.png`` (matplotlib) and ``pareto.html`` (plotly, self-contained) into ``out_dir``."""
+    done = trials[trials["state"] == "COMPLETE"]
+    on_front = done[done["trial"].isin(set(front["trial"]) if not front.empty else set())]
+    _png(done, on_front, baseline, budget_ms, device, study, Path(out_dir))
+    _html(done, on_front, baseline, budget_ms, study, Path(out_dir))
 
 
-def pareto_plots(result: SearchResult) -> None:
-    """Write pareto.png (matplotlib) and pareto.html (plotly, self-contained)."""
-    _png(result)
-    _html(result)
-
-
-def _split(result: SearchResult):
-    df = result.trials[result.trials["state"] == "COMPLETE"]
-    front = set(result.front["trial"]) if not result.front.empty else set()
-    return df, df[df["trial"].isin(front)], result.baseline
-
-
-def _png(result: SearchResult) -> None:
+def _png(df, front, base, budget_ms: float, device: str, study: str, out_dir: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    df, front, base = _split(result)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     other = df[~df["trial"].isin(front["trial"])]
     ax.scatter(other["latency_ms"], other["accuracy"], s=18, c="0.65", label="other trials")
@@ -40,23 +35,22 @@ def _png(result: SearchResult) -> None:
     if base is not None:
         ax.scatter([base["latency_ms"]], [base["accuracy"]], marker="*", s=160, c="tab:red",
                    zorder=5, label=f"baseline ({base['latency_ms']:.3f} ms)")
-    ax.axvline(result.budget_ms, ls="--", c="tab:green", label=f"budget {result.budget_ms:g} ms")
-    ax.set_xlabel(f"measured latency, median (ms) on {result.identity['device']}")
+    ax.axvline(budget_ms, ls="--", c="tab:green", label=f"budget {budget_ms:g} ms")
+    ax.set_xlabel(f"measured latency, median (ms) on {device}")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"{result.identity['study']}: accuracy vs latency")
+    ax.set_title(f"{study}: accuracy vs latency")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    tmp = result.study_dir / ".pareto.png.tmp"
+    tmp = out_dir / ".pareto.png.tmp"
     fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(result.study_dir / "pareto.png")
+    tmp.replace(out_dir / "pareto.png")
 
 
-def _html(result: SearchResult) -> None:
+def _html(df, front, base, budget_ms: float, study: str, out_dir: Path) -> None:
     import plotly.graph_objects as go
 
-    df, front, base = _split(result)
     hover = "trial %{customdata[0]}<br>acc %{y:.2f}%<br>latency %{x:.3f} ms<br>size %{customdata[1]:.3f} MB"
     fig = go.Figure()
     fig.add_scatter(x=df["latency_ms"], y=df["accuracy"], mode="markers", name="trials",
@@ -67,8 +61,7 @@ def _html(result: SearchResult) -> None:
     if base is not None:
         fig.add_scatter(x=[base["latency_ms"]], y=[base["accuracy"]], mode="markers", name="baseline",
                         marker={"symbol": "star", "size": 14, "color": "red"})
-    fig.add_vline(x=result.budget_ms, line_dash="dash", line_color="green",
-                  annotation_text=f"budget {result.budget_ms:g} ms")
-    fig.update_layout(title=f"{result.identity['study']}: accuracy vs measured latency",
+    fig.add_vline(x=budget_ms, line_dash="dash", line_color="green", annotation_text=f"budget {budget_ms:g} ms")
+    fig.update_layout(title=f"{study}: accuracy vs measured latency",
                       xaxis_title="latency, median (ms)", yaxis_title="validation accuracy (%)")
-    atomic_write_text(result.study_dir / "pareto.html", fig.to_html(include_plotlyjs=True, full_html=True))
+    atomic_write_text(out_dir / "pareto.html", fig.to_html(include_plotlyjs=True, full_html=True))

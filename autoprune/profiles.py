@@ -13,11 +13,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from autoprune._config import load_named, repo_dir, stable_hash
+from autoprune._config import data_dir, load_named, stable_hash
 
 PROFILES_ENV = "AUTOPRUNE_PROFILES_DIR"
 
@@ -89,6 +90,10 @@ class OrtSettings:
         if self.intra_op_threads < 0 or self.inter_op_threads < 0:
             raise ValueError("thread counts must be >= 0 (0 lets ONNX Runtime choose).")
 
+    @property
+    def threads(self) -> int:
+        return max(1, self.intra_op_threads)
+
 
 @dataclass(frozen=True)
 class TuningSettings:
@@ -148,6 +153,10 @@ class TvmSettings:
         if self.parity_atol < 0 or self.parity_rtol < 0:
             raise ValueError("`parity_atol` and `parity_rtol` must be >= 0.")
 
+    @property
+    def threads(self) -> int:
+        return self.num_threads
+
 
 @dataclass(frozen=True)
 class RpcSettings:
@@ -182,10 +191,13 @@ class RpcSettings:
 
     def resolved(self) -> tuple[str, int, str]:
         """(tracker host, tracker port, key) after the environment overrides."""
-        import os
 
         tracker = os.environ.get("AUTOPRUNE_TRACKER") or self.tracker
         return (*self.address(tracker), os.environ.get("AUTOPRUNE_DEVICE_KEY") or self.key)
+
+
+# the sections a backend or runner of the same name reads its settings from
+SECTIONS = ("onnxruntime", "tvm", "rpc")
 
 
 @dataclass(frozen=True)
@@ -208,17 +220,22 @@ class DeviceProfile:
             raise ValueError(f"`batch_size >= 1` must hold, but got {self.batch_size}.")
         if self.version != 1:
             raise ValueError(f"unsupported profile version {self.version}; this autoprune reads 1.")
-        if self.backend == "tvm" and self.tvm is None:
-            raise ValueError("backend `tvm` needs a `tvm:` section (at least `target`).")
-        if self.runner == "rpc" and self.rpc is None:
-            raise ValueError("runner `rpc` needs an `rpc:` section (at least `key`).")
+        # A backend's or runner's own settings live in the section named after it
+        # (``tvm:``, ``rpc:``); one that has a section cannot work without it.
+        for kind, name, needs in (("backend", self.backend, "at least `target`"),
+                                  ("runner", self.runner, "at least `key`")):
+            if name in SECTIONS and getattr(self, name) is None:
+                raise ValueError(f"{kind} `{name}` needs a `{name}:` section ({needs}).")
+
+    @property
+    def settings(self) -> Any:
+        """The backend's own section (``onnxruntime:`` or ``tvm:``)."""
+        return getattr(self, self.backend)
 
     @property
     def threads(self) -> int:
         """Threads the timed runtime uses (set in the timing process's environment)."""
-        if self.backend == "tvm" and self.tvm is not None:
-            return self.tvm.num_threads
-        return max(1, self.onnxruntime.intra_op_threads)
+        return self.settings.threads
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -242,7 +259,8 @@ class DeviceProfile:
 
 
 def profiles_dir() -> Path:
-    return repo_dir("device_profiles", PROFILES_ENV)
+    """The folder of the named profiles: ``$AUTOPRUNE_PROFILES_DIR``, else the shipped ones."""
+    return data_dir("device_profiles", PROFILES_ENV)
 
 
 def available_profiles() -> dict[str, Path]:

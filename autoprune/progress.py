@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from autoprune.trials import TrialRecord
 
 
 class SearchProgress:
@@ -42,29 +46,29 @@ class SearchProgress:
         self._progress.start()
         self._task = self._progress.add_task("", total=total, completed=done)
 
-    def advance(self, trial, budget_ms: float) -> None:
+    def advance(self, record: TrialRecord, budget_ms: float) -> None:
+        """One line for a finished trial, and the bar moved on if it counts."""
         if self._progress is None:
             return
-        attrs = trial.user_attrs
-        if trial.state.name == "COMPLETE":
-            lat, acc = attrs["latency_ms"], attrs["accuracy"]
+        if record.complete:
+            lat, acc = record.latency_ms or 0.0, record.accuracy or 0.0
             mark = "[green]within budget[/]" if lat <= budget_ms else "[yellow]over budget[/]"
             extra = ""
-            if str(attrs.get("evaluation", "full")).startswith("zero-shot"):
+            if str(record.evaluation or "full").startswith("zero-shot"):
                 extra += "  [dim]zero-shot (fine-tune skipped)[/]"
-            if attrs.get("build_tasks"):  # TVM: how much tuning this candidate cost
-                extra += (f"  [dim]tuning {attrs.get('build_tuning_s', 0):.0f} s, "
-                          f"{attrs.get('build_tasks_reused', 0)}/{attrs['build_tasks']} tasks reused[/]")
+            if record.build.get("tasks"):  # TVM: how much tuning this candidate cost
+                extra += (f"  [dim]tuning {record.build.get('tuning_s', 0):.0f} s, "
+                          f"{record.build.get('tasks_reused', 0)}/{record.build['tasks']} tasks reused[/]")
             self._progress.console.print(
-                f"  trial {trial.number:>3}: accuracy {acc:6.2f}%  latency {lat:7.3f} ms  "
-                f"size {attrs['size_mb']:.3f} MB  {mark}{extra}",
+                f"  trial {record.number:>3}: accuracy {acc:6.2f}%  latency {lat:7.3f} ms  "
+                f"size {record.size_mb or 0.0:.3f} MB  {mark}{extra}",
                 highlight=False,
             )
-        elif attrs.get("fail_stage") and attrs.get("fail_stage") != "interrupted":
+        elif not record.interrupted:
+            stage = record.fail_stage.value if record.fail_stage else "?"
             self._progress.console.print(
-                f"  trial {trial.number:>3}: [red]failed at {attrs['fail_stage']}[/]: "
-                f"{attrs.get('fail_reason', '')[:160]}",
+                f"  trial {record.number:>3}: [red]failed at {stage}[/]: {(record.fail_reason or '')[:160]}",
                 highlight=False,
             )
-        if trial.state.name == "COMPLETE" or attrs.get("fail_stage") not in (None, "interrupted"):
+        if record.counts:
             self._progress.advance(self._task)

@@ -7,7 +7,8 @@ convolutions feeding one residual add); *what to cut* comes from a method's scor
 this module adds by hand, each small:
 
 - **unstructured and N:M sparsity** on the layers of a group: masks folded into the
-  weights (zeros), kept at zero through the fine-tune (``model.autoprune_masks``);
+  weights (zeros), returned in ``PruneReport.masks`` and passed to the fine-tune, which
+  keeps those weights at zero;
 - **depth**: whole residual blocks replaced by ``nn.Identity`` where shapes allow;
 - **attention heads**: a group that runs through ``nn.MultiheadAttention`` loses
   whole heads, and ``num_heads`` / ``head_dim`` (and torchvision ViT's
@@ -144,7 +145,8 @@ def _tp():
 def _random_score(w, g):
     import torch
 
-    return torch.rand_like(w)
+    # the CPU generator, whatever w's device: ``apply`` seeds and forks that one only
+    return torch.rand(w.shape).to(w.device)
 
 
 register_method(Method("none", "keep", "leave the group unpruned"))
@@ -203,6 +205,9 @@ class PruneReport:
     heads: dict[str, tuple[int, int]] = field(default_factory=dict)  # (before, after)
     dropped_blocks: tuple[str, ...] = ()
     skipped: dict[str, str] = field(default_factory=dict)  # group -> why it was left alone
+    # "<layer>.weight" -> bool mask (True = kept) of every sparsified layer: the fine-tune
+    # re-applies them, and the next iterative step extends them
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def channels_to_keep(channels: int, ratio: float, round_to: int) -> int:
@@ -298,14 +303,13 @@ def _drop_blocks(model: nn.Module, names: tuple[str, ...]) -> None:
 
 def _sparsify(model: nn.Module, layers: tuple[str, ...], method: Method, ratio: float,
               report: PruneReport, group: str) -> None:
-    """Zero weights of ``layers`` in place and record their masks for the fine-tune.
+    """Zero weights of ``layers`` in place and record their masks in ``report.masks``.
 
     Weights that are already zero (an earlier iteration) score lowest, so masks only grow.
     """
     import torch
 
     modules = dict(model.named_modules())
-    masks: dict[str, torch.Tensor] = getattr(model, "autoprune_masks", None) or {}
     if method.nm is not None:
         # As NVIDIA's ASP does: layers whose input width is not a multiple of m (an RGB
         # stem, depthwise convs) stay dense; the group fails only if none can take it.
@@ -337,10 +341,9 @@ def _sparsify(model: nn.Module, layers: tuple[str, ...], method: Method, ratio: 
                 mask = mask.view_as(w)
             mask &= w.detach() != 0
             w.mul_(mask)
-        masks[f"{name}.weight"] = mask
+        report.masks[f"{name}.weight"] = mask
         zeros += int((~mask).sum())
         total += mask.numel()
-    model.autoprune_masks = masks
     report.sparsity[group] = zeros / max(total, 1)
 
 
@@ -359,33 +362,37 @@ def _nm_mask(w: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
 
 def restore_masks(model: nn.Module, plan: PruningPlan, example_input: torch.Tensor,
-                  ignored_layers: tuple[str, ...] = ()) -> None:
-    """Re-create the fine-tune masks of a rebuilt model from its zeros: the layers of
+                  ignored_layers: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """The fine-tune masks of a rebuilt model, re-created from its zeros: the layers of
     the plan's sparse groups keep their zero weights at zero in further training."""
     sparse = {k for k, c in plan.groups.items() if c.active and METHODS[c.method].kind != "structured"}
     if not sparse:
-        return
+        return {}
     modules = dict(model.named_modules())
     masks = {}
     for info in find_groups(model, example_input, ignored_layers):
         if info.name in sparse or any(m in sparse for m in info.members):
             for name in info.members:
                 masks[f"{name}.weight"] = modules[name].weight.detach() != 0
-    model.autoprune_masks = masks
+    return masks
 
 
-def apply_masks(model: nn.Module) -> None:
-    """Re-zero masked weights (after an optimiser step moved them)."""
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Re-zero masked weights (after an optimiser step moved them).
+
+    Raises:
+        ValueError: a mask names no parameter of ``model`` or has another shape (masks
+            made for a different model: silently skipping them would let zeros regrow).
+    """
     import torch
 
-    masks = getattr(model, "autoprune_masks", None)
-    if not masks:
-        return
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, mask in masks.items():
-            if name in params and params[name].shape == mask.shape:
-                params[name].mul_(mask)
+            if name not in params or params[name].shape != mask.shape:
+                have = tuple(params[name].shape) if name in params else "no such parameter"
+                raise ValueError(f"mask {name!r} of shape {tuple(mask.shape)} does not fit the model ({have}).")
+            params[name].mul_(mask)
 
 
 # -- the plan -----------------------------------------------------------------------
@@ -401,27 +408,53 @@ def apply(
     seed: int = 0,
     fraction: float = 1.0,
     original: PruneReport | None = None,
+    masks: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, PruneReport]:
     """Return a pruned copy of ``model`` and a :class:`PruneReport`.
 
     Order: blocks are dropped first, then structured groups are scored (all on the same
     copy, so indices stay valid) and cut, then sparse groups are masked on the result.
+    ``report.masks`` holds the masks to keep through the fine-tune.
 
     ``fraction`` < 1 applies that share of the plan, for iterative pruning: step i of k
-    calls ``apply(current, plan, fraction=i/k, original=report_of_step_1)`` and channel
-    targets are taken from the widths *before* the first step.
+    calls ``apply(current, plan, fraction=i/k, original=report_of_step_1,
+    masks=report_of_step_i-1.masks)``; channel targets are taken from the widths
+    *before* the first step, and the earlier masks carry over into ``report.masks``.
+
+    ``seed`` alone decides the random methods' choices; torch's global random state is
+    the same after the call as before it.
 
     Raises:
         PruningError: a group named in the plan does not exist, a cut would empty a
             layer, or a method cannot apply to a layer (the message names it).
     """
     import torch
+
+    # The random methods draw from torch's global CPU generator (Torch-Pruning's
+    # RandomImportance takes no generator of its own): fork it, so that the seed decides
+    # this call alone and the caller's random stream is left exactly as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        return _apply(model, plan, example_input, ignored_layers, gradient_batches, fraction, original,
+                      masks or {})
+
+
+def _apply(
+    model: nn.Module,
+    plan: PruningPlan,
+    example_input: torch.Tensor,
+    ignored_layers: tuple[str, ...],
+    gradient_batches: list[tuple[torch.Tensor, torch.Tensor]] | None,
+    fraction: float,
+    original: PruneReport | None,
+    masks: Mapping[str, torch.Tensor],
+) -> tuple[nn.Module, PruneReport]:
     from torch import nn
 
-    torch.manual_seed(seed)
     pruned = copy.deepcopy(model).eval()
     report = PruneReport(dropped_blocks=plan.drop_blocks)
     if plan.is_identity:
+        report.masks = _fitting(pruned, masks)
         return pruned, report
     _drop_blocks(pruned, plan.drop_blocks)
     graph = _graph(pruned, example_input)
@@ -476,10 +509,18 @@ def apply(
             report.heads[key] = (heads_before, keep // (info.channels // info.heads))
     if any(info.heads for _, info, *_ in cuts):
         _fix_attention(pruned, head_dims)
+    report.masks = _fitting(pruned, masks)
     for key, info, method, ratio in sparse:
         _sparsify(pruned, info.members, method, ratio, report, key)
     pruned.zero_grad(set_to_none=True)
     return pruned.eval(), report
+
+
+def _fitting(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The earlier masks that still fit ``model``: a block dropped or a layer reshaped by
+    this step's cuts leaves its mask stale (the sparse groups are re-masked anyway)."""
+    params = dict(model.named_parameters())
+    return {k: m for k, m in masks.items() if k in params and params[k].shape == m.shape}
 
 
 def _keep(info: GroupInfo, before: int, heads_before: int, choice: GroupChoice,

@@ -8,13 +8,16 @@ accuracy. The fine-tune (a step budget from the search space) does the rest. The
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from autoprune.pruning import apply_masks
-from autoprune.tasks import Split
+# _base, not the package: the package's loader builds the built-in tasks with ``train``
+from autoprune.tasks._base import Split
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,15 @@ class TrainConfig:
             )
 
 
+@contextlib.contextmanager
+def _seeded_rng(seed: int) -> Iterator[None]:
+    """Seed torch's global CPU generator on a fork: layers that draw from it in train
+    mode (dropout) get a reproducible stream, and the caller's stream is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
+
+
 def recalibrate_bn(model: nn.Module, data: Split, batches: int, batch_size: int = 128) -> None:
     """Re-estimate every BatchNorm's running mean/var from ``batches`` training batches."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -48,7 +60,7 @@ def recalibrate_bn(model: nn.Module, data: Split, batches: int, batch_size: int 
         bn.momentum = None  # cumulative average over the batches below
     model.train()
     gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
+    with torch.no_grad(), _seeded_rng(0):
         for _ in range(batches):
             idx = torch.randint(len(data.x), (batch_size,), generator=gen)
             model(data.x[idx])
@@ -57,10 +69,13 @@ def recalibrate_bn(model: nn.Module, data: Split, batches: int, batch_size: int 
     model.eval()
 
 
-def train(model: nn.Module, data: Split, config: TrainConfig, progress=None) -> float:
+def train(model: nn.Module, data: Split, config: TrainConfig, masks: Mapping[str, torch.Tensor] | None = None,
+          progress: Callable[[int, float], None] | None = None) -> float:
     """Train ``model`` in place for ``config.steps`` steps; return the last loss.
 
-    ``progress`` (optional) is called as ``progress(step, loss)`` every 20 steps.
+    ``masks`` (``PruneReport.masks``) are re-applied after every optimiser step, so
+    pruned weights stay zero. ``progress`` (optional) is called as
+    ``progress(step, loss)`` every 20 steps.
     """
     if config.steps == 0:
         return float("nan")
@@ -78,19 +93,21 @@ def train(model: nn.Module, data: Split, config: TrainConfig, progress=None) -> 
     )
     loss_fn = nn.CrossEntropyLoss()
     model.train()
-    for step in range(config.steps):
-        idx = torch.randint(len(data.x), (config.batch_size,), generator=gen)
-        x, y = data.x[idx], data.y[idx]
-        if config.hflip:
-            flip = torch.rand(len(x), generator=gen) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        apply_masks(model)  # unstructured/N:M zeros stay zero through the fine-tune
-        sched.step()
-        if progress is not None and (step % 20 == 0 or step == config.steps - 1):
-            progress(step, loss.item())
+    with _seeded_rng(config.seed):
+        for step in range(config.steps):
+            idx = torch.randint(len(data.x), (config.batch_size,), generator=gen)
+            x, y = data.x[idx], data.y[idx]
+            if config.hflip:
+                flip = torch.rand(len(x), generator=gen) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            if masks:
+                apply_masks(model, masks)  # unstructured/N:M zeros stay zero through the fine-tune
+            sched.step()
+            if progress is not None and (step % 20 == 0 or step == config.steps - 1):
+                progress(step, loss.item())
     model.eval()
     return loss.item()

@@ -21,15 +21,15 @@ import math
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from autoprune._config import atomic_write_text
 from autoprune.errors import StudyError
+from autoprune.pareto import hypervolume_2d
+from autoprune.results import SearchResult
 
-if TYPE_CHECKING:
-    from autoprune.results import SearchResult
 
 REPORT_NAME = "report.html"
 
@@ -71,8 +71,7 @@ def write_report(results_dir: str | Path, out: str | Path | None = None) -> Path
 
 
 def _load(results_dir: Path) -> SearchResult:
-    from autoprune.results import SearchResult
-    from autoprune.study import _open_storage, default_storage
+    from autoprune.storage import default_url, open_storage
 
     if not results_dir.is_dir():
         what = "is not a directory" if results_dir.exists() else "does not exist"
@@ -92,7 +91,7 @@ def _load(results_dir: Path) -> SearchResult:
                 "Run the search (again) to create it, or pass the folder that holds it."
             )
         # A damaged database becomes one readable StudyError here rather than a traceback.
-        _open_storage(recorded or default_storage(results_dir))
+        open_storage(recorded or default_url(results_dir))
     return SearchResult.load(results_dir)
 
 
@@ -193,19 +192,19 @@ def _plans(result: SearchResult) -> dict[int, dict[str, dict[str, Any]]]:
     its Optuna parameters ``<group>.method`` / ``<group>.ratio``.
     """
     plans = {}
-    for t in result.study.get_trials(deepcopy=False):
-        groups = (t.user_attrs.get("plan") or {}).get("groups")
+    for r in result.records:
+        groups = (r.plan or {}).get("groups")
         if not groups:
             groups = {
-                name[: -len(".method")]: {"method": method, "ratio": t.params.get(name[: -len(".method")] + ".ratio", 0.0)}
-                for name, method in t.params.items()
+                name[: -len(".method")]: {"method": method, "ratio": r.params.get(name[: -len(".method")] + ".ratio", 0.0)}
+                for name, method in r.params.items()
                 if name.endswith(".method")
             }
         # a removed block shows as its own column, cut whole (ratio 1)
-        blocks = (t.user_attrs.get("plan") or {}).get("drop_blocks") or []
+        blocks = (r.plan or {}).get("drop_blocks") or []
         groups = dict(groups or {}, **{b: {"method": "drop_block", "ratio": 1.0} for b in blocks})
         if groups:
-            plans[t.number] = groups
+            plans[r.number] = groups
     return plans
 
 
@@ -337,21 +336,6 @@ def _ratios_section(page: _Page, front: pd.DataFrame, plans: dict[int, dict[str,
     fig.update_layout(height=max(260, 120 + 40 * len(members)), xaxis_title="group (root layer)",
                       yaxis={"autorange": "reversed"})
     page.figure(fig)
-
-
-def hypervolume_2d(points: pd.DataFrame, ref_latency_ms: float) -> float:
-    """Area of the (latency, accuracy) plane that ``points`` dominate, up to a reference.
-
-    A point (l, a) dominates the box [l, ref_latency_ms] x [0, a]. The area of the
-    union of these boxes is the integral over latency x of the best accuracy reached
-    at a latency <= x: sort by latency, take the running maximum of accuracy and
-    multiply by the width to the next point (or to the reference).
-    """
-    p = points[(points["latency_ms"] < ref_latency_ms) & (points["accuracy"] > 0)].sort_values("latency_ms")
-    if p.empty:
-        return 0.0
-    widths = p["latency_ms"].shift(-1, fill_value=ref_latency_ms) - p["latency_ms"]
-    return float((p["accuracy"].cummax() * widths).sum())
 
 
 def _hypervolume_section(page: _Page, result: SearchResult, df: pd.DataFrame) -> None:

@@ -15,8 +15,12 @@ from typing import Any
 
 import pandas as pd
 
+from autoprune import storage as storage_mod
 from autoprune._config import atomic_write_text
 from autoprune.errors import StudyError
+from autoprune.plots import pareto_plots
+from autoprune.storage import default_url
+from autoprune.trials import TrialRecord
 
 FRONT_COLUMNS = [
     "trial", "accuracy", "accuracy_drop", "latency_ms", "latency_p90_ms", "speedup",
@@ -24,55 +28,11 @@ FRONT_COLUMNS = [
 ]
 
 
-def trials_frame(study) -> pd.DataFrame:
+def trials_frame(study, records: list[TrialRecord] | None = None) -> pd.DataFrame:
     """One row per trial: parameters, metrics, latency statistics, state, failure reason."""
-    identity = study.user_attrs.get("autoprune", {})
+    identity = storage_mod.identity(study) or {}
     budget = identity.get("latency_budget_ms", math.inf)
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        a = t.user_attrs
-        row: dict[str, Any] = {
-            "trial": t.number,
-            "state": t.state.name,
-            "baseline": bool(a.get("baseline", False)),
-            "warm_start": a.get("warm_start"),
-            "accuracy": a.get("accuracy"),
-            "latency_ms": a.get("latency_ms"),
-            "latency_p90_ms": a.get("latency_p90_ms"),
-            "latency_ci_low_ms": a.get("latency_ci_low_ms"),
-            "latency_ci_high_ms": a.get("latency_ci_high_ms"),
-            "latency_cv": a.get("latency_cv"),
-            "latency_runs": a.get("latency_runs"),
-            "latency_noisy": a.get("latency_noisy"),
-            "latency_sessions": a.get("latency_sessions"),
-            "latency_session_spread": a.get("latency_session_spread"),
-            "latency_cached": a.get("latency_cached"),
-            "size_mb": a.get("size_mb"),
-            "macs": a.get("macs"),
-            "params": a.get("params"),
-            "nonzero_params": a.get("nonzero_params"),
-            "onnx_bytes": a.get("onnx_bytes"),
-            "gzip_bytes": a.get("gzip_bytes"),
-            "methods": _method_counts(a.get("plan")),
-            "evaluation": a.get("evaluation"),
-            "zero_shot_accuracy": a.get("zero_shot_accuracy"),
-            "dropped_blocks": " ".join(a.get("plan", {}).get("drop_blocks", [])),
-            "parity_max_abs_diff": a.get("parity_max_abs_diff"),
-            "round_to": a.get("plan", {}).get("round_to"),
-            "fail_stage": a.get("fail_stage"),
-            "fail_reason": a.get("fail_reason"),
-            "duration_s": t.duration.total_seconds() if t.duration else None,
-            "load_avg": a.get("load_avg"),
-        }
-        for key, value in a.items():  # what the backend reported (TVM tuning, reuse, compile time)
-            if key.startswith("build_") or "@" in key:  # ...and each other device's latency
-                row[key] = value
-        for stage, secs in (a.get("stage_s") or {}).items():
-            row[f"{stage}_s"] = secs
-        for name, value in t.params.items():
-            if name != "round_to":
-                row[f"param:{name}"] = value
-        rows.append(row)
+    rows = [_row(r) for r in (records if records is not None else storage_mod.records(study))]
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -96,6 +56,52 @@ def trials_frame(study) -> pd.DataFrame:
         if other_budget is not None:
             df["feasible"] &= df[column] <= other_budget
     return df
+
+
+def _row(r: TrialRecord) -> dict[str, Any]:
+    plan = r.plan or {}
+    row: dict[str, Any] = {
+        "trial": r.number,
+        "state": r.state,
+        "baseline": r.baseline,
+        "warm_start": r.warm_start,
+        "accuracy": r.accuracy,
+        "latency_ms": r.latency_ms,
+        "latency_p90_ms": r.latency_p90_ms,
+        "latency_ci_low_ms": r.latency_ci_low_ms,
+        "latency_ci_high_ms": r.latency_ci_high_ms,
+        "latency_cv": r.latency_cv,
+        "latency_runs": r.latency_runs,
+        "latency_noisy": r.latency_noisy,
+        "latency_sessions": r.latency_sessions,
+        "latency_session_spread": r.latency_session_spread,
+        "latency_cached": r.latency_cached,
+        "size_mb": r.size_mb,
+        "macs": r.macs,
+        "params": r.params_count,
+        "nonzero_params": r.nonzero_params,
+        "onnx_bytes": r.onnx_bytes,
+        "gzip_bytes": r.gzip_bytes,
+        "methods": _method_counts(r.plan),
+        "evaluation": r.evaluation,
+        "zero_shot_accuracy": r.zero_shot_accuracy,
+        "dropped_blocks": " ".join(plan.get("drop_blocks", [])),
+        "parity_max_abs_diff": r.parity_max_abs_diff,
+        "round_to": plan.get("round_to"),
+        "fail_stage": r.fail_stage.value if r.fail_stage else None,
+        "fail_reason": r.fail_reason,
+        "duration_s": r.duration_s,
+        "load_avg": r.load_avg,
+    }
+    # what the backend reported (TVM tuning, reuse, compile time), each other device's latency
+    row.update({f"build_{k}": v for k, v in r.build.items()})
+    row.update({f"{key}@{device}": v for device, figures in r.devices.items() for key, v in figures.items()})
+    for stage, secs in (r.stage_s or {}).items():
+        row[f"{stage}_s"] = secs
+    for name, value in r.params.items():
+        if name != "round_to":
+            row[f"param:{name}"] = value
+    return row
 
 
 def device_columns(df: pd.DataFrame) -> list[str]:
@@ -128,17 +134,17 @@ def write_trials(study, study_dir: Path) -> pd.DataFrame:
 
 @dataclass
 class SearchResult:
-    """A finished (or interrupted) study: its tables, and export of any trial.
+    """A finished (or interrupted) study: its trial records and tables.
 
     Example:
         >>> result = SearchResult.load("results/fashion-mnist-x86-ort")
         >>> result.front[["trial", "accuracy", "latency_ms"]]
-        >>> result.export(trial=7, out="deploy/")
     """
 
     study_dir: Path
     study: Any
     identity: dict[str, Any]
+    records: list[TrialRecord]
     trials: pd.DataFrame
     front: pd.DataFrame
 
@@ -147,7 +153,6 @@ class SearchResult:
         import optuna
 
         from autoprune.pareto import front_numbers
-        from autoprune.study import default_storage
 
         study_dir = Path(study_dir)
         cfg = study_dir / "config.json"
@@ -161,16 +166,17 @@ class SearchResult:
             identity["study"], identity["latency_budget_ms"]  # noqa: B018 - required keys
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StudyError(f"{cfg} is damaged ({type(exc).__name__}: {exc}); it cannot be read.") from None
-        url = storage or identity.get("storage") or default_storage(study_dir)
+        url = storage or identity.get("storage") or default_url(study_dir)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             study = optuna.load_study(study_name=identity["study"], storage=url)
         except KeyError:
             raise StudyError(f"storage {url!r} has no study {identity['study']!r}.") from None
-        trials = trials_frame(study)
+        records = storage_mod.records(study)
+        trials = trials_frame(study, records)
         numbers = front_numbers(study) if not trials.empty else []
         front = trials.set_index("trial").loc[numbers].reset_index() if numbers else trials.iloc[0:0]
-        return cls(study_dir, study, identity, trials, front)
+        return cls(study_dir, study, identity, records, trials, front)
 
     @property
     def baseline(self) -> pd.Series | None:
@@ -181,16 +187,12 @@ class SearchResult:
     def budget_ms(self) -> float:
         return float(self.identity["latency_budget_ms"])
 
+    def record(self, trial: int) -> TrialRecord | None:
+        return next((r for r in self.records if r.number == trial), None)
+
     def write_all(self) -> None:
         _atomic_frame(self.trials, self.study_dir / "trials.csv")
         _atomic_frame(self.front, self.study_dir / "pareto.csv")
         if not self.trials.empty:
-            from autoprune.plots import pareto_plots
-
-            pareto_plots(self)
-
-    def export(self, trial: int, out: str | Path) -> Path:
-        """Write a deploy package for ``trial`` into ``out``; see :mod:`autoprune.deploy`."""
-        from autoprune.deploy import export_trial
-
-        return export_trial(self, trial, Path(out))
+            pareto_plots(self.trials, self.front, self.baseline, self.budget_ms, self.identity["device"],
+                         self.identity["study"], self.study_dir)

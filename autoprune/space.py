@@ -38,7 +38,7 @@ from typing import Any
 
 from typing import Literal
 
-from autoprune._config import load_named, repo_dir, stable_hash
+from autoprune._config import data_dir, load_named, stable_hash
 from autoprune.pruning import METHODS, GroupChoice, GroupInfo, PruningPlan, find_blocks, find_groups
 
 SPACES_ENV = "AUTOPRUNE_SPACES_DIR"
@@ -305,7 +305,8 @@ class ResolvedSpace:
 
 
 def spaces_dir() -> Path:
-    return repo_dir("search_spaces", SPACES_ENV)
+    """The folder of the named spaces: ``$AUTOPRUNE_SPACES_DIR``, else the shipped ones."""
+    return data_dir("search_spaces", SPACES_ENV)
 
 
 def available_spaces() -> dict[str, Path]:

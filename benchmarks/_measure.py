@@ -31,6 +31,7 @@ def profile(name: str = "x86-ort", quick: bool = False):
 def context(task, prof, recovery: dict | None = None):
     """A trial context for ``task`` on ``prof`` with the default space (no cache)."""
     from autoprune import backends, runners
+    from autoprune.device import Device
     from autoprune.objective import Context
     from autoprune.space import load_space, resolve
 
@@ -38,9 +39,8 @@ def context(task, prof, recovery: dict | None = None):
     if recovery:
         space = dataclasses.replace(space, recovery=dataclasses.replace(space.recovery, **recovery))
     resolved = resolve(space, task.model, task.example_input(1), task.ignored_layers)
-    return Context(
-        task, prof, resolved, backends.create(prof.backend), runners.create(prof.runner), cache=None
-    )
+    device = Device(prof, backends.create(prof.backend), runners.create(prof.runner))
+    return Context(task, device, resolved, cache=None)
 
 
 def uniform_plan(ctx, ratio: float, round_to: int, method: str = "l1"):
@@ -67,7 +67,9 @@ def export(ctx, plan, work_dir: Path, name: str = "model"):
 def time_onnx(onnx_path: str | Path, prof, work_dir: Path):
     """Build and time an ONNX file with the full protocol; returns a Measurement (raises on failure)."""
     from autoprune import backends, runners
+    from autoprune.device import Device
     from autoprune.export import OnnxArtifact
+    from autoprune.trials import TrialFailure
 
     art = OnnxArtifact(
         path=str(onnx_path),
@@ -82,10 +84,8 @@ def time_onnx(onnx_path: str | Path, prof, work_dir: Path):
         output_shape=(),
     )
     work_dir.mkdir(parents=True, exist_ok=True)
-    built = backends.create(prof.backend).build(art, prof, work_dir)
-    if built.error:
-        raise RuntimeError(f"build failed for {onnx_path}: {built.error}")
-    result = runners.create(prof.runner).measure(built, prof)
-    if result.measurement is None:
-        raise RuntimeError(f"timing failed for {onnx_path}: {result.error}")
-    return result.measurement
+    device = Device(prof, backends.create(prof.backend), runners.create(prof.runner))
+    try:
+        return device.measure(art, work_dir).measurement  # no cache: every call times
+    except TrialFailure as exc:
+        raise RuntimeError(f"{exc.stage.value} failed for {onnx_path}: {exc.reason}") from None

@@ -37,7 +37,7 @@ DROPS = (0.5, 1.0)  # accuracy points below the baseline
 
 def pareto_2d(df: pd.DataFrame) -> pd.DataFrame:
     """Points no other point beats on accuracy (max) and latency (min) at once."""
-    from autoprune.finalize import two_d_front  # the one front rule finalize uses too
+    from autoprune.pareto import two_d_front  # the one front rule finalize uses too
 
     return two_d_front(df)
 
@@ -55,7 +55,7 @@ class SearchArm:
     """One autoprune study driven a trial at a time (what ``search()`` runs, in turns)."""
 
     def __init__(self, name: str, root: Path, args, sampler: str, warm_start: bool) -> None:
-        from autoprune.study import SearchConfig, _Searcher
+        from autoprune.search_loop import SearchConfig, open_session
 
         self.name = name
         self.trials = args.trials
@@ -70,35 +70,32 @@ class SearchArm:
             sampler=sampler,
             warm_start=warm_start,
         )
-        self.searcher = _Searcher(config)
-        self.searcher.check_storage()
-        self.searcher.prepare(lambda msg: print(f"[{name}] {msg}", file=sys.stderr, flush=True))
-        self.study = self.searcher.open_study()
+        self.session = open_session(config, log=lambda msg: print(f"[{name}] {msg}", file=sys.stderr, flush=True))
+        self.study = self.session.study
+        self.study_dir = self.session.study_dir
 
     @property
     def remaining(self) -> int:
-        from autoprune.study import finished_count
+        from autoprune.storage import finished
 
-        return max(0, self.trials - finished_count(self.study))
+        return max(0, self.trials - finished(self.study))
 
     def step(self) -> None:
         from autoprune import results
-        from autoprune.objective import TrialFailure
+        from autoprune.storage import counted
 
-        self.study.optimize(
-            self.searcher.objective, n_trials=1, catch=(TrialFailure,), gc_after_trial=False
-        )
-        results.write_trials(self.study, self.searcher.study_dir)
+        self.session.run(counted(self.study) + 1)  # one more trial
+        results.write_trials(self.study, self.study_dir)
 
     def frame(self) -> pd.DataFrame:
         from autoprune import results
 
-        res = results.SearchResult.load(self.searcher.study_dir)
+        from autoprune.trials import TrialFiles
+
+        res = results.SearchResult.load(self.study_dir)
         res.write_all()
         df = results.trials_frame(self.study)
-        df["onnx"] = [
-            str(self.searcher.study_dir / "trials" / str(n) / "model.onnx") for n in df["trial"]
-        ]
+        df["onnx"] = [str(TrialFiles.of(self.study_dir, n).onnx) for n in df["trial"]]
         return df
 
 
@@ -111,9 +108,7 @@ class UniformArm:
 
         self.name = "uniform"
         self.root = root / "uniform"
-        self.ctx = Context(
-            ctx.task, ctx.profile, ctx.space, ctx.backend, ctx.runner, cache=None, seed=seed
-        )
+        self.ctx = Context(ctx.task, ctx.device, ctx.space, cache=None, seed=seed)
         self.seed = seed
         names = [g.info.name for g in ctx.space.groups]
         self.queue: list[tuple[str, object]] = [("baseline", PruningPlan())]
@@ -284,7 +279,7 @@ def main() -> None:
         "autoprune": SearchArm("autoprune", root, args, "tpe", True),
         "random": SearchArm("random", root, args, "random", False),
     }
-    arms["uniform"] = UniformArm(root, arms["autoprune"].searcher.ctx, ratios, args.seed)
+    arms["uniform"] = UniformArm(root, arms["autoprune"].session.ctx, ratios, args.seed)
     tl_csv = root / "timeline.csv"
     timeline = pd.read_csv(tl_csv).to_dict("records") if tl_csv.is_file() else []
     loads = [row["load1"] for row in timeline]
@@ -321,7 +316,7 @@ def main() -> None:
             pd.DataFrame(timeline).to_csv(tl_csv, index=False)
     wall = time.time() - t0
 
-    from autoprune.report import hypervolume_2d
+    from autoprune.pareto import hypervolume_2d
 
     frames = {name: arm.frame() for name, arm in arms.items()}
     for name, df in frames.items():
@@ -435,7 +430,7 @@ itself; the spread of those measurements is the drift seen during the run.
 **Hypervolume** is the area of the (latency, accuracy) plane an arm's completed
 candidates dominate, up to the reference point accuracy 0 and latency {ref_ms:.3f} ms (the
 median of all {len(bases)} baseline measurements); units accuracy (%) x ms,
-computed by `autoprune.report.hypervolume_2d`. It is also given normalised by
+computed by `autoprune.pareto.hypervolume_2d`. It is also given normalised by
 baseline accuracy x reference latency (1.0 would be the baseline's accuracy at zero
 latency). **Speed-up** is the median baseline latency ({ref_ms:.3f} ms) over the
 candidate's latency; "<= 0.5 pt" means accuracy at least baseline accuracy

@@ -25,10 +25,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from autoprune import backends, pruning, runners
-from autoprune.objective import Context, TrialFailure, run_candidate
+from autoprune.device import Device
+from autoprune.objective import Context, run_candidate
+from autoprune.trials import TrialFailure
 from autoprune.profiles import load_profile
 from autoprune.pruning import GroupChoice, PruningPlan
 from autoprune.space import load_space, resolve
@@ -57,7 +58,8 @@ def run(task, recovery: dict, with_accuracy: bool) -> list[dict]:
     space = load_space("default")
     space = dataclasses.replace(space, recovery=dataclasses.replace(space.recovery, **recovery))
     resolved = resolve(space, task.model, task.example_input(1), task.ignored_layers)
-    ctx = Context(task, profile, resolved, backends.create(profile.backend), runners.create(profile.runner), cache=None)
+    device = Device(profile, backends.create(profile.backend), runners.create(profile.runner))
+    ctx = Context(task, device, resolved, cache=None)
     rows = []
     for label, plan in plans(resolved).items():
         with tempfile.TemporaryDirectory() as tmp:

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 import autoprune
-from autoprune.report import hypervolume_2d
+from autoprune.pareto import hypervolume_2d
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 

@@ -49,7 +49,7 @@ def build_and_time(onnx, profile: DeviceProfile, work: Path) -> dict:
     built = backends.create(profile.backend).build(onnx, profile, work)
     if built.error:
         raise RuntimeError(f"{profile.name}: build failed: {built.error}")
-    result = runners.create("local").measure(built, profile)
+    result = runners.create("local").measure(built.artifact_path, profile)
     if result.measurement is None:
         raise RuntimeError(f"{profile.name}: timing failed: {result.error}")
     m = result.measurement

@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from autoprune.testing import faults
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "fixtures"))  # user-task factories
+
+# Fault injection (AUTOPRUNE_FAULT) works in this process and in every Python process a
+# test starts: the timing processes, the command line, device servers.
+faults.install()
+os.environ.update(faults.environ())
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ traceback, and nothing already in the results folder changes."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 
@@ -40,7 +39,7 @@ def world(tmp_path_factory, digits_study):
         del os.environ["AUTOPRUNE_FAULT"]
     assert study.trials.set_index("trial").loc[1, "state"] == "FAIL"
     pkg = root / "pkg"
-    study.export(0, pkg)
+    autoprune.export_trial(study, 0, pkg)
     tampered = root / "tampered"
     shutil.copytree(pkg, tampered)
     (tampered / "model.onnx").write_bytes((tampered / "model.onnx").read_bytes() + b"\0")

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+import autoprune
+
 from autoprune.deploy import run_package, verify_package
 from autoprune.errors import ExportError, PackageError
 
@@ -14,7 +16,7 @@ from autoprune.errors import ExportError, PackageError
 def package(digits_study, tmp_path_factory):
     member = int(digits_study.front.sort_values("latency_ms").iloc[0]["trial"])
     out = tmp_path_factory.mktemp("deploy") / "pkg"
-    digits_study.export(member, out)
+    autoprune.export_trial(digits_study, member, out)
     return out, member
 
 
@@ -56,12 +58,12 @@ def test_tampered_package_is_refused(package, tmp_path):
 
 def test_export_refuses_missing_trial_failed_trial_and_nonempty_out(digits_study, tmp_path):
     with pytest.raises(ExportError, match=r"has no trial 999\. Complete trials: \[0, "):
-        digits_study.export(999, tmp_path / "a")
+        autoprune.export_trial(digits_study, 999, tmp_path / "a")
     full = tmp_path / "full"
     full.mkdir()
     (full / "keep.txt").write_text("mine")
     with pytest.raises(ExportError, match="not empty"):
-        digits_study.export(0, full)
+        autoprune.export_trial(digits_study, 0, full)
     assert (full / "keep.txt").read_text() == "mine"
 
 

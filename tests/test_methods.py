@@ -14,10 +14,12 @@ import pytest
 
 import autoprune
 from autoprune import backends, runners
-from autoprune.objective import Context, TrialFailure, candidate_attrs, run_candidate
+from autoprune.device import Device
+from autoprune.objective import Context, run_candidate
 from autoprune.profiles import load_profile
 from autoprune.pruning import GroupChoice, PruningPlan
 from autoprune.space import Constraints, load_space, resolve
+from autoprune.trials import TrialFailure, candidate_attrs
 
 QUICK = {"finetune_steps": 5, "bn_batches": 2, "eval_samples": 200}
 
@@ -29,7 +31,8 @@ def ctx(digits_task):
     resolved = resolve(space, digits_task.model, digits_task.example_input(1), digits_task.ignored_layers)
     profile = load_profile("x86-ort")
     profile = dataclasses.replace(profile, measurement=dataclasses.replace(profile.measurement, sessions=1))
-    return Context(digits_task, profile, resolved, backends.create("onnxruntime"), runners.create("local"), None)
+    device = Device(profile, backends.create("onnxruntime"), runners.create("local"))
+    return Context(digits_task, device, resolved, None)
 
 
 def _later(ctx):  # every group but the 1-channel input conv's (N:M cannot take it)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -117,13 +119,97 @@ def test_unstructured_methods_zero_weights_without_changing_shapes(method):
     if method == "sparse_magnitude":  # the survivors are the largest weights
         orig = model.layers[1].conv1.weight.detach().abs()
         assert orig[w != 0].min() >= orig[w == 0].max()
-    # the fine-tune keeps the zeros: masks are re-applied after each optimiser step
+    assert set(report.masks) == {"layers.1.conv1.weight"}
+    assert torch.equal(report.masks["layers.1.conv1.weight"], w != 0)
+    # the fine-tune keeps the zeros: the report's masks are re-applied after each step;
+    # without them (nothing hidden on the model) the same fine-tune lets them regrow
+    unmasked = copy.deepcopy(pruned)
+    _finetune(pruned, report.masks)
+    _finetune(unmasked, None)
+    assert abs(float((pruned.layers[1].conv1.weight == 0).float().mean()) - 0.6) < 0.01
+    assert float((unmasked.layers[1].conv1.weight == 0).float().mean()) < 0.1
+
+
+def _finetune(model, masks):
     from autoprune.recover import TrainConfig, train
     from autoprune.tasks import Split
 
-    data = Split(torch.randn(64, 1, 12, 12), torch.randint(0, 10, (64,)))
-    train(pruned, data, TrainConfig(steps=3, batch_size=16, lr=0.1))
-    assert abs(float((pruned.layers[1].conv1.weight == 0).float().mean()) - 0.6) < 0.01
+    g = torch.Generator().manual_seed(2)
+    data = Split(torch.randn(64, 1, 12, 12, generator=g), torch.randint(0, 10, (64,), generator=g))
+    train(model, data, TrainConfig(steps=3, batch_size=16, lr=0.1), masks=masks)
+
+
+def test_masks_carry_over_to_the_next_step_unless_a_cut_reshapes_their_layer():
+    model, x = _model()
+    sparse = PruningPlan({"layers.1.conv1": GroupChoice("sparse_magnitude", 0.5),
+                          "layers.2.conv1": GroupChoice("sparse_magnitude", 0.5)})
+    half, first = pruning.apply(model, sparse, x[:1], ignored_layers=("fc",))
+    # this cut narrows layers.2.conv1's input (its old mask no longer fits) and leaves
+    # layers.1.conv1 alone
+    cut = PruningPlan({"layers.1.shortcut.0": GroupChoice("l1", 0.5)})
+    pruned, report = pruning.apply(half, cut, x[:1], ignored_layers=("fc",), masks=first.masks)
+    assert set(report.masks) == {"layers.1.conv1.weight"}
+    assert torch.equal(report.masks["layers.1.conv1.weight"], first.masks["layers.1.conv1.weight"])
+    _finetune(pruned, report.masks)
+    assert float((pruned.layers[1].conv1.weight == 0).float().mean()) == pytest.approx(0.5, abs=0.01)
+    # without the earlier masks the second step knows of none
+    assert pruning.apply(half, cut, x[:1], ignored_layers=("fc",))[1].masks == {}
+
+
+def test_restored_masks_match_the_ones_pruning_made():
+    model, x = _model()
+    plan = PruningPlan({"layers.1.conv1": GroupChoice("l1", 0.5), "stem.0": GroupChoice("nm_2_4", 0.5)})
+    pruned, report = pruning.apply(model, plan, x[:1], ignored_layers=("fc",))
+    # as finalize rebuilds a trial: the shape-only plan's model, then the saved weights
+    rebuilt, _ = pruning.apply(model, plan.shape_only(), x[:1], ignored_layers=("fc",))
+    rebuilt.load_state_dict(pruned.state_dict())
+    masks = pruning.restore_masks(rebuilt, plan, x[:1], ("fc",))
+    # stem.0 was skipped by 2:4 (one input channel): its mask keeps every weight
+    assert set(masks) == {"stem.0.weight", "layers.0.conv2.weight"}
+    assert torch.equal(masks["layers.0.conv2.weight"], report.masks["layers.0.conv2.weight"])
+    assert masks["stem.0.weight"].all()
+    assert pruning.restore_masks(rebuilt, plan.shape_only(), x[:1], ("fc",)) == {}
+    with pytest.raises(ValueError, match="layers.0.conv2.weight"):
+        pruning.apply_masks(model, {"layers.0.conv2.weight": torch.ones(4, 8, 3, 3, dtype=torch.bool)})
+
+
+def test_the_fine_tune_is_seeded_by_its_config_and_leaves_the_global_rng_alone():
+    from autoprune.recover import TrainConfig, train
+    from autoprune.tasks import Split
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(16, 3))
+    data = Split(torch.randn(32, 1, 4, 4), torch.randint(0, 3, (32,)))
+
+    def trained(seed):  # dropout draws from torch's global generator
+        m = copy.deepcopy(model)
+        train(m, data, TrainConfig(steps=5, batch_size=8, seed=seed))
+        return m[2].weight.detach()
+
+    state = torch.get_rng_state()
+    first = trained(0)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(99)
+    assert torch.equal(trained(0), first)
+    assert not torch.equal(trained(1), first)
+
+
+@pytest.mark.parametrize("method", ["random", "sparse_random"])
+def test_the_seed_alone_decides_random_methods_and_the_global_rng_is_left_alone(method):
+    model, x = _model()
+    plan = PruningPlan({"layers.1.conv1": GroupChoice(method, 0.5)})
+
+    def pruned_with(seed):
+        return pruning.apply(model, plan, x[:1], ignored_layers=("fc",), seed=seed)[0].state_dict()
+
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = pruned_with(0)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(456)  # another global state does not change the result
+    again, other = pruned_with(0), pruned_with(1)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
 def test_n_m_keeps_n_of_every_m_inputs_and_names_a_layer_it_cannot_take():
@@ -170,6 +256,9 @@ def test_iterative_steps_reach_the_one_shot_widths():
     one_shot, once = pruning.apply(model, plan, x[:1], ignored_layers=("fc",))
     assert last.widths["layers.2.conv1"] == (32, 16) == once.widths["layers.2.conv1"]
     assert last.sparsity["stem.0"] == pytest.approx(0.6, abs=0.02)
+    # masks only grow: the first step's zeros are among the last step's
+    for name, mask in first.masks.items():
+        assert not (last.masks[name] & ~mask).any()
 
 
 def test_shape_only_plan_rebuilds_the_same_shapes():

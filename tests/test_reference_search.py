@@ -22,6 +22,6 @@ def test_fashion_search_finds_a_faster_model_within_budget(tmp_path):
     assert len(done) == 4
     # the most-pruned candidates are measured faster than the baseline
     assert done["latency_ms"].min() < base["latency_ms"]
-    out = result.export(int(done.sort_values("latency_ms").iloc[0]["trial"]), tmp_path / "pkg")
+    out = autoprune.export_trial(result, int(done.sort_values("latency_ms").iloc[0]["trial"]), tmp_path / "pkg")
     res = autoprune.run_package(out, runs=20)
     assert res["output_shape"] == [1, 10]

@@ -25,6 +25,7 @@ import autoprune  # noqa: E402
 from autoprune.errors import ConfigError, DeviceError  # noqa: E402
 from autoprune.profiles import load_profile  # noqa: E402
 from autoprune.testing import arm_device  # noqa: E402
+from autoprune.testing.runner_contract import RunnerCase, RunnerContract  # noqa: E402
 
 HOST_KEY = "host-x86"
 
@@ -46,6 +47,15 @@ def host_device(tmp_path_factory):
     device = arm_device.DeviceProcesses(sys.executable, HOST_KEY, tmp_path_factory.mktemp("host-device"))
     with arm_device.running(device):
         yield device
+
+
+class TestRpcRunner(RunnerContract):
+    """The runner contract through a real tracker and this machine's device server."""
+
+    @pytest.fixture(scope="class")
+    def case(self, host_device, tmp_path_factory):
+        folder = tmp_path_factory.mktemp("rpc-runner")
+        return RunnerCase.digits(host_profile(folder, host_device.tracker_address), folder)
 
 
 def test_board_profiles_parse(monkeypatch):
@@ -129,7 +139,7 @@ def test_one_search_times_every_candidate_on_two_devices(host_device, tmp_path):
     assert (trials["state"] == "COMPLETE").all(), trials[["state", "fail_reason"]]
     assert (trials["latency_ms@host-rpc"] > 0).all() and (trials["latency_ms"] > 0).all()
     for t in result.study.trials:  # the objective value is the measured figure on that device
-        assert t.values[3] == pytest.approx(t.user_attrs["latency_ms@host-rpc"])
+        assert t.values[3] == pytest.approx(result.record(t.number).devices["host-rpc"]["latency_ms"])
     # feasible on both budgets, or not on the front
     assert (result.front["latency_ms@host-rpc"] <= 0.5).all() and (result.front["latency_ms"] <= 1.0).all()
     proc = run_cli("front", str(result.study_dir))
@@ -150,10 +160,11 @@ def test_device_and_budget_counts_must_match(tmp_path):
 @pytest.mark.slow
 def test_a_crash_on_the_device_fails_one_trial_and_the_server_comes_back(tmp_path, monkeypatch):
     """A session that dies of SIGSEGV wedges TVM's server; the supervisor restarts it."""
+    # the device server listens for the fault from its start (a client cannot set one)
+    monkeypatch.setenv("AUTOPRUNE_FAULT", "segv@device#1")
     device = arm_device.DeviceProcesses(sys.executable, HOST_KEY, tmp_path / "logs")
     with arm_device.running(device):
         profile = host_profile(tmp_path, device.tracker_address)
-        monkeypatch.setenv("AUTOPRUNE_FAULT", "segv@device#1")
         result = autoprune.search(task="digits", device=str(profile), latency_budget_ms=1.0, n_trials=3,
                                   results_dir=tmp_path / "results", progress=False, warm_start=False)
         log = (device.log_dir / "server.log").read_text()
@@ -163,8 +174,8 @@ def test_a_crash_on_the_device_fails_one_trial_and_the_server_comes_back(tmp_pat
     assert "device" in reason, reason
     if "was lost during the session" in reason:  # the wedged server had left the tracker already
         assert trials.loc[1, "fail_stage"] == "interrupted"  # not counted; its plan ran again
-        retries = [t for t in result.study.trials if t.user_attrs.get("retry_of") == 1]
-        assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
+        retries = [r for r in result.records if r.retry_of == 1]
+        assert len(retries) == 1 and retries[0].complete
     else:  # the check ran before it left: the candidate is blamed
         assert trials.loc[1, "fail_stage"] == "measure"
     assert trials.loc[2, "state"] == "COMPLETE", trials.loc[2, "fail_reason"]
@@ -207,6 +218,16 @@ def board(tmp_path_factory):
                 os.environ.pop("AUTOPRUNE_TRACKER", None)
             else:
                 os.environ["AUTOPRUNE_TRACKER"] = old
+
+
+@pytest.mark.slow
+@emulated
+class TestEmulatedBoardRunner(RunnerContract):
+    """The runner contract on the emulated Cortex-A72 board (ONNX Runtime on aarch64)."""
+
+    @pytest.fixture(scope="class")
+    def case(self, board, tmp_path_factory):
+        return RunnerCase.digits("emulated-a72-ort", tmp_path_factory.mktemp("board-runner"))
 
 
 @pytest.mark.slow
@@ -281,10 +302,10 @@ def test_killing_the_device_server_mid_search_fails_a_trial_and_the_search_goes_
     # the board failed, not the candidate: not counted, and the same plan ran again
     assert (failed["fail_stage"] == "interrupted").all()
     assert (trials["fail_stage"] != "interrupted").sum() == 5
-    study_trials = {t.number: t for t in result.study.trials}
+    records = {r.number: r for r in result.records}
     for number in failed["trial"]:
-        retries = [t for t in study_trials.values() if t.user_attrs.get("retry_of") == number]
-        assert len(retries) == 1 and retries[0].params == study_trials[number].params
+        retries = [r for r in records.values() if r.retry_of == number]
+        assert len(retries) == 1 and retries[0].params == records[number].params
     # trials after the failure completed on the restarted server, the baseline among them
     later = trials[trials["trial"] > failed["trial"].max()]
     assert (later["state"] == "COMPLETE").any(), trials[["trial", "state", "fail_reason"]]

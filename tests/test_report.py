@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import run_cli
 
-from autoprune.report import hypervolume_2d
+from autoprune.pareto import hypervolume_2d
 
 SECTIONS = ("Summary", "Accuracy against measured latency", "Pruning ratios of the front",
             "Hypervolume history", "Measured latency", "Methods chosen")
@@ -59,7 +59,7 @@ def test_report_of_a_real_study_is_self_contained(digits_study, tmp_path):
     base = digits_study.baseline
     assert f"trial {int(base['trial'])}: {base['accuracy']:.2f}% at {base['latency_ms']:.3f} ms" in html
     # The heat map has a column per prunable group of the digits CNN, a row per front member.
-    plan = digits_study.study.trials[int(digits_study.front.iloc[0]["trial"])].user_attrs["plan"]
+    plan = digits_study.record(int(digits_study.front.iloc[0]["trial"])).plan
     for group in plan["groups"]:
         assert f'"{group}"' in html
     assert "reference point: 0% accuracy" in html.lower()

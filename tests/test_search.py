@@ -11,7 +11,7 @@ import pytest
 import autoprune
 from autoprune.space import load_space
 from autoprune.errors import BudgetError, StudyError
-from autoprune.study import finished_count
+from autoprune.storage import finished
 
 
 def test_search_produces_trials_front_and_files(digits_study):
@@ -56,7 +56,7 @@ def test_same_command_resumes_without_redoing_trials(digits_study):
     after = pd.read_csv(d / "trials.csv")
     assert len(after) == 6
     pd.testing.assert_frame_equal(before.drop(columns=["duration_s"]), after.drop(columns=["duration_s"]))
-    assert finished_count(again.study) == 6
+    assert finished(again.study) == 6
 
 
 def test_interrupted_trials_are_failed_and_retried(tmp_path):
@@ -71,7 +71,7 @@ def test_interrupted_trials_are_failed_and_retried(tmp_path):
     states = result.trials.set_index("trial")["state"]
     assert states[stale.number] == "FAIL"
     assert result.trials.set_index("trial").loc[stale.number, "fail_stage"] == "interrupted"
-    assert finished_count(result.study) == 3
+    assert finished(result.study) == 3
     assert (result.trials["state"] == "COMPLETE").sum() == 3
 
 

@@ -7,13 +7,13 @@ import dataclasses
 import pandas as pd
 import pytest
 
-import autoprune
 from autoprune import backends, runners
 from autoprune.objective import Context, Stager, run_candidate
 from autoprune.profiles import load_profile
+from autoprune.device import Device
 from autoprune.pruning import GroupChoice, PruningPlan
 from autoprune.space import load_space, resolve
-from autoprune.study import staging_summary
+from autoprune.search_loop import staging_summary
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,8 @@ def ctx(digits_task):
     resolved = resolve(space, digits_task.model, digits_task.example_input(1), digits_task.ignored_layers)
     profile = load_profile("x86-ort")
     profile = dataclasses.replace(profile, measurement=dataclasses.replace(profile.measurement, sessions=1))
-    return Context(digits_task, profile, resolved, backends.create("onnxruntime"), runners.create("local"), None)
+    device = Device(profile, backends.create("onnxruntime"), runners.create("local"))
+    return Context(digits_task, device, resolved, None)
 
 
 def _plan(ctx):

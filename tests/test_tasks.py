@@ -42,15 +42,20 @@ def test_missing_fashion_data_says_how_to_get_it(tmp_path):
 
 
 def test_truncated_cached_checkpoint_is_detected_and_rebuilt(tmp_path, monkeypatch):
-    from autoprune.tasks.builtin import cache_dir
+    from autoprune._config import cache_dir
 
     monkeypatch.setenv("AUTOPRUNE_CACHE", str(tmp_path))
     first = load_task("digits")
     pt = cache_dir() / "checkpoints" / "digits.pt"
     pt.write_bytes(pt.read_bytes()[:100])  # truncated, as by a crash mid-write
+    torch.manual_seed(1)  # a state that a global seed(0) while loading would change
+    state = torch.get_rng_state()
     with pytest.warns(UserWarning, match="does not match its recorded sha256"):
         again = load_task("digits")
     assert again.base_accuracy == pytest.approx(first.base_accuracy)
+    assert torch.equal(torch.get_rng_state(), state)  # retraining seeds its own stream only
+    load_task("digits")  # from the cache now
+    assert torch.equal(torch.get_rng_state(), state)
     info = json.loads((cache_dir() / "checkpoints" / "digits.json").read_text())
     assert info["recipe"]["task"] == "digits"
 

@@ -21,6 +21,8 @@ from autoprune.backends.tvm import gpu_status  # noqa: E402
 from autoprune.errors import BackendError  # noqa: E402
 from autoprune.export import to_onnx  # noqa: E402
 from autoprune.profiles import DeviceProfile, load_profile  # noqa: E402
+from autoprune.testing.backend_contract import BackendCase, BackendContract  # noqa: E402
+from autoprune.testing.runner_contract import RunnerCase, RunnerContract  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HAS_GPU = gpu_status().startswith("CUDA device")
@@ -35,6 +37,24 @@ def with_tuning(profile: DeviceProfile, db: Path, **tuning) -> DeviceProfile:
     t = dataclasses.replace(profile.tvm.tuning, database=str(db), **tuning)
     quick = dataclasses.replace(profile.measurement, sessions=1, max_seconds=0.5)
     return dataclasses.replace(profile, tvm=dataclasses.replace(profile.tvm, tuning=t), measurement=quick)
+
+
+class TestTvmBackend(BackendContract):
+    """The backend contract on x86 (untuned: the database may be empty)."""
+
+    @pytest.fixture(scope="class")
+    def case(self, tmp_path_factory):
+        folder = tmp_path_factory.mktemp("tvm-backend")
+        return BackendCase.digits(with_tuning(load_profile("x86-tvm"), folder / "db", max_trials=0), folder)
+
+
+class TestLocalRunnerWithTvm(RunnerContract):
+    """The runner contract with a TVM library in the local timing process."""
+
+    @pytest.fixture(scope="class")
+    def case(self, tmp_path_factory):
+        folder = tmp_path_factory.mktemp("tvm-runner")
+        return RunnerCase.digits(with_tuning(load_profile("x86-tvm"), folder / "db", max_trials=0), folder)
 
 
 def test_new_profiles_parse():
@@ -76,7 +96,7 @@ def test_x86_build_is_checked_against_ort_and_timed(onnx_model, tmp_path):
     assert info["tasks"] > 0 and info["tasks_tuned"] == 0 and info["tasks_default"] == info["tasks"]
     assert 0 <= info["parity_max_abs_diff"] < 1e-3
     assert json.loads(info["target"])["mcpu"] not in ("host", "")
-    result = runners.create("local").measure(built, profile)
+    result = runners.create("local").measure(built.artifact_path, profile)
     assert result.error is None, result.error
     m = result.measurement
     assert 0 < m.min_ms <= m.median_ms and m.threads == profile.tvm.num_threads
@@ -183,14 +203,14 @@ def test_search_export_and_run_with_x86_tvm(tmp_path, monkeypatch):
     assert len(done) >= 2, result.trials[["trial", "state", "fail_reason"]]
     # a trial whose architecture was timed before (the baseline, timed by the budget
     # check) takes its latency from the cache and has no build to report
-    built = [result.study.trials[int(n)].user_attrs for n in done["trial"]]
-    built = [a for a in built if not a.get("latency_cached")]
+    built = [result.record(int(n)) for n in done["trial"]]
+    built = [r for r in built if not r.latency_cached]
     assert built, "every trial hit the latency cache"
-    attrs = built[0]
-    assert attrs["build_tasks"] > 0 and "build_tasks_reused" in attrs and "build_tuning_s" in attrs
+    build = built[0].build
+    assert build["tasks"] > 0 and "tasks_reused" in build and "tuning_s" in build
     member = int(result.front.sort_values("latency_ms").iloc[0]["trial"])
     out = tmp_path / "pkg"
-    result.export(member, out)
+    autoprune.export_trial(result, member, out)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["runtime"]["backend"] == "tvm" and manifest["runtime"]["artifact"] == "model.so"
     assert {"model.so", "model.so.inputs.json", "model.onnx", "model.pt2"} <= set(manifest["files"])

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autoprune.errors import ConfigError
-
 if TYPE_CHECKING:
+    import numpy as np
+
     from autoprune.export import OnnxArtifact
     from autoprune.measure import Measurement
     from autoprune.profiles import DeviceProfile
@@ -26,29 +27,43 @@ class BuildResult:
 
 
 class Backend(abc.ABC):
-    """Builds an artifact from ONNX on the host, and times a loaded artifact on a device."""
+    """Builds an artifact from ONNX on the host, loads it to run, and times it on a device.
+
+    ``on_host`` tells a backend whether the artifact will run on this machine (the
+    ``local`` runner) or on another one (``rpc``): a build for this machine may use
+    its CPU's own layouts and check its output here; one for a board may not.
+    """
 
     name: str
 
-    def check_available(self, profile: DeviceProfile) -> None:  # noqa: B027 - optional hook
+    def check_available(self, profile: DeviceProfile, *, on_host: bool = True) -> None:  # noqa: B027
         """Raise BackendError (what was asked, what is available, how to fix) at set-up."""
 
     @abc.abstractmethod
-    def build(self, onnx: OnnxArtifact, profile: DeviceProfile, out_dir: Path) -> BuildResult:
+    def build(self, onnx: OnnxArtifact, profile: DeviceProfile, out_dir: Path, *,
+              on_host: bool = True) -> BuildResult:
         """Build the deployable artifact into ``out_dir``; never raises for a bad candidate."""
 
     @abc.abstractmethod
     def time(self, artifact_path: str, profile: DeviceProfile) -> Measurement:
         """Load the artifact and time it under ``profile.measurement`` (device side)."""
 
+    @abc.abstractmethod
+    def load(self, artifact_path: str | Path, profile: DeviceProfile,
+             runtime: Mapping[str, Any] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+        """Load the artifact to run it here: numpy input in, the first output out.
 
-def create(name: str) -> Backend:
-    if name == "onnxruntime":
-        from autoprune.backends.onnxruntime import OrtBackend
+        ``runtime`` is what :meth:`runtime_info` recorded when it was built (a deploy
+        package's manifest), if known.
 
-        return OrtBackend()
-    if name == "tvm":
-        from autoprune.backends.tvm import TvmBackend
+        Raises:
+            BackendError: the artifact cannot run on this machine (the message says where it can).
+        """
 
-        return TvmBackend()
-    raise ConfigError(f"unknown backend {name!r}; available: onnxruntime, tvm.")
+    def runs_here(self, profile: DeviceProfile) -> bool:
+        """Can this machine load what :meth:`build` makes for ``profile``?"""
+        return True
+
+    def runtime_info(self, built: BuildResult, profile: DeviceProfile) -> dict[str, Any]:
+        """What a deploy manifest records about the artifact beyond its file (JSON-friendly)."""
+        return {}

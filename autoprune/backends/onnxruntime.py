@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autoprune.backends._base import Backend, BuildResult
 from autoprune.errors import BackendError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from autoprune.export import OnnxArtifact
     from autoprune.measure import Measurement
     from autoprune.profiles import DeviceProfile, OrtSettings
@@ -38,17 +41,19 @@ def session_options(settings: OrtSettings, optimized_path: str | None = None):
 
 
 class OrtBackend(Backend):
+    """The artifact is the ORT-optimised ONNX file (the plain ONNX file for a board)."""
+
     name = "onnxruntime"
 
-    def check_available(self, profile: DeviceProfile) -> None:
-        if profile.runner != "local":
+    def check_available(self, profile: DeviceProfile, *, on_host: bool = True) -> None:
+        if not on_host:
             return  # the providers that matter are the device's; its session reports a missing one
         import onnxruntime as ort
 
         available = ort.get_available_providers()
         missing = [p for p in profile.onnxruntime.providers if p not in available]
         if missing:
-            hints = "; ".join(INSTALL_HINT.get(p, f"install an onnxruntime build with {p}") for p in missing)
+            hints = _hints(missing)
             raise BackendError(
                 f"profile {profile.name!r} asks for {', '.join(missing)}, but this onnxruntime "
                 f"offers {available}. To fix: {hints}, or choose another profile (`autoprune devices`)."
@@ -64,11 +69,12 @@ class OrtBackend(Backend):
                 "(`autoprune devices`)."
             )
 
-    def build(self, onnx: OnnxArtifact, profile: DeviceProfile, out_dir: Path) -> BuildResult:
+    def build(self, onnx: OnnxArtifact, profile: DeviceProfile, out_dir: Path, *,
+              on_host: bool = True) -> BuildResult:
         import onnxruntime as ort
 
         start = time.perf_counter()
-        if profile.runner != "local":
+        if not on_host:
             # ORT's "all" level writes layouts for this CPU (NCHWc on x86) that another
             # machine may not run; the device optimises the plain model when it loads it
             import shutil
@@ -108,6 +114,28 @@ class OrtBackend(Backend):
             def run_once():
                 session.run(None, feeds)
         return timed_loop(run_once, profile.measurement, settings.intra_op_threads)
+
+    def load(self, artifact_path: str | Path, profile: DeviceProfile,
+             runtime: Mapping[str, Any] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+        import onnxruntime as ort
+
+        settings = profile.onnxruntime
+        available = ort.get_available_providers()
+        providers = [p for p in settings.providers if p in available]
+        if not providers:
+            raise BackendError(f"the model needs {list(settings.providers)}, but this onnxruntime offers "
+                               f"{available}. To fix: {_hints(settings.providers)}.")
+        session = ort.InferenceSession(str(artifact_path), session_options(settings), providers=providers)
+        name = session.get_inputs()[0].name
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return session.run(None, {name: x})[0]
+
+        return run
+
+
+def _hints(providers) -> str:
+    return "; ".join(INSTALL_HINT.get(p, f"install an onnxruntime build with {p}") for p in providers)
 
 
 def _bound_run(session, feeds, provider: str):

@@ -31,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,8 @@ from autoprune.backends._base import Backend, BuildResult
 from autoprune.errors import BackendError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from autoprune.export import OnnxArtifact
     from autoprune.measure import Measurement
     from autoprune.profiles import DeviceProfile, TvmSettings
@@ -81,8 +84,7 @@ def database_dir(profile: DeviceProfile, target: dict[str, Any]) -> Path:
     """Where tuning records for ``target`` live (shared by candidates, studies, profiles)."""
     import tvm
 
-    from autoprune._config import stable_hash
-    from autoprune.tasks.builtin import cache_dir
+    from autoprune._config import cache_dir, stable_hash
 
     assert profile.tvm is not None
     if profile.tvm.tuning.database:
@@ -213,9 +215,11 @@ def run_library(vm, dev, inputs: list) -> list:
 
 
 class TvmBackend(Backend):
+    """The artifact is a compiled shared library: a Relax VM executable for the profile's target."""
+
     name = "tvm"
 
-    def check_available(self, profile: DeviceProfile) -> None:
+    def check_available(self, profile: DeviceProfile, *, on_host: bool = True) -> None:
         assert profile.tvm is not None
         try:
             import tvm  # noqa: F401
@@ -232,7 +236,7 @@ class TvmBackend(Backend):
             raise BackendError(
                 f"profile {profile.name!r} cross-compiles with {cc}, which is not on PATH. To fix: {hint}."
             )
-        if profile.runner != "local":
+        if not on_host:
             return  # timed on the device; the runner checks that it is reachable
         if target["kind"] in GPU_KINDS:
             status = gpu_status()
@@ -252,7 +256,10 @@ class TvmBackend(Backend):
                 "with a profile whose `runner` is `rpc` (e.g. rpi4-tvm; see `autoprune devices`)."
             )
 
-    def build(self, onnx: OnnxArtifact, profile: DeviceProfile, out_dir: Path) -> BuildResult:
+    def build(self, onnx: OnnxArtifact, profile: DeviceProfile, out_dir: Path, *,
+              on_host: bool = True) -> BuildResult:
+        # on_host or not, the library is for the profile's target; whether it can be
+        # checked here depends on that target alone (``runs_here``)
         start = time.perf_counter()
         info: dict[str, Any] = {}
         try:
@@ -327,7 +334,6 @@ class TvmBackend(Backend):
                         info: dict[str, Any]):
         """Tune the tasks the database lacks (within budget), then apply the database."""
         _light_tensor_intrin()
-        import tvm
         from tvm import relax
         from tvm.s_tir import meta_schedule as ms
         from tvm.s_tir.analysis import estimate_tir_flops
@@ -403,6 +409,44 @@ class TvmBackend(Backend):
         vm, dev = load_library(library)
         got = run_library(vm, dev, random_inputs(specs))
         return parity(cls._reference_outputs(onnx_path, specs), got, settings)
+
+    def runs_here(self, profile: DeviceProfile) -> bool:
+        assert profile.tvm is not None
+        return runs_here(resolve_target(profile.tvm))
+
+    def runtime_info(self, built: BuildResult, profile: DeviceProfile) -> dict[str, Any]:
+        assert profile.tvm is not None
+        # what the library was compiled for (``mcpu: host`` resolved), and how
+        return {"target": resolve_target(profile.tvm), "build": built.info}
+
+    def load(self, artifact_path: str | Path, profile: DeviceProfile,
+             runtime: Mapping[str, Any] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+        assert profile.tvm is not None
+        try:
+            import tvm
+        except ImportError as exc:
+            raise BackendError(f"this model needs Apache TVM ({exc}); {INSTALL_HINT}.") from None
+        library = Path(artifact_path)
+        target = dict((runtime or {}).get("target") or resolve_target(profile.tvm))
+        if target["kind"] in GPU_KINDS:
+            status = gpu_status()
+            if not status.startswith("CUDA device"):
+                raise BackendError(f"{library.name} is a CUDA library ({target}); this machine has {status}. "
+                                   "Run it on a machine with an NVIDIA GPU.")
+        elif not runs_here(target):
+            raise BackendError(
+                f"{library.name} was compiled for {target.get('mtriple')} ({target.get('mcpu', 'generic')}); it "
+                f"cannot run on this {platform.machine()} machine. Copy the package to the device and run "
+                f"`autoprune run` there, or load it with the TVM {tvm.__version__} runtime: "
+                "`relax.VirtualMachine(tvm.runtime.load_module('model.so'), tvm.cpu())`."
+            )
+        vm, dev = load_library(library, target["kind"])
+        main = vm["main"]
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return main(tvm.runtime.tensor(x, dev)).numpy()  # the copy back counts, as with ONNX Runtime
+
+        return run
 
     def time(self, artifact_path: str, profile: DeviceProfile) -> Measurement:
         import tvm

@@ -13,36 +13,39 @@ import os
 import signal
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from autoprune.measure import Measurement, combine
-from autoprune.runners._base import Runner, RunnerResult
-from autoprune.testing import faults
+from autoprune.measure import combine
+from autoprune.runners._base import Runner
+from autoprune.runners._protocol import ResultKind, RunnerResult, from_output
 
 if TYPE_CHECKING:
-    from autoprune.backends import BuildResult
     from autoprune.profiles import DeviceProfile
-
-RESULT_TAG = "AUTOPRUNE-RESULT "
 
 
 class LocalRunner(Runner):
-    def measure(self, build: BuildResult, profile: DeviceProfile) -> RunnerResult:
-        if build.artifact_path is None:
-            return RunnerResult(None, f"nothing to time: build failed ({build.error})")
+    name = "local"
+    on_host = True
+
+    def describe(self, profile: DeviceProfile) -> tuple[str, dict[str, Any]]:
+        from autoprune.runners._device import device_info
+
+        return "this machine", device_info()
+
+    def measure(self, artifact_path: str, profile: DeviceProfile, *, tag: str = "") -> RunnerResult:
         parts = []
         for _ in range(profile.measurement.sessions):
-            result = self._one_process(build, profile)
-            if result.measurement is None:
+            result = self._one_process(artifact_path, profile, tag)
+            if not result.ok:
                 return result
+            assert result.measurement is not None
             parts.append(result.measurement)
-        return RunnerResult(combine(parts, profile.measurement.max_spread))
+        return RunnerResult.measured(combine(parts, profile.measurement.max_spread))
 
-    def _one_process(self, build: BuildResult, profile: DeviceProfile) -> RunnerResult:
-        request = json.dumps({"artifact": build.artifact_path, "profile": profile.to_dict()})
+    def _one_process(self, artifact_path: str, profile: DeviceProfile, tag: str) -> RunnerResult:
+        request = json.dumps({"artifact": artifact_path, "profile": profile.to_dict(), "tag": tag})
         threads = str(profile.threads)
         env = dict(os.environ, OMP_NUM_THREADS=threads, TVM_NUM_THREADS=threads)
-        env.update(faults.child_env())
         limit = profile.measurement.memory_limit_mb
         proc = subprocess.Popen(
             [sys.executable, "-m", "autoprune.runners._device"],
@@ -59,18 +62,18 @@ class LocalRunner(Runner):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-            return RunnerResult(None, f"timing timed out after {profile.measurement.timeout_s:g} s")
+            return RunnerResult.failed(ResultKind.TIMED_OUT,
+                                       f"timing timed out after {profile.measurement.timeout_s:g} s")
         if proc.returncode < 0:
             name = signal.Signals(-proc.returncode).name
-            return RunnerResult(None, f"timing process died with {name} (exit {proc.returncode})")
-        for line in reversed(out.splitlines()):
-            if line.startswith(RESULT_TAG):
-                payload = json.loads(line[len(RESULT_TAG):])
-                if payload.get("error"):
-                    return RunnerResult(None, payload["error"])
-                return RunnerResult(Measurement.from_dict(payload["measurement"]))
+            return RunnerResult.failed(ResultKind.CANDIDATE_FAILED,
+                                       f"timing process died with {name} (exit {proc.returncode})")
+        result = from_output(out)
+        if result is not None:
+            return result
         tail = (err.strip().splitlines() or ["no output"])[-1]
-        return RunnerResult(None, f"timing process exited with code {proc.returncode}: {tail}")
+        return RunnerResult.failed(ResultKind.CANDIDATE_FAILED,
+                                   f"timing process exited with code {proc.returncode}: {tail}")
 
 
 def _limit_memory(megabytes: int) -> None:

@@ -13,9 +13,9 @@ What goes wrong, and what the trial gets:
 - the tracker is unreachable, no device is registered under the key, or none is free
   within ``queue_timeout_s``: tried again after ``backoff_s``, doubling, up to
   ``retries`` times, then the trial fails with what was tried and how to fix it;
-- the device drops off the tracker during the session (it died or wedged): the trial
-  fails with that reason (the search runs its plan once more, uncounted: see
-  ``study.LOST_DEVICE``); the next trial starts by reconnecting (with the back-off);
+- the device drops off the tracker during the session (it died or wedged): a
+  ``device_lost`` result (the search runs the trial's plan once more, uncounted); the
+  next trial starts by reconnecting (with the back-off);
 - the candidate itself fails on the device (wrong ISA, parity, out of memory): the
   trial fails with the device's message, and no retry.
 
@@ -35,17 +35,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import DeviceError
-from autoprune.measure import Measurement, combine
-from autoprune.runners._base import Runner, RunnerResult
-from autoprune.runners.local import RESULT_TAG
-from autoprune.testing import faults
+from autoprune.measure import combine
+from autoprune.runners._base import Runner
+from autoprune.runners._protocol import ResultKind, RunnerResult, from_output
 
 if TYPE_CHECKING:
-    from autoprune.backends import BuildResult
     from autoprune.profiles import DeviceProfile
 
 CONNECT_S = 60.0  # connecting, uploading and loading, beyond the queue and the timing itself
-UNREACHABLE = "unreachable"  # an error kind worth retrying: nothing ran on a device
 
 
 def start_hint(host: str, port: int, key: str) -> str:
@@ -55,45 +52,56 @@ def start_hint(host: str, port: int, key: str) -> str:
 
 
 class RpcRunner(Runner):
+    name = "rpc"
+    on_host = False
+
     def check_available(self, profile: DeviceProfile) -> None:
         """The tracker answers and a device is registered under the key (not that it is free)."""
-        assert profile.rpc is not None
-        host, port, key = profile.rpc.resolved()
+        host, port, key = _settings(profile).resolved()
         why = tracker_status(host, port, key)
         if why:
             raise DeviceError(f"profile {profile.name!r} times candidates over TVM RPC, but {why}.")
 
-    def measure(self, build: BuildResult, profile: DeviceProfile) -> RunnerResult:
-        if build.artifact_path is None:
-            return RunnerResult(None, f"nothing to time: build failed ({build.error})")
+    def describe(self, profile: DeviceProfile) -> tuple[str, dict[str, Any]]:
+        host, port, key = _settings(profile).resolved()
+        result = session(None, profile)
+        if not result.ok:
+            raise DeviceError(f"profile {profile.name!r}: {result.error}")
+        return f"key {key!r} at tracker {host}:{port}", result.info
+
+    def measure(self, artifact_path: str, profile: DeviceProfile, *, tag: str = "") -> RunnerResult:
         parts = []
         for _ in range(profile.measurement.sessions):
-            result = self._with_retries(build.artifact_path, profile)
-            if result.measurement is None:
+            result = self._with_retries(artifact_path, profile, tag)
+            if not result.ok:
                 return result
+            assert result.measurement is not None
             parts.append(result.measurement)
-        return RunnerResult(combine(parts, profile.measurement.max_spread))
+        return RunnerResult.measured(combine(parts, profile.measurement.max_spread))
 
-    def _with_retries(self, artifact: str, profile: DeviceProfile) -> RunnerResult:
-        assert profile.rpc is not None
-        attempts = profile.rpc.retries + 1
+    def _with_retries(self, artifact: str, profile: DeviceProfile, tag: str) -> RunnerResult:
+        settings = _settings(profile)
+        attempts = settings.retries + 1
         for attempt in range(attempts):
-            payload = session(artifact, profile)
-            if "measurement" in payload:
-                return RunnerResult(Measurement.from_dict(payload["measurement"]))
-            if payload.get("kind") != UNREACHABLE:
-                return RunnerResult(None, payload["error"])
+            result = session(artifact, profile, tag=tag)
+            if result.kind is not ResultKind.UNREACHABLE:
+                return result
             if attempt + 1 < attempts:
-                time.sleep(profile.rpc.backoff_s * 2**attempt)
-        return RunnerResult(None, f"{payload['error']} (tried {attempts} times)")
+                time.sleep(settings.backoff_s * 2**attempt)
+        return RunnerResult.failed(ResultKind.UNREACHABLE, f"{result.error} (tried {attempts} times)")
 
 
-def session(artifact: str | None, profile: DeviceProfile, timeout_s: float | None = None) -> dict[str, Any]:
+def _settings(profile: DeviceProfile):
+    assert profile.rpc is not None  # DeviceProfile refuses the rpc runner without its section
+    return profile.rpc
+
+
+def session(artifact: str | None, profile: DeviceProfile, timeout_s: float | None = None,
+            tag: str = "") -> RunnerResult:
     """One RPC session in a subprocess: time ``artifact`` (None: only ask the device what it is)."""
-    assert profile.rpc is not None
-    request = {"artifact": artifact, "profile": profile.to_dict(), "fault": os.environ.get(faults.FAULT_ENV),
-               "trial": faults.child_env().get(faults.TRIAL_ENV)}
-    limit = timeout_s or (profile.rpc.queue_timeout_s + profile.measurement.timeout_s + CONNECT_S)
+    settings = _settings(profile)
+    request = {"artifact": artifact, "profile": profile.to_dict(), "tag": tag}
+    limit = timeout_s or (settings.queue_timeout_s + profile.measurement.timeout_s + CONNECT_S)
     proc = subprocess.Popen(
         [sys.executable, "-m", "autoprune.runners.rpc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -103,13 +111,14 @@ def session(artifact: str | None, profile: DeviceProfile, timeout_s: float | Non
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        return {"error": f"RPC session timed out after {limit:g} s (queue, upload and timing); the device "
-                         "may be wedged"}
-    for line in reversed(out.splitlines()):
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
+        return RunnerResult.failed(ResultKind.TIMED_OUT, f"RPC session timed out after {limit:g} s (queue, upload "
+                                   "and timing); the device may be wedged")
+    result = from_output(out)
+    if result is not None:
+        return result
     tail = (err.strip().splitlines() or ["no output"])[-1]
-    return {"error": f"RPC client process exited with code {proc.returncode}: {tail}"}
+    return RunnerResult.failed(ResultKind.CANDIDATE_FAILED,
+                               f"RPC client process exited with code {proc.returncode}: {tail}")
 
 
 def tracker_servers(host: str, port: int, probe_s: float = 5.0) -> list[dict[str, Any]]:
@@ -154,21 +163,23 @@ class _Unreachable(Exception):
     pass
 
 
-def _client(request: dict[str, Any]) -> dict[str, Any]:
-    """The subprocess's work: reach the device, upload, time, clean up."""
+def _client(request: dict[str, Any]) -> RunnerResult:
+    """The subprocess's work, in numbered steps with clean-up in ``finally``."""
     from autoprune._config import from_dict
     from autoprune.profiles import DeviceProfile
 
     profile = from_dict(DeviceProfile, request["profile"], "request.profile")
-    assert profile.rpc is not None
-    host, port, key = profile.rpc.resolved()
+    settings = _settings(profile)
+    host, port, key = settings.resolved()
+    # 1. the tracker answers and knows the key
     why = tracker_status(host, port, key)
     if why:
         raise _Unreachable(why)
     from tvm import rpc
 
+    # 2. a free device from the tracker's queue, within queue_timeout_s
     tracker = rpc.connect_tracker(host, port)
-    queue_s = profile.rpc.queue_timeout_s
+    queue_s = settings.queue_timeout_s
 
     def queue_expired(*_):  # the tracker's request blocks without a limit of its own
         raise _Unreachable(f"no device with key {key!r} became free within {queue_s:g} s (queue_timeout_s)")
@@ -183,30 +194,34 @@ def _client(request: dict[str, Any]) -> dict[str, Any]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     if request["artifact"] is None:
-        return {"info": json.loads(remote.get_function("autoprune.device_info")())}
+        return RunnerResult(ResultKind.OK, info=json.loads(remote.get_function("autoprune.device_info")()))
     uploaded = []
     try:
+        # 3. upload the artifact and its side files (TVM: inputs, expected outputs)
         artifact = Path(request["artifact"])
-        for path in [artifact, *sorted(artifact.parent.glob(artifact.name + ".*"))]:  # TVM: inputs, expected
+        for path in [artifact, *sorted(artifact.parent.glob(artifact.name + ".*"))]:
             remote.upload(str(path), path.name)
             uploaded.append(path.name)
-        env = {faults.FAULT_ENV: request["fault"], faults.TRIAL_ENV: request["trial"]} if request["fault"] else {}
         try:
             time_fn = remote.get_function("autoprune.time")
         except Exception:  # noqa: BLE001 - a plain TVM RPC server
-            return {"error": f"the device under key {key!r} runs a plain TVM RPC server without autoprune's "
-                             "timing function; start it with `autoprune device-server` instead"}
-        return json.loads(time_fn(artifact.name, json.dumps(request["profile"]), json.dumps(env)))
-    except Exception as exc:  # noqa: BLE001 - classified below: device lost, or candidate failed
+            return RunnerResult.failed(
+                ResultKind.CANDIDATE_FAILED,
+                f"the device under key {key!r} runs a plain TVM RPC server without autoprune's timing "
+                "function; start it with `autoprune device-server` instead")
+        # 4. time it on the device
+        return RunnerResult.from_json(time_fn(artifact.name, json.dumps(request["profile"]), request["tag"]))
+    except Exception as exc:  # noqa: BLE001 - classified here, where it is known: device lost, or candidate
         try:
             still_there = has_key(tracker_servers(host, port), key)
         except (OSError, RuntimeError):
             still_there = False
         if not still_there:
-            return {"error": f"the device with key {key!r} was lost during the session (it died or wedged): "
-                             f"{_short(exc)}"}
-        return {"error": f"the device failed this candidate: {_short(exc)}"}
+            return RunnerResult.failed(ResultKind.DEVICE_LOST, f"the device with key {key!r} was lost during the "
+                                       f"session (it died or wedged): {_short(exc)}")
+        return RunnerResult.failed(ResultKind.CANDIDATE_FAILED, f"the device failed this candidate: {_short(exc)}")
     finally:
+        # 5. clean up
         for name in uploaded:
             try:
                 remote.remove(name)
@@ -224,12 +239,12 @@ def _short(exc: Exception) -> str:
 def main() -> None:
     request = json.loads(sys.stdin.read())
     try:
-        payload = _client(request)
+        result = _client(request)
     except _Unreachable as exc:
-        payload = {"error": str(exc), "kind": UNREACHABLE}
+        result = RunnerResult.failed(ResultKind.UNREACHABLE, str(exc))
     except Exception as exc:  # noqa: BLE001 - reported to the parent as the trial's reason
-        payload = {"error": _short(exc)}
-    print(RESULT_TAG + json.dumps(payload), flush=True)
+        result = RunnerResult.failed(ResultKind.CANDIDATE_FAILED, _short(exc))
+    print(result.line(), flush=True)
 
 
 if __name__ == "__main__":

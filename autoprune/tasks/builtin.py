@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autoprune._config import atomic_write_text, sha256_file
+from autoprune._config import atomic_write_text, cache_dir, sha256_file
 from autoprune.errors import DataError
 from autoprune.recover import TrainConfig, train
 from autoprune.tasks._base import Split, Task
@@ -39,10 +39,6 @@ RECIPES: dict[str, TrainConfig] = {
     "fashion-mnist": TrainConfig(steps=1500, batch_size=128, lr=0.1, hflip=True, seed=0),
     "digits": TrainConfig(steps=400, batch_size=64, lr=0.05, seed=0),
 }
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("AUTOPRUNE_CACHE", Path.home() / ".cache" / "autoprune"))
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -145,7 +141,7 @@ def _try_load(pt: Path, meta: Path, name: str, build: Callable[[], nn.Module]):
         if sha256_file(pt) != info["sha256"]:
             warnings.warn(f"checkpoint {pt} does not match its recorded sha256; rebuilding it.")
             return None
-        model = build()
+        model = _initial(build)
         model.load_state_dict(torch.load(pt, map_location="cpu", weights_only=True))
     except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
         warnings.warn(f"checkpoint {pt} is unreadable ({exc}); rebuilding it.")
@@ -167,11 +163,18 @@ def base_checkpoint(
     return model, acc
 
 
+def _initial(build: Callable[[], nn.Module]) -> nn.Module:
+    """The untrained model, initialised from seed 0 (a reproducible checkpoint) on a
+    fork of torch's generator: loading a task leaves the caller's random stream alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(0)
+        return build()
+
+
 def train_base(name: str, build: Callable[[], nn.Module], train_split: Split, val_split: Split):
     from autoprune.evaluate import accuracy
 
-    torch.manual_seed(0)
-    model = build()
+    model = _initial(build)
     recipe = RECIPES[name]
     start = time.perf_counter()
     print(f"training the {name} base model once ({recipe.steps} steps); it is cached afterwards",

@@ -1,0 +1,589 @@
+"""The search loop: ``autoprune search`` and ``autoprune worker`` share it.
+
+Objectives are accuracy (maximise), latency_ms (minimise) and size_mb (minimise), then
+one latency per further device. The latency budget is a constraint
+(``Trial.set_constraint``): infeasible trials are kept and ranked behind feasible
+ones. Trial 0 is the unpruned model, the baseline; the uniform plans a user would try
+by hand come next (warm start).
+
+The path, for a new search, a resumed one and a worker alike:
+
+1. :func:`_set_up` checks every name, file and device and the results folder (nothing
+   is written, nothing heavy imported);
+2. the storage is opened and an existing study of the name vetted (:mod:`autoprune.storage`);
+3. :func:`_prepare` loads the task, resolves the space and, for a new study, checks that
+   the budget is reachable, then writes ``config.json``;
+4. the study is created or loaded, and :func:`run_trials` runs this process's share.
+
+Example:
+    >>> import autoprune
+    >>> result = autoprune.search(task="digits", device="x86-ort",
+    ...                           latency_budget_ms=0.05, n_trials=8)
+    >>> result.front[["trial", "accuracy", "latency_ms"]]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autoprune import storage
+from autoprune._config import atomic_write_text
+from autoprune.device import Device
+from autoprune.errors import BudgetError, ConfigError, StudyError
+from autoprune.trials import FailStage, TrialFailure, TrialFiles, TrialRecord
+
+if TYPE_CHECKING:
+    from autoprune.objective import Context, Stager
+    from autoprune.results import SearchResult
+    from autoprune.space import SearchSpace
+
+CONFIG_SCHEMA = "autoprune.study/1"
+DIRECTIONS = ("maximize", "minimize", "minimize")
+OBJECTIVES = ("accuracy", "latency_ms", "size_mb")
+WARM_START_RATIOS = (0.5, 0.3)
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """What a search is; two runs with the same identity are the same study."""
+
+    task: str
+    device: str
+    latency_budget_ms: float
+    n_trials: int
+    space: str = "default"
+    study_name: str | None = None
+    results_dir: str = "results"
+    storage: str | None = None
+    seed: int = 0
+    data_dir: str | None = None
+    sampler: str = "tpe"
+    warm_start: bool = True  # enqueue the uniform plans users try by hand
+    # More devices, each timed for every candidate: (profile, budget ms or None). Their
+    # latencies are extra objectives; a budget also makes them a per-device constraint.
+    also: tuple[tuple[str, float | None], ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [self.device, *(name for name, _ in self.also)]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"a device is named twice ({', '.join(names)}); name each once.")
+        for name, budget in self.also:
+            if budget is not None and not budget > 0:
+                raise ConfigError(f"the latency budget for {name} must be a positive number of ms, got {budget}.")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+        if not self.latency_budget_ms > 0:
+            raise ConfigError(
+                f"the latency budget must be a positive number of milliseconds, got {self.latency_budget_ms}."
+            )
+        if self.n_trials < 1:
+            raise ConfigError(f"--trials must be at least 1 (trial 0 is the baseline), got {self.n_trials}.")
+        if self.study_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", self.study_name):
+            raise ConfigError(
+                f"study name {self.study_name!r} must start with a letter or digit and use only "
+                "letters, digits, '.', '_', '+' and '-'."
+            )
+
+    @property
+    def name(self) -> str:
+        if self.study_name:
+            return self.study_name
+        # other devices by profile name (a YAML path's stem), so the name stays short
+        devices = "+".join([self.device, *(Path(n).stem if n.endswith((".yaml", ".yml")) else n
+                                           for n, _ in self.also)])
+        return re.sub(r"[^A-Za-z0-9_.+-]+", "-", f"{self.task}-{devices}").strip("-")
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.results_dir) / self.name
+
+
+def directions(n_also: int) -> list[str]:
+    """accuracy, latency, size, then one latency per additional device."""
+    return [*DIRECTIONS, *("minimize",) * n_also]
+
+
+def make_sampler(name: str, seed: int):
+    """Optuna's samplers by name; all handle the latency budget as a constraint.
+
+    The default is TPE: see results/benchmarks/samplers.md for the equal-budget comparison.
+    """
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=8)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+# -- 1. set-up: every check before anything is written --------------------------------
+
+
+@dataclass(frozen=True)
+class _Setup:
+    config: SearchConfig
+    device: Device
+    also: list[Device]
+    space: SearchSpace
+    identity: dict[str, Any]
+    resuming: bool
+
+    @property
+    def study_dir(self) -> Path:
+        return self.config.study_dir
+
+
+def _set_up(config: SearchConfig, *, worker: bool) -> _Setup:
+    from autoprune.space import load_space
+    from autoprune.tasks._loader import check_task_spec
+
+    check_task_spec(config.task)
+    device = Device.open(config.device, config.latency_budget_ms)
+    space = load_space(config.space)
+    also = [Device.open(name, budget) for name, budget in config.also]
+    identity = _identity(config, device, space, also)
+    study_dir = config.study_dir
+    if worker:  # the study exists in the storage: nothing to measure first
+        resuming = True
+        if (study_dir / "config.json").is_file():
+            _check_study_dir(study_dir, identity)
+    elif config.storage is None:
+        resuming = _check_study_dir(study_dir, identity)
+    else:
+        resuming = (study_dir / "config.json").is_file() and _check_study_dir(study_dir, identity)
+    _check_writable(Path(config.results_dir))
+    return _Setup(config, device, also, space, identity, resuming)
+
+
+def _identity(config: SearchConfig, device: Device, space: SearchSpace, also: list[Device]) -> dict[str, Any]:
+    # [profile name (its columns are latency_ms@name), profile hash, budget, as given (name or path)]
+    extra = {"also": [[d.name, d.profile.hash, d.budget_ms, given]
+                      for d, (given, _) in zip(also, config.also, strict=True)]} if also else {}
+    return {
+        "schema": CONFIG_SCHEMA,
+        "study": config.name,
+        "task": config.task,
+        "device": config.device,
+        "profile_hash": device.profile.hash,
+        "space": config.space,
+        "space_hash": space.hash,
+        "latency_budget_ms": config.latency_budget_ms,
+        "seed": config.seed,
+        "sampler": config.sampler,
+        **extra,  # absent for one device, so older studies keep their identity
+    }
+
+
+def _check_study_dir(study_dir: Path, identity: dict[str, Any]) -> bool:
+    """Return True if resuming; refuse a folder that holds anything else."""
+    cfg = study_dir / "config.json"
+    if cfg.is_file():
+        try:
+            old = json.loads(cfg.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StudyError(f"{cfg} is unreadable ({exc}); move the folder away or pick another --study.") from None
+        if any(old.get(k) != v for k, v in identity.items()):
+            raise StudyError(
+                f"{study_dir} holds a different study ({storage.diff(old, identity)}). Nothing was changed. "
+                "Use another --study NAME or --results-dir, or the original settings to resume."
+            )
+        return True
+    if study_dir.exists() and any(study_dir.iterdir()):
+        raise StudyError(
+            f"{study_dir} exists and is not an autoprune study (no config.json). Nothing was "
+            "changed. Choose another --study NAME or --results-dir."
+        )
+    return False
+
+
+def _check_writable(folder: Path) -> None:
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"results directory {folder} is not writable (checked {probe}).")
+
+
+# -- 3. the task, the resolved space, the budget check, config.json ------------------
+
+
+def _prepare(setup: _Setup, log: Callable[[str], None]) -> Context:
+    from autoprune.measure import MeasurementCache
+    from autoprune.objective import Context
+    from autoprune.space import resolve
+    from autoprune.tasks import load_task
+
+    config = setup.config
+    task = load_task(config.task, config.data_dir)
+    resolved = resolve(setup.space, task.model, task.example_input(1), task.ignored_layers)
+    if not resolved.groups:
+        raise ConfigError(
+            f"search space {config.space!r} leaves no prunable group in task "
+            f"{task.name!r}; check its rules (`autoprune groups --task {config.task}`)."
+        )
+    ctx = Context(task, setup.device, resolved, None, config.seed, also=setup.also)
+    measured = {} if setup.resuming else _check_budget(ctx, config.latency_budget_ms, log)
+    # config.json first: a folder holding it is a study that the same command resumes.
+    record = dict(setup.identity, storage=config.storage, data_dir=config.data_dir)  # not identity
+    atomic_write_text(setup.study_dir / "config.json", json.dumps(record, indent=2) + "\n")
+    if setup.device.profile.measurement.cache:
+        ctx.cache = MeasurementCache(setup.study_dir / "measurements.json")
+        for key, m in measured.items():
+            ctx.cache.put(key, m)
+        ctx.cache.flush()
+    return ctx
+
+
+def _check_budget(ctx: Context, budget_ms: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """Measure the unpruned and the most-pruned model; refuse an unreachable budget.
+
+    Returns the measurements by cache key, so that trial 0 need not time the unpruned
+    model again.
+    """
+    from autoprune.export import to_onnx
+    from autoprune.objective import prune
+    from autoprune.pruning import PruningPlan
+
+    log("measuring the unpruned and the most-pruned model to check the budget")
+    found = {}
+    with tempfile.TemporaryDirectory(prefix="autoprune-preflight-") as tmp:
+        for label, plan in (("unpruned", PruningPlan()), ("smallest", ctx.space.smallest_plan())):
+            try:
+                model, _ = prune(ctx, plan, ctx.seed)
+                onnx = to_onnx(model, ctx.example_input, Path(tmp) / f"{label}.onnx", ctx.space.space.parity_atol)
+                m = ctx.device.measure(onnx, Path(tmp)).measurement
+            except (TrialFailure, RuntimeError, ValueError) as exc:
+                if label == "unpruned":
+                    raise StudyError(
+                        f"the unpruned {ctx.task.name} model cannot be exported and timed on "
+                        f"{ctx.device.name}: {exc}"
+                    ) from None
+                log(f"[yellow]the most-pruned model failed ({exc}); budget not checked[/]")
+                continue
+            found[label] = (onnx, m)
+    measured = {ctx.device.cache_key(o): m for o, m in found.values()}
+    if "smallest" not in found:
+        return measured
+    base, small = found["unpruned"][1].median_ms, found["smallest"][1]
+    log(f"unpruned {base:.3f} ms, most-pruned {small.median_ms:.3f} ms, budget {budget_ms:g} ms")
+    # Refuse only what is out of reach beyond doubt: below the fastest single run of
+    # the smallest model (medians drift between measurements on a shared machine).
+    if budget_ms < small.min_ms:
+        raise BudgetError(
+            f"latency budget {budget_ms:g} ms is below what any candidate can "
+            f"reach on {ctx.device.name}: the unpruned model takes {base:.3f} ms and the most "
+            f"pruned one the space allows takes {small.median_ms:.3f} ms (fastest run "
+            f"{small.min_ms:.3f} ms). Raise --latency-budget-ms to at least {small.median_ms:.3f}, "
+            "or widen the space's ratio range."
+        )
+    return measured
+
+
+# -- 4. one trial, and the loop -------------------------------------------------------
+
+
+def _stager(setup: _Setup, study) -> Stager:
+    """The staging judge, from the trials finished so far (by any worker)."""
+    import optuna
+
+    from autoprune.objective import Stager
+
+    cfg = setup.space.staging
+    stager = Stager(setup.config.latency_budget_ms, cfg.over_budget_factor, cfg.min_observations, cfg.margin)
+    for r in storage.records(study, states=(optuna.trial.TrialState.COMPLETE,)):
+        if r.latency_ms is None or r.accuracy is None:
+            continue
+        # with more devices a slower candidate here may be faster there: no dominance skip
+        if r.latency_ms <= setup.config.latency_budget_ms and not setup.also:
+            stager.front.append((r.latency_ms, r.accuracy))
+        if r.evaluation == "full" and r.zero_shot_accuracy is not None:
+            stager.gains.append(r.accuracy - r.zero_shot_accuracy)
+    return stager
+
+
+def _objective(setup: _Setup, ctx: Context) -> Callable[[Any], tuple[float, ...]]:
+    from autoprune import trials
+    from autoprune.objective import run_candidate
+
+    config = setup.config
+
+    def objective(trial) -> tuple[float, ...]:
+        plan = ctx.space.suggest(trial)
+        trials.record_plan(trial, plan.to_dict())
+        ctx.stager = _stager(setup, trial.study) if setup.space.staging.enabled else None
+        files = TrialFiles.of(setup.study_dir, trial.number)
+        try:
+            cand = run_candidate(ctx, plan, files.dir, config.seed + trial.number, trial.number)
+        except TrialFailure as exc:
+            record = TrialRecord.of(trial)
+            if exc.device_lost and record.retry_of is None:
+                # The board died, not the candidate: the trial stays failed with its reason,
+                # but like a dead worker's it is not counted and its plan runs once more
+                # (otherwise a board lost during trial 0 would cost the study its baseline).
+                trials.record_failure(trial, TrialFailure(FailStage.INTERRUPTED, exc.reason))
+                trials.retry(trial.study, record)
+            else:
+                trials.record_failure(trial, exc)
+            raise
+        trials.record_candidate(trial, cand)
+        # Feasible when <= 0. Optuna ranks infeasible trials behind feasible ones but
+        # keeps them (Trial.set_constraint replaced the sampler's constraints_func in 5.0).
+        trial.set_constraint("latency_budget", cand.latency.median_ms - config.latency_budget_ms)
+        if ctx.space.space.constraints.any:  # only the unpruned reference gets here over a cap
+            trial.set_constraint("space_caps", 1.0 if cand.violation else 0.0)
+        for device in setup.also:
+            if device.budget_ms is not None:
+                trial.set_constraint(f"latency_budget@{device.name}",
+                                     cand.also[device.name].median_ms - device.budget_ms)
+        return (cand.accuracy, cand.latency.median_ms, cand.size_mb,
+                *(cand.also[d.name].median_ms for d in setup.also))
+
+    return objective
+
+
+def run_trials(store, study, target: int, objective: Callable, after_trial: Callable | None = None) -> int:
+    """Run trials until the study holds ``target`` counted trials; return how many ran here."""
+    import optuna
+
+    from autoprune import trials
+
+    ran = 0
+    while True:
+        with storage.study_lock(store, study.study_name):
+            storage.fail_dead(store, study)
+            if storage.counted(study) >= target:
+                # Others' trials still running may yet die; stay until they finish so a
+                # retry is run here rather than left for a later command.
+                if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                    return ran
+                trial = None
+            else:
+                with warnings.catch_warnings():  # "heartbeat is meant for optimize()": we beat ourselves
+                    warnings.simplefilter("ignore", UserWarning)
+                    trial = study.ask()
+                trials.record_owner(trial, storage.OWNER)
+        if trial is None:
+            time.sleep(storage.HEARTBEAT_S)
+            continue
+        state, values = optuna.trial.TrialState.FAIL, None
+        with storage.heartbeat(store, storage.trial_id(store, study, trial.number)):
+            try:
+                values = objective(trial)
+                state = optuna.trial.TrialState.COMPLETE
+            except TrialFailure:
+                pass
+            except BaseException:  # Ctrl-C or a bug: the trial is retried, not lost
+                storage.requeue(store, study, TrialRecord.of(trial), f"its worker {storage.OWNER} stopped")
+                raise
+        frozen = study.tell(trial, values, state=state)
+        ran += 1
+        if after_trial is not None:
+            after_trial(study, frozen)
+
+
+def staging_summary(df) -> str | None:
+    """One line: how many fine-tunes staged evaluation skipped and the time it saved.
+
+    Saved time is estimated per skipped trial as the median recovery time of the fully
+    evaluated pruned trials minus what the skipped trial spent in recovery and screening.
+    """
+    if df.empty or "evaluation" not in df:
+        return None
+    done = df[(df["state"] == "COMPLETE") & ~df["baseline"].astype(bool)]
+    full = done[done["evaluation"] == "full"]
+    skipped = done[done["evaluation"].astype(str).str.startswith("zero-shot")]
+    if skipped.empty or full.empty or "recover_s" not in df:
+        return None
+    screen = skipped["screen_s"].fillna(0) if "screen_s" in skipped else 0
+    saved = (full["recover_s"].median() - skipped["recover_s"] - screen).clip(lower=0).sum()
+    over = skipped["evaluation"].str.contains("over").sum()
+    return (f"staged evaluation: {len(skipped)} of {len(done)} pruned candidates were not fine-tuned "
+            f"({over} far over budget, {len(skipped) - over} dominated), saving about {saved:.0f} s")
+
+
+@dataclass
+class Session:
+    """An opened search: the study in its storage, the trial context, the objective.
+
+    ``search`` and ``worker`` open one and run it; a benchmark can run it a trial at a
+    time (``session.run(storage.counted(session.study) + 1)``).
+    """
+
+    setup: _Setup
+    ctx: Context
+    store: Any  # the Optuna RDBStorage
+    study: Any  # the optuna.Study
+
+    @property
+    def study_dir(self) -> Path:
+        return self.setup.study_dir
+
+    def run(self, target: int, after_trial: Callable | None = None) -> int:
+        """Run trials until the study holds ``target`` counted trials; return how many ran here."""
+        return run_trials(self.store, self.study, target, _objective(self.setup, self.ctx), after_trial)
+
+
+def open_session(config: SearchConfig, *, worker: bool = False, store=None,
+                 log: Callable[[str], None] = print) -> Session:
+    """Set up, open the storage, prepare, and create or load the study (steps 1-4)."""
+    import optuna
+
+    setup = _set_up(config, worker=worker)  # checks names and files before the heavy imports below
+    # Failed candidates are reported by autoprune with their stage; Optuna's own
+    # warning for each would say the same thing again.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    url = config.storage or storage.default_url(setup.study_dir)
+    wanted = directions(len(setup.also))
+    # A new search's default SQLite file is created with the study folder, after the
+    # set-up checks; any other storage is opened and vetted before anything is written.
+    if store is None and (config.storage is not None or setup.resuming):
+        store = storage.open_storage(url)
+    if store is not None and (existing := storage.load(store, config.name)) is not None:
+        storage.vet(existing, setup.identity, wanted)
+    ctx = _prepare(setup, log)
+    store = store or storage.open_storage(url)
+    queue = [{"params": ctx.space.baseline_params(), "baseline": True}]
+    if config.warm_start:  # the uniform plans a user would try by hand come next
+        queue += [{"params": ctx.space.uniform_params(r), "warm_start": f"uniform l1 {r}"} for r in WARM_START_RATIOS]
+    study = storage.create(store, config.name, sampler=make_sampler(config.sampler, config.seed),
+                           directions=wanted, wanted=setup.identity,
+                           metric_names=[*OBJECTIVES, *(f"latency_ms@{d.name}" for d in setup.also)], queue=queue)
+    if not worker:
+        storage.set_run_info(study, {"target_trials": config.n_trials, "data_dir": config.data_dir})
+    return Session(setup, ctx, store, study)
+
+
+def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool, store=None) -> SearchResult:
+    """Open a session, run this process's share of the trials, write the results."""
+    from autoprune import results
+    from autoprune.progress import SearchProgress
+
+    with SearchProgress(enabled=progress) as bar:
+        session = open_session(config, worker=worker, store=store, log=bar.log)
+        done = storage.finished(session.study)
+        if done:
+            bar.log(f"study {config.name!r}: {done} trial(s) already finished, {max(0, target - done)} to go")
+        bar.start(total=target, done=done)
+
+        def after_trial(study, trial) -> None:
+            bar.advance(TrialRecord.of(trial), config.latency_budget_ms)
+            sys.audit("autoprune.results", trial.number)
+            results.write_trials(study, session.study_dir)
+
+        session.run(target, after_trial)
+        saved = staging_summary(results.trials_frame(session.study))
+        if saved:
+            bar.log(saved)
+    result = results.SearchResult.load(session.study_dir, storage=config.storage)
+    result.write_all()
+    return result
+
+
+def search(
+    *,
+    task: str,
+    device: str,
+    latency_budget_ms: float,
+    n_trials: int,
+    space: str = "default",
+    study_name: str | None = None,
+    results_dir: str | Path = "results",
+    storage: str | None = None,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    sampler: str = "tpe",
+    warm_start: bool = True,
+    also: dict[str, float | None] | None = None,
+) -> SearchResult:
+    """Run (or resume) a search and return its :class:`~autoprune.results.SearchResult`.
+
+    ``n_trials`` is the total the study should hold, baseline included: running the same
+    call again after an interruption finishes the remaining trials only. ``also`` names
+    more device profiles to time every candidate on, each with its own budget (or None):
+    ``also={"rpi4-ort": 40.0}``. Their latencies are objectives too, so the front holds
+    the models that are best on any device.
+
+    Raises:
+        AutopruneError: a set-up problem (unknown names, bad files, unreachable budget,
+            a results directory holding another study). Candidate failures never raise.
+    """
+    config = SearchConfig(
+        task=task,
+        device=device,
+        latency_budget_ms=float(latency_budget_ms),
+        n_trials=int(n_trials),
+        space=space,
+        study_name=study_name,
+        results_dir=str(results_dir),
+        storage=storage,
+        seed=seed,
+        data_dir=None if data_dir is None else str(data_dir),
+        sampler=sampler,
+        warm_start=warm_start,
+        also=tuple((name, None if b is None else float(b)) for name, b in (also or {}).items()),
+    )
+    return _execute(config, target=config.n_trials, worker=False, progress=progress)
+
+
+def join(
+    *,
+    storage: str,
+    study_name: str,
+    results_dir: str | Path = "results",
+    n_trials: int | None = None,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+) -> SearchResult:
+    """Join a running study as a worker: run its trials until it holds its target.
+
+    The study's task, device profile, space and budget come from the storage; this
+    machine must have the same device profile (by hash: latencies must be comparable)
+    and search space. Trial files go to ``results_dir/<study>/trials/`` here.
+
+    Raises:
+        StudyError: no such study in the storage, or it was not created by autoprune.
+        AutopruneError: this machine's profile or space differs from the study's.
+    """
+    from autoprune import storage as storage_mod
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    store = storage_mod.open_storage(storage)
+    existing = storage_mod.load(store, study_name)
+    if existing is None:
+        names = storage_mod.study_names(store)
+        raise StudyError(
+            f"storage {storage!r} has no study {study_name!r} (it has: {', '.join(names) or 'none'}). "
+            "Start it first with `autoprune search ... --storage URL --study NAME`."
+        )
+    identity = storage_mod.identity(existing)
+    if identity is None:
+        raise StudyError(f"study {study_name!r} in {storage!r} was not created by autoprune.")
+    run = storage_mod.run_info(existing)
+    target = int(n_trials if n_trials is not None else run.get("target_trials", 0))
+    if data_dir is None:
+        data_dir = run.get("data_dir")
+    config = SearchConfig(
+        task=identity["task"], device=identity["device"], latency_budget_ms=identity["latency_budget_ms"],
+        n_trials=max(1, target), space=identity["space"], study_name=study_name, results_dir=str(results_dir),
+        storage=storage, seed=identity["seed"], data_dir=None if data_dir is None else str(data_dir),
+        sampler=identity.get("sampler", "tpe"),
+        also=tuple((given, budget) for _, _, budget, given in identity.get("also", [])),
+    )
+    return _execute(config, target=target, worker=True, progress=progress, store=store)
