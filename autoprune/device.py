@@ -45,6 +45,7 @@ class DeviceMeasurement:
     measurement: Measurement
     cached: bool  # taken from the measurement cache, not timed now
     build_info: dict[str, Any] = field(default_factory=dict)  # BuildResult.info; empty when cached
+    build_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -69,16 +70,22 @@ class Device:
         Raises:
             AutopruneError: unknown profile, missing runtime, unreachable device.
         """
-        from autoprune import backends, runners
         from autoprune.profiles import load_profile
 
         profile = load_profile(name_or_path)
         if fresh:
             profile = dataclasses.replace(profile, measurement=dataclasses.replace(profile.measurement, cache=False))
-        device = cls(profile, backends.create(profile.backend), runners.create(profile.runner), budget_ms)
+        device = cls.of(profile, budget_ms)
         if check:
             device.check_available()
         return device
+
+    @classmethod
+    def of(cls, profile: DeviceProfile, budget_ms: float | None = None) -> Device:
+        """The device of a loaded (or modified) profile, with the backend and runner it names."""
+        from autoprune import backends, runners
+
+        return cls(profile, backends.create(profile.backend), runners.create(profile.runner), budget_ms)
 
     @property
     def name(self) -> str:
@@ -92,6 +99,7 @@ class Device:
         return MeasurementCache.key(onnx.arch_hash, self.backend.name, self.profile.hash)
 
     def build(self, onnx: OnnxArtifact, out_dir: Path) -> BuildResult:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
         return self.backend.build(onnx, self.profile, Path(out_dir), on_host=self.runner.on_host)
 
     def measure(self, onnx: OnnxArtifact, work_dir: Path, *, cache: MeasurementCache | None = None,
@@ -122,7 +130,7 @@ class Device:
         Path(built.artifact_path).unlink(missing_ok=True)  # rebuilt on export; saves disk
         if cache is not None and self.profile.measurement.cache:
             cache.put(key, result.measurement)
-        return DeviceMeasurement(result.measurement, False, dict(built.info))
+        return DeviceMeasurement(result.measurement, False, dict(built.info), built.build_s)
 
     def describe(self) -> tuple[str, dict[str, Any]]:
         """Where the device is, in words, and what it is (asked of the device itself)."""

@@ -196,8 +196,13 @@ class RpcSettings:
         return (*self.address(tracker), os.environ.get("AUTOPRUNE_DEVICE_KEY") or self.key)
 
 
-# the sections a backend or runner of the same name reads its settings from
-SECTIONS = ("onnxruntime", "tvm", "rpc")
+# The sections a backend or runner of the same name reads its settings from, and what
+# a profile must give when that section has no usable default.
+SECTIONS = {
+    "onnxruntime": "",  # every key has a default
+    "tvm": "a `tvm:` section (at least `target`)",
+    "rpc": "an `rpc:` section (at least `key`)",
+}
 
 
 @dataclass(frozen=True)
@@ -222,10 +227,9 @@ class DeviceProfile:
             raise ValueError(f"unsupported profile version {self.version}; this autoprune reads 1.")
         # A backend's or runner's own settings live in the section named after it
         # (``tvm:``, ``rpc:``); one that has a section cannot work without it.
-        for kind, name, needs in (("backend", self.backend, "at least `target`"),
-                                  ("runner", self.runner, "at least `key`")):
-            if name in SECTIONS and getattr(self, name) is None:
-                raise ValueError(f"{kind} `{name}` needs a `{name}:` section ({needs}).")
+        for kind, name in (("backend", self.backend), ("runner", self.runner)):
+            if SECTIONS.get(name) and getattr(self, name) is None:
+                raise ValueError(f"{kind} `{name}` needs {SECTIONS[name]}.")
 
     @property
     def settings(self) -> Any:

@@ -168,10 +168,9 @@ class SearchResult:
             raise StudyError(f"{cfg} is damaged ({type(exc).__name__}: {exc}); it cannot be read.") from None
         url = storage or identity.get("storage") or default_url(study_dir)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        try:
-            study = optuna.load_study(study_name=identity["study"], storage=url)
-        except KeyError:
-            raise StudyError(f"storage {url!r} has no study {identity['study']!r}.") from None
+        study = storage_mod.load(storage_mod.open_storage(url), identity["study"])
+        if study is None:
+            raise StudyError(f"storage {storage_mod.without_password(url)!r} has no study {identity['study']!r}.")
         records = storage_mod.records(study)
         trials = trials_frame(study, records)
         numbers = front_numbers(study) if not trials.empty else []

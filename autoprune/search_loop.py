@@ -160,11 +160,11 @@ def _set_up(config: SearchConfig, *, worker: bool) -> _Setup:
     if worker:  # the study exists in the storage: nothing to measure first
         resuming = True
         if (study_dir / "config.json").is_file():
-            _check_study_dir(study_dir, identity)
+            _check_study_dir(study_dir, identity, config.storage)
     elif config.storage is None:
-        resuming = _check_study_dir(study_dir, identity)
+        resuming = _check_study_dir(study_dir, identity, config.storage)
     else:
-        resuming = (study_dir / "config.json").is_file() and _check_study_dir(study_dir, identity)
+        resuming = (study_dir / "config.json").is_file() and _check_study_dir(study_dir, identity, config.storage)
     _check_writable(Path(config.results_dir))
     return _Setup(config, device, also, space, identity, resuming)
 
@@ -188,18 +188,31 @@ def _identity(config: SearchConfig, device: Device, space: SearchSpace, also: li
     }
 
 
-def _check_study_dir(study_dir: Path, identity: dict[str, Any]) -> bool:
-    """Return True if resuming; refuse a folder that holds anything else."""
+def _check_study_dir(study_dir: Path, identity: dict[str, Any], storage_url: str | None) -> bool:
+    """Return True if resuming; refuse a folder that holds anything else.
+
+    A results folder belongs to one study in one storage: the same settings with
+    another ``--storage`` would be another study writing into this one's trial folders.
+    """
     cfg = study_dir / "config.json"
     if cfg.is_file():
         try:
             old = json.loads(cfg.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise StudyError(f"{cfg} is unreadable ({exc}); move the folder away or pick another --study.") from None
+        if not isinstance(old, dict):
+            raise StudyError(f"{cfg} is damaged (not a JSON object); move the folder away or pick another --study.")
         if any(old.get(k) != v for k, v in identity.items()):
             raise StudyError(
                 f"{study_dir} holds a different study ({storage.diff(old, identity)}). Nothing was changed. "
                 "Use another --study NAME or --results-dir, or the original settings to resume."
+            )
+        there, here = old.get("storage"), storage.without_password(storage_url)
+        if there != here:
+            raise StudyError(
+                f"{study_dir} holds the study stored in {there or 'its own study.db'}, and this command names "
+                f"{here or 'the default study.db in the folder'}. Nothing was changed. Resume with the "
+                "same --storage as before, or use another --results-dir or --study NAME."
             )
         return True
     if study_dir.exists() and any(study_dir.iterdir()):
@@ -238,7 +251,8 @@ def _prepare(setup: _Setup, log: Callable[[str], None]) -> Context:
     ctx = Context(task, setup.device, resolved, None, config.seed, also=setup.also)
     measured = {} if setup.resuming else _check_budget(ctx, config.latency_budget_ms, log)
     # config.json first: a folder holding it is a study that the same command resumes.
-    record = dict(setup.identity, storage=config.storage, data_dir=config.data_dir)  # not identity
+    # not identity; the storage URL never with its password (config.json is readable by others)
+    record = dict(setup.identity, storage=storage.without_password(config.storage), data_dir=config.data_dir)
     atomic_write_text(setup.study_dir / "config.json", json.dumps(record, indent=2) + "\n")
     if setup.device.profile.measurement.cache:
         ctx.cache = MeasurementCache(setup.study_dir / "measurements.json")
@@ -315,13 +329,14 @@ def _stager(setup: _Setup, study) -> Stager:
     return stager
 
 
-def _objective(setup: _Setup, ctx: Context) -> Callable[[Any], tuple[float, ...]]:
+def _objective(setup: _Setup, ctx: Context, store) -> Callable[[Any], tuple[float, ...]]:
     from autoprune import trials
     from autoprune.objective import run_candidate
 
     config = setup.config
 
     def objective(trial) -> tuple[float, ...]:
+        sys.audit("autoprune.trial", trial.number)
         plan = ctx.space.suggest(trial)
         trials.record_plan(trial, plan.to_dict())
         ctx.stager = _stager(setup, trial.study) if setup.space.staging.enabled else None
@@ -335,7 +350,7 @@ def _objective(setup: _Setup, ctx: Context) -> Callable[[Any], tuple[float, ...]
                 # but like a dead worker's it is not counted and its plan runs once more
                 # (otherwise a board lost during trial 0 would cost the study its baseline).
                 trials.record_failure(trial, TrialFailure(FailStage.INTERRUPTED, exc.reason))
-                trials.retry(trial.study, record)
+                storage.retry(store, trial.study, record)
             else:
                 trials.record_failure(trial, exc)
             raise
@@ -434,7 +449,7 @@ class Session:
 
     def run(self, target: int, after_trial: Callable | None = None) -> int:
         """Run trials until the study holds ``target`` counted trials; return how many ran here."""
-        return run_trials(self.store, self.study, target, _objective(self.setup, self.ctx), after_trial)
+        return run_trials(self.store, self.study, target, _objective(self.setup, self.ctx, self.store), after_trial)
 
 
 def open_session(config: SearchConfig, *, worker: bool = False, store=None,
@@ -569,12 +584,14 @@ def join(
     if existing is None:
         names = storage_mod.study_names(store)
         raise StudyError(
-            f"storage {storage!r} has no study {study_name!r} (it has: {', '.join(names) or 'none'}). "
+            f"storage {storage_mod.without_password(storage)!r} has no study {study_name!r} "
+            f"(it has: {', '.join(names) or 'none'}). "
             "Start it first with `autoprune search ... --storage URL --study NAME`."
         )
     identity = storage_mod.identity(existing)
     if identity is None:
-        raise StudyError(f"study {study_name!r} in {storage!r} was not created by autoprune.")
+        raise StudyError(f"study {study_name!r} in {storage_mod.without_password(storage)!r} was not created by "
+                         "autoprune.")
     run = storage_mod.run_info(existing)
     target = int(n_trials if n_trials is not None else run.get("target_trials", 0))
     if data_dir is None:

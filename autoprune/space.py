@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import sys
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,6 +239,9 @@ class ResolvedSpace:
         choices = {}
         for g in self.groups:
             method = trial.suggest_categorical(f"{g.info.name}.method", list(g.rule.methods))
+            # an audit event (PEP 578; a no-op unless a hook listens): the test harness
+            # kills a search here, with a trial's parameters half stored
+            sys.audit("autoprune.stage", "suggest")
             if method == "none":
                 choices[g.info.name] = GroupChoice("none", 0.0)
                 continue

@@ -31,8 +31,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from autoprune import trials
 from autoprune.errors import StudyError
-from autoprune.trials import TrialRecord, mark_interrupted, retry
+from autoprune.trials import TrialRecord, mark_interrupted
 
 HEARTBEAT_S = 5  # a running trial's owner writes a heartbeat this often
 GRACE_S = 60  # a trial of another host without a heartbeat this long is dead
@@ -50,27 +51,78 @@ def open_storage(url: str):
     """An Optuna RDBStorage with heartbeats whose stale trials are re-queued.
 
     Raises:
-        StudyError: the URL cannot be opened (the message names it and how to recover).
+        StudyError: the URL cannot be opened (the message names it, without its
+            password, and how to recover).
     """
     import optuna
 
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    opened: list[Any] = []
+
+    def stale(study, trial) -> None:  # Optuna failed a trial of another host whose heartbeat stopped
+        retry(opened[0], study, TrialRecord.of(trial))
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                              grace_period=GRACE_S, heartbeat_stale_trial_callback=_stale)
+            opened.append(optuna.storages.RDBStorage(
+                _with_driver(url), engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=stale))
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by backend
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        secret = _password(url)
+        if secret:
+            first = first.replace(secret, "***")
         raise StudyError(
-            f"cannot open storage {url!r}: {first}. Check the URL; a damaged "
+            f"cannot open storage {without_password(url)!r}: {first}. Check the URL; a damaged "
             "study.db can be moved away to start over (its trials are then lost)."
         ) from None
+    return opened[0]
 
 
-def _stale(study, trial) -> None:
-    """Optuna failed a trial of another host whose heartbeat stopped: run its plan again."""
-    retry(study, TrialRecord.of(trial))
+def _password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).password
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy can parse: it has no password we can find
+        return None
+
+
+def without_password(url: str | None) -> str | None:
+    """The storage URL as autoprune writes and prints it: never with a password.
+
+    PostgreSQL's client reads the password from ``$PGPASSWORD`` or the file that
+    ``$PGPASSFILE`` names (default ``~/.pgpass``) when the URL has none.
+    """
+    if url is None or not _password(url):
+        return url
+    from sqlalchemy.engine import URL, make_url
+
+    u = make_url(url)
+    return URL.create(u.drivername, u.username, None, u.host, u.port, u.database, u.query).render_as_string(
+        hide_password=False)
+
+
+def _with_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3; autoprune ships psycopg2
+    (``[postgres]`` extra), so the documented URL form is given that driver unless
+    psycopg 3 is there.
+    """
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+
+    try:
+        u = make_url(url)
+    except Exception:  # noqa: BLE001 - let RDBStorage report what is wrong with it
+        return url
+    if u.drivername in ("postgresql", "postgres") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return u.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    return url
 
 
 # -- the study's own attributes -------------------------------------------------------
@@ -182,7 +234,32 @@ def requeue(storage, study, record: TrialRecord, reason: str) -> None:
     mark_interrupted(storage, tid, reason)
     storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL)
     if record.retry_params:
-        retry(study, record)
+        retry(storage, study, record)
+
+
+def retry(storage, study, record: TrialRecord) -> None:
+    """Queue an interrupted trial's plan once more; a baseline goes before the rest.
+
+    Every speed-up is measured against the baseline, so it runs before any other plan:
+    the plans queued before its retry (the warm start) are failed as interrupted and
+    queued again after it. Optuna runs queued trials oldest first and has no public way
+    to reorder them.
+    """
+    import optuna
+
+    trials.retry(study, record)
+    if not record.baseline:
+        return
+    for waiting in records(study, states=(optuna.trial.TrialState.WAITING,)):
+        if waiting.baseline:
+            continue
+        tid = trial_id(storage, study, waiting.number)
+        try:
+            mark_interrupted(storage, tid, f"queued again after the retry of the baseline (trial {record.number})")
+            storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL)
+        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # another worker started it meanwhile: it runs as it is
+        trials.retry(study, waiting)
 
 
 def _alive(owner: str | None) -> bool | None:

@@ -30,7 +30,6 @@ def profile(name: str = "x86-ort", quick: bool = False):
 
 def context(task, prof, recovery: dict | None = None):
     """A trial context for ``task`` on ``prof`` with the default space (no cache)."""
-    from autoprune import backends, runners
     from autoprune.device import Device
     from autoprune.objective import Context
     from autoprune.space import load_space, resolve
@@ -39,8 +38,7 @@ def context(task, prof, recovery: dict | None = None):
     if recovery:
         space = dataclasses.replace(space, recovery=dataclasses.replace(space.recovery, **recovery))
     resolved = resolve(space, task.model, task.example_input(1), task.ignored_layers)
-    device = Device(prof, backends.create(prof.backend), runners.create(prof.runner))
-    return Context(task, device, resolved, cache=None)
+    return Context(task, Device.of(prof), resolved, cache=None)
 
 
 def uniform_plan(ctx, ratio: float, round_to: int, method: str = "l1"):
@@ -66,7 +64,6 @@ def export(ctx, plan, work_dir: Path, name: str = "model"):
 
 def time_onnx(onnx_path: str | Path, prof, work_dir: Path):
     """Build and time an ONNX file with the full protocol; returns a Measurement (raises on failure)."""
-    from autoprune import backends, runners
     from autoprune.device import Device
     from autoprune.export import OnnxArtifact
     from autoprune.trials import TrialFailure
@@ -84,8 +81,7 @@ def time_onnx(onnx_path: str | Path, prof, work_dir: Path):
         output_shape=(),
     )
     work_dir.mkdir(parents=True, exist_ok=True)
-    device = Device(prof, backends.create(prof.backend), runners.create(prof.runner))
     try:
-        return device.measure(art, work_dir).measurement  # no cache: every call times
+        return Device.of(prof).measure(art, work_dir).measurement  # no cache: every call times
     except TrialFailure as exc:
         raise RuntimeError(f"{exc.stage.value} failed for {onnx_path}: {exc.reason}") from None

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from autoprune import backends, pruning, runners
+from autoprune import pruning
 from autoprune.device import Device
 from autoprune.objective import Context, run_candidate
 from autoprune.trials import TrialFailure
@@ -58,8 +58,7 @@ def run(task, recovery: dict, with_accuracy: bool) -> list[dict]:
     space = load_space("default")
     space = dataclasses.replace(space, recovery=dataclasses.replace(space.recovery, **recovery))
     resolved = resolve(space, task.model, task.example_input(1), task.ignored_layers)
-    device = Device(profile, backends.create(profile.backend), runners.create(profile.runner))
-    ctx = Context(task, device, resolved, cache=None)
+    ctx = Context(task, Device.of(profile), resolved, cache=None)
     rows = []
     for label, plan in plans(resolved).items():
         with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-from autoprune import backends, runners
 from autoprune.device import Device
 from autoprune.objective import Context, run_candidate
 from autoprune.profiles import load_profile
@@ -43,8 +42,7 @@ def run(task: Task, recovery_overrides: dict, rows: list[dict]) -> None:
     space = load_space("default")
     space = dataclasses.replace(space, recovery=dataclasses.replace(space.recovery, **recovery_overrides))
     resolved = resolve(space, task.model, task.example_input(1), task.ignored_layers)
-    device = Device(profile, backends.create(profile.backend), runners.create(profile.runner))
-    ctx = Context(task, device, resolved, cache=None)
+    ctx = Context(task, Device.of(profile), resolved, cache=None)
     half = PruningPlan({g.info.name: GroupChoice("l1", 0.5) for g in resolved.groups}, round_to=8)
     for label, plan in (("unpruned", PruningPlan()), ("l1 50% all groups", half)):
         with tempfile.TemporaryDirectory() as tmp:

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import torch
 
-from autoprune import backends, runners
+from autoprune.device import Device
 from autoprune.export import to_onnx
 from autoprune.profiles import DeviceProfile, load_profile
 from autoprune.pruning import GroupChoice, PruningPlan, apply
 from autoprune.space import load_space, resolve
 from autoprune.tasks import load_task
+from autoprune.trials import TrialFailure
 
 
 def tvm_profile(base: DeviceProfile, db: Path, max_trials: int, per_task: int = 8) -> DeviceProfile:
@@ -46,15 +47,13 @@ def short_protocol(profile: DeviceProfile) -> DeviceProfile:
 
 def build_and_time(onnx, profile: DeviceProfile, work: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
-    built = backends.create(profile.backend).build(onnx, profile, work)
-    if built.error:
-        raise RuntimeError(f"{profile.name}: build failed: {built.error}")
-    result = runners.create("local").measure(built.artifact_path, profile)
-    if result.measurement is None:
-        raise RuntimeError(f"{profile.name}: timing failed: {result.error}")
-    m = result.measurement
+    try:
+        got = Device.of(profile).measure(onnx, work)  # no cache: every call builds and times
+    except TrialFailure as exc:
+        raise RuntimeError(f"{profile.name}: {exc.stage.value} failed: {exc.reason}") from None
+    m = got.measurement
     return {"median_ms": m.median_ms, "ci": (m.ci_low_ms, m.ci_high_ms), "cv": m.cv, "noisy": m.noisy,
-            "build_s": built.build_s, **built.info}
+            "build_s": got.build_s, **got.build_info}
 
 
 def resnet18():

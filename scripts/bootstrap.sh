@@ -13,13 +13,16 @@ if [[ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null
 fi
 
-# The ARM profiles cross-compile with Debian's aarch64 gcc (their tests skip without it).
-if ! command -v aarch64-linux-gnu-gcc >/dev/null; then
-    echo "bootstrap: installing Debian's gcc-aarch64-linux-gnu (for the ARM profiles)" >&2
+# The ARM profiles cross-compile with Debian's aarch64 gcc (their tests skip without it);
+# linking a shared library needs the arm64 C library's start files too (crti.o), which
+# --no-install-recommends would leave out.
+if ! command -v aarch64-linux-gnu-gcc >/dev/null || [[ ! -f /usr/aarch64-linux-gnu/lib/crti.o ]]; then
+    echo "bootstrap: installing Debian's gcc-aarch64-linux-gnu and libc6-dev-arm64-cross (for the ARM profiles)" >&2
     SUDO=""
     [[ $(id -u) -ne 0 ]] && SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends gcc-aarch64-linux-gnu >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends gcc-aarch64-linux-gnu \
+        libc6-dev-arm64-cross >/dev/null
 fi
 
 # The remote-device tests run an emulated aarch64 board under qemu-user; its root file

@@ -12,11 +12,13 @@ from autoprune.testing.runner_contract import RunnerCase, RunnerContract
 
 class TestOrtBackend(BackendContract):
     @pytest.fixture(scope="class")
-    def case(self, tmp_path_factory):
+    @classmethod
+    def case(cls, tmp_path_factory):
         return BackendCase.digits("x86-ort", tmp_path_factory.mktemp("ort-backend"))
 
 
 class TestLocalRunner(RunnerContract):
     @pytest.fixture(scope="class")
-    def case(self, tmp_path_factory):
+    @classmethod
+    def case(cls, tmp_path_factory):
         return RunnerCase.digits("x86-ort", tmp_path_factory.mktemp("local-runner"))

@@ -60,3 +60,28 @@ def test_kill_9_in_each_stage_then_resume(tmp_path, stage):
     with sqlite3.connect(study / "study.db") as db:
         assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
     pd.read_csv(study / "pareto.csv")
+
+
+@pytest.mark.parametrize("trial", [0, 1])
+def test_kill_while_a_queued_plan_is_stored_keeps_it_exact(tmp_path, trial):
+    """Killed after the first of a queued trial's parameters was stored (trial 0: the
+    baseline; trial 1: a warm start): its retry runs the queued plan whole, under its
+    label, and the baseline runs before any other plan."""
+    import autoprune
+
+    killed = _search(tmp_path, f"kill@suggest#{trial}")
+    assert killed.returncode == -signal.SIGKILL
+    resumed = _search(tmp_path, None)
+    assert resumed.returncode == 0, resumed.stderr
+    result = autoprune.SearchResult.load(tmp_path / "digits-x86-ort")
+    records = {r.number: r for r in result.records}
+    dead = records[trial]
+    assert dead.state == "FAIL" and dead.fail_stage.value == "interrupted"
+    assert 0 < len(dead.params) < len(dead.queued_params)  # the kill landed mid-way
+    retry = next(r for r in records.values() if r.retry_of == trial)
+    assert retry.complete and retry.params == dead.queued_params
+    assert (retry.baseline, retry.warm_start) == (dead.baseline, dead.warm_start)
+    complete = sorted(n for n, r in records.items() if r.complete)
+    assert records[complete[0]].baseline, "the baseline is measured before any other trial"
+    assert sum(r.baseline and r.complete for r in records.values()) == 1
+    assert result.front["speedup"].notna().all()

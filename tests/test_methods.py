@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 
 import autoprune
-from autoprune import backends, runners
 from autoprune.device import Device
 from autoprune.objective import Context, run_candidate
 from autoprune.profiles import load_profile
@@ -31,8 +30,7 @@ def ctx(digits_task):
     resolved = resolve(space, digits_task.model, digits_task.example_input(1), digits_task.ignored_layers)
     profile = load_profile("x86-ort")
     profile = dataclasses.replace(profile, measurement=dataclasses.replace(profile.measurement, sessions=1))
-    device = Device(profile, backends.create("onnxruntime"), runners.create("local"))
-    return Context(digits_task, device, resolved, None)
+    return Context(digits_task, Device.of(profile), resolved, None)
 
 
 def _later(ctx):  # every group but the 1-channel input conv's (N:M cannot take it)

@@ -53,7 +53,8 @@ class TestRpcRunner(RunnerContract):
     """The runner contract through a real tracker and this machine's device server."""
 
     @pytest.fixture(scope="class")
-    def case(self, host_device, tmp_path_factory):
+    @classmethod
+    def case(cls, host_device, tmp_path_factory):
         folder = tmp_path_factory.mktemp("rpc-runner")
         return RunnerCase.digits(host_profile(folder, host_device.tracker_address), folder)
 
@@ -226,7 +227,8 @@ class TestEmulatedBoardRunner(RunnerContract):
     """The runner contract on the emulated Cortex-A72 board (ONNX Runtime on aarch64)."""
 
     @pytest.fixture(scope="class")
-    def case(self, board, tmp_path_factory):
+    @classmethod
+    def case(cls, board, tmp_path_factory):
         return RunnerCase.digits("emulated-a72-ort", tmp_path_factory.mktemp("board-runner"))
 
 

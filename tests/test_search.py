@@ -84,6 +84,27 @@ def test_results_dir_of_a_different_study_is_refused_untouched(digits_study):
     assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == snapshot
 
 
+def test_another_storage_for_the_same_folder_is_refused_untouched(tmp_path):
+    kw = dict(task="digits", device="x86-ort", latency_budget_ms=5.0, n_trials=1, results_dir=tmp_path,
+              progress=False, warm_start=False)
+    first = autoprune.search(**kw)
+    folder = first.study_dir
+    snapshot = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    with pytest.raises(StudyError, match=r"holds the study stored in its own study\.db.*other\.db.*Nothing was changed"):
+        autoprune.search(storage=f"sqlite:///{tmp_path / 'other.db'}", **kw)
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == snapshot
+    assert not (tmp_path / "other.db").exists()
+
+
+def test_a_storage_password_is_never_printed(tmp_path):
+    with pytest.raises(StudyError) as err:
+        autoprune.search(task="digits", device="x86-ort", latency_budget_ms=5.0, n_trials=1, results_dir=tmp_path,
+                         storage="postgresql://someone:hunter2@127.0.0.1:1/autoprune", progress=False)
+    assert "cannot open storage 'postgresql://someone@127.0.0.1:1/autoprune'" in str(err.value)
+    assert "hunter2" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unreachable_budget_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(BudgetError, match=r"below what any candidate can reach.*unpruned model takes [0-9.]+ ms.*most pruned one.*takes [0-9.]+ ms"):
         autoprune.search(task="digits", device="x86-ort", latency_budget_ms=0.0001, n_trials=3,

@@ -7,7 +7,6 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from autoprune import backends, runners
 from autoprune.objective import Context, Stager, run_candidate
 from autoprune.profiles import load_profile
 from autoprune.device import Device
@@ -24,8 +23,7 @@ def ctx(digits_task):
     resolved = resolve(space, digits_task.model, digits_task.example_input(1), digits_task.ignored_layers)
     profile = load_profile("x86-ort")
     profile = dataclasses.replace(profile, measurement=dataclasses.replace(profile.measurement, sessions=1))
-    device = Device(profile, backends.create("onnxruntime"), runners.create("local"))
-    return Context(digits_task, device, resolved, None)
+    return Context(digits_task, Device.of(profile), resolved, None)
 
 
 def _plan(ctx):

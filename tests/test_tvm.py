@@ -43,7 +43,8 @@ class TestTvmBackend(BackendContract):
     """The backend contract on x86 (untuned: the database may be empty)."""
 
     @pytest.fixture(scope="class")
-    def case(self, tmp_path_factory):
+    @classmethod
+    def case(cls, tmp_path_factory):
         folder = tmp_path_factory.mktemp("tvm-backend")
         return BackendCase.digits(with_tuning(load_profile("x86-tvm"), folder / "db", max_trials=0), folder)
 
@@ -52,7 +53,8 @@ class TestLocalRunnerWithTvm(RunnerContract):
     """The runner contract with a TVM library in the local timing process."""
 
     @pytest.fixture(scope="class")
-    def case(self, tmp_path_factory):
+    @classmethod
+    def case(cls, tmp_path_factory):
         folder = tmp_path_factory.mktemp("tvm-runner")
         return RunnerCase.digits(with_tuning(load_profile("x86-tvm"), folder / "db", max_trials=0), folder)
 

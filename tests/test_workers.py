@@ -7,6 +7,7 @@ by the test set-up in a temporary folder on a Unix socket only.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -101,6 +102,11 @@ def _start(url: str, name: str, results: Path, trials: int, workers: int) -> lis
     return [primary, *others]
 
 
+def _as_documented(url: str, password: str) -> str:
+    """The README's form, ``postgresql://user:password@...`` (the server trusts any password)."""
+    return url.replace("postgresql+psycopg2://postgres@", f"postgresql://postgres:{password}@")
+
+
 def test_four_workers_run_exactly_the_requested_trials(postgres_url, tmp_path):
     procs = _start(postgres_url, "four", tmp_path, trials=12, workers=4)
     _finish(procs)
@@ -150,3 +156,24 @@ def test_worker_errors_are_one_line(postgres_url, tmp_path):
                            "--study", "nope"], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "has no study 'nope'" in proc.stderr and "autoprune search" in proc.stderr
+
+
+def test_the_documented_url_works_and_its_password_is_never_written(postgres_url, tmp_path):
+    url = _as_documented(postgres_url, "hunter2")  # plain postgresql://, as the README shows it
+    proc = _cli("search", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "5", "--trials", "2",
+                "--storage", url, "--study", "documented", "--results-dir", str(tmp_path), "--no-warm-start")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    study = optuna.load_study(study_name="documented", storage=postgres_url)
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 2
+    for f in (tmp_path / "documented").rglob("*"):
+        if f.is_file():
+            assert b"hunter2" not in f.read_bytes(), f
+    assert "hunter2" not in out + err
+    config = json.loads((tmp_path / "documented" / "config.json").read_text())
+    assert config["storage"].startswith("postgresql://postgres@")
+    # reading the folder again needs no password in the URL (the server here trusts; a
+    # real one takes it from $PGPASSWORD or ~/.pgpass)
+    front = _cli("front", str(tmp_path / "documented"))
+    out, err = front.communicate(timeout=300)
+    assert front.returncode == 0, err[-2000:]

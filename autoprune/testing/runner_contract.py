@@ -41,13 +41,12 @@ class RunnerCase:
     @classmethod
     def digits(cls, profile: str | Path | DeviceProfile, folder: Path) -> RunnerCase:
         """The built-in ``digits`` network, built for ``profile`` into ``folder``."""
-        from autoprune import backends
         from autoprune.export import to_onnx
         from autoprune.profiles import load_profile
         from autoprune.tasks import load_task
 
         prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
-        device = Device(prof, backends.create(prof.backend), runners.create(prof.runner))
+        device = Device.of(prof)
         task = load_task("digits")
         folder = Path(folder)
         onnx = to_onnx(task.model, task.example_input(prof.batch_size), folder / "model.onnx", 1e-4)
