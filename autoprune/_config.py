@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -21,12 +22,27 @@ from autoprune.errors import ConfigError
 T = TypeVar("T")
 
 
+# Limits on every YAML file autoprune reads (profiles, spaces): a configuration file is
+# small. Counted with repeats, so aliases that multiply a structure ("billion laughs")
+# are refused before anything walks, hashes or serialises it.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_VALUES = 100_000
+MAX_YAML_DEPTH = 64
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning every parse problem into a ConfigError."""
+    """Read a YAML mapping, turning every problem with the file into one ConfigError."""
     try:
-        text = Path(path).read_text()
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}.") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path} is {len(raw):,} bytes; a profile or space file is at most "
+                          f"{MAX_YAML_BYTES:,}. Is it the right file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -34,9 +50,30 @@ def load_yaml(path: Path) -> dict[str, Any]:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}{where}: malformed YAML: {problem}.") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a configuration file.") from None
+    _check_bounded(data, path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level.")
     return data
+
+
+def _check_bounded(data: Any, path: Path) -> None:
+    """Refuse a structure deeper than MAX_YAML_DEPTH or with more than MAX_YAML_VALUES values
+    counted as they would be expanded (an alias counts again each time it is used)."""
+    stack, seen = [(data, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_YAML_VALUES:
+            raise ConfigError(f"{path} expands to more than {MAX_YAML_VALUES:,} values (YAML aliases that "
+                              "repeat a structure?); a profile or space file is much smaller.")
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"{path}: nested more than {MAX_YAML_DEPTH} levels deep.")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
 
 
 def from_dict(cls: type[T], data: Any, where: str) -> T:
@@ -92,6 +129,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {_kind(value)}.")
+        if not math.isfinite(value):  # .nan and .inf would pass every `x > 0` check
+            raise ConfigError(f"{where}: expected a finite number, got {value}.")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -156,6 +195,21 @@ def cache_dir() -> Path:
     import os
 
     return Path(os.environ.get("AUTOPRUNE_CACHE", Path.home() / ".cache" / "autoprune"))
+
+
+def scratch_dir(parent: Path, prefix: str) -> Path:
+    """A new folder ``<prefix><pid>-XXXX`` in ``parent``, after removing the ones of
+    processes that died (a ``kill -9`` leaves its scratch folder behind)."""
+    import os
+    import shutil
+    import tempfile
+
+    parent = Path(parent)
+    for old in parent.glob(f"{prefix}*-*"):
+        pid = old.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
 
 
 def sha256_file(path: Path) -> str:

@@ -233,7 +233,7 @@ def _print_front(result) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from autoprune.deploy import export_trial
+    from autoprune.deploy import export_trial, package_digest
     from autoprune.results import SearchResult
 
     result = SearchResult.load(args.results, storage=args.storage)
@@ -242,14 +242,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     m = manifest["metrics"]
     out.print(f"exported trial {args.trial} to {path}/: accuracy {m['accuracy']:.2f}%, "
               f"latency {m['latency_ms']:.3f} ms ({m['speedup']:.2f}x), files: {', '.join(manifest['files'])}")
+    out.print(f"digest {package_digest(path)} (give it to `autoprune run --expect-digest` where the package is used)",
+              highlight=False)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from autoprune.deploy import run_package
 
-    res = run_package(args.package, args.input, runs=args.runs)
-    out.print(f"checksums ok; output shape {tuple(res['output_shape'])}; latency median "
+    if args.save_output is not None and not args.save_output.parent.is_dir():
+        raise ConfigError(f"--save-output: the folder {args.save_output.parent} does not exist; create it first.")
+    res = run_package(args.package, args.input, runs=args.runs, expect_digest=args.expect_digest)
+    if res["note"]:
+        err.print(f"[dim]autoprune:[/] {res['note']}", highlight=False)
+    checked = "digest and checksums ok" if args.expect_digest else f"checksums ok (digest {res['digest']})"
+    out.print(f"{checked}; output shape {tuple(res['output_shape'])}; latency median "
               f"{res['latency_median_ms']:.3f} ms, p90 {res['latency_p90_ms']:.3f} ms over {res['runs']} runs "
               f"(search measured {res['manifest']['metrics']['latency_ms']:.3f} ms)")
     if args.save_output:
@@ -265,6 +272,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = write_report(args.results, args.out)
     out.print(f"report: {path} (self-contained HTML, opens offline)")
     return 0
+
+
+def _count(least: int):
+    """An argparse type: a whole number of at least ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -327,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("finalize", help="fine-tune the front longer and time it again, paired with the baseline")
     s.add_argument("results", type=Path)
-    s.add_argument("--steps", type=int, help="fine-tune steps per member (default 10x the space's)")
+    s.add_argument("--steps", type=_count(0), help="fine-tune steps per member (default 10x the space's)")
     s.add_argument("--trials", type=lambda v: [int(x) for x in v.split(",")],
                    help="comma-separated trial numbers (default: the accuracy/latency front)")
     s.set_defaults(func=cmd_finalize)
@@ -348,7 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="verify and run a deploy package with plain onnxruntime")
     s.add_argument("package", type=Path)
     s.add_argument("--input", type=Path, help=".npy input (default: random at the model's shape)")
-    s.add_argument("--runs", type=int, default=100)
+    s.add_argument("--runs", type=_count(1), default=100, help="timed runs (default 100)")
+    s.add_argument("--expect-digest", metavar="sha256:HEX",
+                   help="refuse the package unless its digest (printed by `autoprune export`) is this one")
     s.add_argument("--save-output", type=Path, help="write the output array to this .npy file")
     s.set_defaults(func=cmd_run)
 
@@ -359,6 +383,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _machine_refused(exc: Exception) -> str | None:
+    """One line for an error of the machine, not of autoprune: a full disk, a read-only
+    file or folder, a database that refuses to write. None for anything else."""
+    hint = ("Finished trials are saved: free the disk or fix the permissions, then run the same command "
+            "again to resume.")
+    if isinstance(exc, OSError) and exc.errno is not None:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}. {hint}"
+    if type(exc).__module__.startswith("sqlalchemy"):
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return f"the study's database refused the operation: {detail[0] if detail else type(exc).__name__}. {hint}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -366,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except AutopruneError as exc:
         err.print(f"[bold red]autoprune: error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - only the machine's refusals become one line; the rest is a bug
+        message = _machine_refused(exc)
+        if message is None:
+            raise
+        err.print(f"[bold red]autoprune: error:[/] {message}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("autoprune: interrupted. Finished trials are saved; run the same command to resume.")

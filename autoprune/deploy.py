@@ -15,7 +15,6 @@ import os
 import pickle
 import platform
 import shutil
-import tempfile
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from autoprune._config import atomic_write_text, chmod_shared, sha256_file
+from autoprune._config import atomic_write_text, chmod_shared, scratch_dir, sha256_file
 from autoprune.device import Device
 from autoprune.errors import BackendError, ConfigError, ExportError, PackageError
 from autoprune.trials import TrialFiles
@@ -114,7 +113,7 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
     parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+        staging = scratch_dir(parent, f".{out.name}.staging-")
         chmod_shared(staging, 0o777)  # mkdtemp makes 0700; a package is meant to be shared
     except OSError as exc:
         raise ExportError(f"cannot write into {parent}: {exc.strerror}.") from None
@@ -220,47 +219,133 @@ def _load(folder: Path, manifest: dict[str, Any]):
         raise PackageError(str(exc)) from None
 
 
-def verify_package(folder: Path) -> dict[str, Any]:
-    """Read the manifest and check every file's sha256; return the manifest."""
+def package_digest(folder: str | Path) -> str:
+    """The package's one digest: the sha256 of its manifest, which lists every file's sha256.
+
+    Got from a trusted place (``autoprune export`` prints it), it proves that a copy of
+    the package is the one exported: ``autoprune run --expect-digest``.
+    """
+    return "sha256:" + sha256_file(Path(folder) / "manifest.json")
+
+
+def verify_package(folder: Path, expect_digest: str | None = None) -> dict[str, Any]:
+    """Check the manifest, and every file against it; return the manifest.
+
+    Refused: a manifest whose digest is not ``expect_digest`` (when given), a malformed
+    manifest, a file that is missing, modified, a symbolic link or not listed, a listed
+    name that is a path (``/``, ``..``), and an artifact the manifest does not cover.
+    """
     folder = Path(folder)
     mf = folder / "manifest.json"
-    if not mf.is_file():
+    if not mf.is_file() or mf.is_symlink():
         raise PackageError(f"{folder} is not a deploy package (no manifest.json). Make one with `autoprune export`.")
+    if expect_digest is not None:
+        digest = package_digest(folder)
+        wanted = expect_digest if expect_digest.startswith("sha256:") else f"sha256:{expect_digest}"
+        if digest != wanted.lower():
+            raise PackageError(f"the package's digest is {digest}, not the expected {wanted}: its manifest was "
+                               "changed, or it is another package. Refusing to load it.")
     try:
         manifest = json.loads(mf.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PackageError(f"{mf} is not valid JSON ({exc}); the package is damaged.") from None
+    if not isinstance(manifest, dict):
+        raise PackageError(f"{mf} is not a JSON object; the package is damaged.")
     if manifest.get("schema") != SCHEMA:
         raise PackageError(f"{mf} has schema {manifest.get('schema')!r}; this autoprune reads {SCHEMA!r}.")
-    for name, info in manifest.get("files", {}).items():
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise PackageError(f"{mf}: `files` must map each file name to its sha256; the package is damaged.")
+    for name, info in files.items():
+        if not _plain_name(name):
+            raise PackageError(f"{mf} lists {name!r}, which is not a plain file name in the package. Refusing it.")
+        if not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
+            raise PackageError(f"{mf}: the entry of {name!r} has no sha256; the package is damaged.")
         path = folder / name
+        if path.is_symlink():
+            raise PackageError(f"{path} is a symbolic link; a package holds plain files only. Refusing it.")
         if not path.is_file():
             raise PackageError(f"{path} is listed in the manifest but missing; the package is incomplete.")
         if sha256_file(path) != info["sha256"]:
             raise PackageError(f"{path} does not match its sha256 in the manifest: it was modified. Refusing to load it.")
+    unlisted = sorted(p.name for p in folder.iterdir() if p.name != "manifest.json" and p.name not in files)
+    if unlisted:
+        raise PackageError(f"{folder} holds files its manifest does not list ({', '.join(unlisted)}): something "
+                           "was added to the package. Refusing to load it.")
+    runtime, spec = manifest.get("runtime"), manifest.get("input")
+    if not isinstance(runtime, dict) or not isinstance(runtime.get("backend"), str) or \
+            runtime.get("artifact") not in files:
+        raise PackageError(f"{mf}: `runtime` must name the backend and an artifact among the listed files; "
+                           "the package is damaged.")
+    if not isinstance(spec, dict) or not _shape_ok(spec.get("shape")):
+        raise PackageError(f"{mf}: `input.shape` must be a list of positive sizes of at most "
+                           f"{MAX_INPUT_VALUES:,} values in all; the package is damaged.")
+    if not isinstance(manifest.get("device"), dict) or not isinstance(manifest["device"].get("profile"), dict):
+        raise PackageError(f"{mf}: `device.profile` is missing; the package is damaged.")
     return manifest
 
 
-def run_package(folder: str | Path, input_path: str | Path | None = None, runs: int = 100) -> dict[str, Any]:
+# the largest input a package may declare (1 GiB of float32): a manifest is not trusted
+# to size an allocation
+MAX_INPUT_VALUES = 1 << 28
+
+
+def _plain_name(name: Any) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name \
+        and name != "manifest.json"
+
+
+def _shape_ok(shape: Any) -> bool:
+    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and not isinstance(d, bool)
+                                                           and d > 0 for d in shape):
+        return False
+    return int(np.prod(shape, dtype=np.float64)) <= MAX_INPUT_VALUES
+
+
+def read_input(path: str | Path, shape: list[int]) -> tuple[np.ndarray, str | None]:
+    """A ``.npy`` input for a model that takes ``shape`` (float32), and what was converted.
+
+    Read memory-mapped, so a header that claims a huge array costs nothing; refused:
+    other file kinds, non-numeric or complex data, another shape, values float32 cannot hold.
+    """
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ConfigError(f"cannot read input {path}: {exc}. Give a .npy file made with numpy.save.") from None
+    if not isinstance(x, np.ndarray):  # an .npz archive loads as a mapping of arrays
+        raise ConfigError(f"input {path} is an .npz archive of several arrays; give one .npy array (numpy.save).")
+    if x.dtype.kind not in "biuf":
+        raise ConfigError(f"input {path} holds {x.dtype} data; the model takes real numbers (float32). "
+                          "Save a numeric array.")
+    if list(x.shape) != list(shape):
+        raise ConfigError(f"input {path} has shape {list(x.shape)}; the model takes {list(shape)}.")
+    converted = np.asarray(x, dtype=np.float32)
+    if not np.isfinite(converted).all() and np.isfinite(np.asarray(x)).all():
+        raise ConfigError(f"input {path} has values that float32 cannot hold (largest magnitude "
+                          f"{float(np.abs(np.asarray(x)).max()):.3g}); the model takes float32.")
+    note = None if x.dtype == np.float32 else f"input converted from {x.dtype} to float32"
+    return converted, note
+
+
+def run_package(folder: str | Path, input_path: str | Path | None = None, runs: int = 100,
+                expect_digest: str | None = None) -> dict[str, Any]:
     """Verify a package, run it with plain ONNX Runtime (or the TVM runtime), and time it.
 
     Returns:
-        A dict with ``output`` (the array), ``output_shape`` and latency figures.
+        A dict with ``output`` (the array), ``output_shape``, latency figures, the
+        package's ``digest`` and ``note`` (what was converted in the input, or None).
     """
+    if runs < 1:
+        raise ConfigError(f"runs must be at least 1, got {runs}.")
     folder = Path(folder)
-    manifest = verify_package(folder)
-    run = _load(folder, manifest)
+    manifest = verify_package(folder, expect_digest)
     spec = manifest["input"]
+    note = None
     if input_path is None:
         x = np.random.default_rng(0).standard_normal(spec["shape"]).astype(np.float32)
     else:
-        try:
-            x = np.load(input_path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read input {input_path}: {exc}. Give a .npy file made with numpy.save.") from None
-        if list(x.shape) != spec["shape"]:
-            raise ConfigError(f"input {input_path} has shape {list(x.shape)}; the model takes {spec['shape']}.")
-        x = x.astype(np.float32, copy=False)
+        x, note = read_input(input_path, spec["shape"])
+    run = _load(folder, manifest)
 
     def run_once():
         return run(x)
@@ -280,4 +365,6 @@ def run_package(folder: str | Path, input_path: str | Path | None = None, runs: 
         "latency_p90_ms": float(np.percentile(times, 90) * 1e3),
         "runs": runs,
         "manifest": manifest,
+        "digest": package_digest(folder),
+        "note": note,
     }

@@ -83,9 +83,52 @@ def _address_space() -> int:
     return 0
 
 
+def confine_sessions() -> None:
+    """Keep every file a client names inside its session's own folder.
+
+    TVM's server resolves the names that ``upload``, ``download``, ``remove`` and
+    ``load_module`` get by joining them to the session folder, so an absolute name or
+    ``..`` reaches any file on the board. Each session registers those resolvers anew
+    (``tvm.rpc.server._server_env``, in the forked session process), and TVM has no
+    public hook there: this wraps that one function, in this process only, to register
+    confined resolvers after TVM's own. tests/test_remote.py fails if TVM renames it.
+    """
+    import tvm.rpc.server as tvm_server
+    import tvm_ffi
+    from tvm.runtime import load_module
+
+    original = tvm_server._server_env
+    if getattr(original, "autoprune_confined", False):
+        return
+
+    def server_env(load_library, work_path=None):
+        temp = original(load_library, work_path)
+        root = os.path.realpath(temp.temp_dir)
+
+        def workpath(name: str) -> str:
+            full = os.path.realpath(os.path.join(root, name))
+            if os.path.commonpath([root, full]) != root:
+                raise ValueError(f"refused: {name!r} is outside this session's folder")
+            return full
+
+        def refused(name: str):
+            raise ValueError("refused: autoprune's device server does not link modules for clients")
+
+        tvm_ffi.register_global_func("tvm.rpc.server.workpath", workpath, override=True)
+        tvm_ffi.register_global_func("tvm.rpc.server.load_module", lambda name: load_module(workpath(name)),
+                                     override=True)
+        tvm_ffi.register_global_func("tvm.rpc.server.download_linked_module", refused, override=True)
+        return temp
+
+    server_env.autoprune_confined = True  # type: ignore[attr-defined]
+    tvm_server._server_env = server_env
+
+
 def _register() -> None:
     """Runs in TVM's server process before it listens; sessions fork from it."""
     import tvm_ffi
+
+    confine_sessions()
 
     import autoprune.backends.onnxruntime  # noqa: F401 - imported once here, not per session
     import autoprune.backends.tvm  # noqa: F401

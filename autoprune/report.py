@@ -96,6 +96,8 @@ def _load(results_dir: Path) -> SearchResult:
 
 
 def _check_output(results_dir: Path, out: Path) -> None:
+    if not out.parent.is_dir():  # a report is one file: it does not make folders
+        raise StudyError(f"the folder {out.parent} does not exist; create it first or pass -o FILE elsewhere.")
     if out.is_dir():
         raise StudyError(f"{out} is a directory; pass the report's file name, e.g. -o {out / REPORT_NAME}.")
     # The report may replace an earlier report, but never a file the search wrote.

@@ -25,8 +25,10 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoprune import storage
-from autoprune._config import atomic_write_text
+from autoprune._config import atomic_write_text, scratch_dir
 from autoprune.device import Device
 from autoprune.errors import BudgetError, ConfigError, StudyError
 from autoprune.trials import FailStage, TrialFailure, TrialFiles, TrialRecord
@@ -79,11 +81,11 @@ class SearchConfig:
         if len(set(names)) != len(names):
             raise ConfigError(f"a device is named twice ({', '.join(names)}); name each once.")
         for name, budget in self.also:
-            if budget is not None and not budget > 0:
+            if budget is not None and not (budget > 0 and math.isfinite(budget)):
                 raise ConfigError(f"the latency budget for {name} must be a positive number of ms, got {budget}.")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
-        if not self.latency_budget_ms > 0:
+        if not (self.latency_budget_ms > 0 and math.isfinite(self.latency_budget_ms)):
             raise ConfigError(
                 f"the latency budget must be a positive number of milliseconds, got {self.latency_budget_ms}."
             )
@@ -215,6 +217,9 @@ def _check_study_dir(study_dir: Path, identity: dict[str, Any], storage_url: str
                 "same --storage as before, or use another --results-dir or --study NAME."
             )
         return True
+    if study_dir.exists() and not study_dir.is_dir():
+        raise StudyError(f"{study_dir} exists and is a file, not a study folder. Nothing was changed. "
+                         "Choose another --study NAME or --results-dir.")
     if study_dir.exists() and any(study_dir.iterdir()):
         raise StudyError(
             f"{study_dir} exists and is not an autoprune study (no config.json). Nothing was "
@@ -274,7 +279,8 @@ def _check_budget(ctx: Context, budget_ms: float, log: Callable[[str], None]) ->
 
     log("measuring the unpruned and the most-pruned model to check the budget")
     found = {}
-    with tempfile.TemporaryDirectory(prefix="autoprune-preflight-") as tmp:
+    tmp = scratch_dir(Path(tempfile.gettempdir()), "autoprune-preflight-")
+    try:
         for label, plan in (("unpruned", PruningPlan()), ("smallest", ctx.space.smallest_plan())):
             try:
                 model, _ = prune(ctx, plan, ctx.seed)
@@ -289,6 +295,8 @@ def _check_budget(ctx: Context, budget_ms: float, log: Callable[[str], None]) ->
                 log(f"[yellow]the most-pruned model failed ({exc}); budget not checked[/]")
                 continue
             found[label] = (onnx, m)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     measured = {ctx.device.cache_key(o): m for o, m in found.values()}
     if "smallest" not in found:
         return measured
@@ -370,8 +378,13 @@ def _objective(setup: _Setup, ctx: Context, store) -> Callable[[Any], tuple[floa
     return objective
 
 
-def run_trials(store, study, target: int, objective: Callable, after_trial: Callable | None = None) -> int:
-    """Run trials until the study holds ``target`` counted trials; return how many ran here."""
+def run_trials(store, study, target: int, objective: Callable, after_trial: Callable | None = None,
+               study_dir: Path | None = None) -> int:
+    """Run trials until the study holds ``target`` counted trials; return how many ran here.
+
+    ``study_dir``: where trial folders are; an interrupted trial's half-written files
+    there are removed when it is queued again.
+    """
     import optuna
 
     from autoprune import trials
@@ -379,7 +392,9 @@ def run_trials(store, study, target: int, objective: Callable, after_trial: Call
     ran = 0
     while True:
         with storage.study_lock(store, study.study_name):
-            storage.fail_dead(store, study)
+            for dead in storage.fail_dead(store, study):
+                if study_dir is not None:
+                    shutil.rmtree(TrialFiles.of(study_dir, dead.number).dir, ignore_errors=True)
             if storage.counted(study) >= target:
                 # Others' trials still running may yet die; stay until they finish so a
                 # retry is run here rather than left for a later command.
@@ -449,7 +464,8 @@ class Session:
 
     def run(self, target: int, after_trial: Callable | None = None) -> int:
         """Run trials until the study holds ``target`` counted trials; return how many ran here."""
-        return run_trials(self.store, self.study, target, _objective(self.setup, self.ctx, self.store), after_trial)
+        return run_trials(self.store, self.study, target, _objective(self.setup, self.ctx, self.store), after_trial,
+                          self.study_dir)
 
 
 def open_session(config: SearchConfig, *, worker: bool = False, store=None,

@@ -281,8 +281,8 @@ def _alive(owner: str | None) -> bool | None:
         return True
 
 
-def fail_dead(storage, study) -> int:
-    """Fail and re-queue the running trials whose worker is gone; return how many on this host.
+def fail_dead(storage, study) -> list[TrialRecord]:
+    """Fail and re-queue the running trials whose worker is gone; return those of this host.
 
     A worker on this host is dead when its pid is (seen at once); one elsewhere when its
     trial had no heartbeat for GRACE_S (Optuna's ``fail_stale_trials``, by the
@@ -290,15 +290,15 @@ def fail_dead(storage, study) -> int:
     """
     import optuna
 
-    n = 0
+    dead = []
     for record in records(study, states=(optuna.trial.TrialState.RUNNING,)):
         if record.owner != OWNER and _alive(record.owner) is False:
             requeue(storage, study, record, f"its worker {record.owner or '?'} stopped")
-            n += 1
+            dead.append(record)
     with warnings.catch_warnings():  # public since Optuna 2.9, still marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    return n
+    return dead
 
 
 @contextlib.contextmanager

@@ -58,7 +58,63 @@ def world(tmp_path_factory, digits_study):
     (root / "space_types.yaml").write_text("version: 1\nround_to: eight\n")
     (root / "profile_type.yaml").write_text("description: d\nbackend: onnxruntime\nbatch_size: one\n")
     (root / "afile").write_text("not a folder")
+    _hostile_files(root, pkg)
     return root
+
+
+def _hostile_files(root, pkg):
+    """What a hostile user (issue 18) tried: odd config files, tampered packages, odd inputs."""
+    import json
+
+    (root / "profile_latin1.yaml").write_bytes("description: caf\xe9\nbackend: onnxruntime\n".encode("latin-1"))
+    (root / "space_latin1.yaml").write_bytes("version: 1\n# caf\xe9\n".encode("latin-1"))
+    (root / "space_deep.yaml").write_text("version: 1\nx: " + "[" * 20000 + "]" * 20000 + "\n")
+    bomb, prev = "description: x\nbackend: tvm\ntvm:\n  target:\n    kind: llvm\n    a0: &a0 [1,1,1,1,1,1,1,1,1,1]\n", "a0"
+    for i in range(1, 9):
+        bomb += f"    a{i}: &a{i} [{', '.join(['*' + prev] * 10)}]\n"
+        prev = f"a{i}"
+    (root / "profile_bomb.yaml").write_text(bomb)
+    (root / "profile_nan.yaml").write_text("description: d\nbackend: onnxruntime\nmeasurement: {timeout_s: .nan}\n")
+    damaged = root / "dbdamaged" / "s"
+    damaged.mkdir(parents=True)
+    shutil.copy(root / "results" / "digits-x86-ort" / "config.json", damaged)
+    (damaged / "study.db").write_bytes(b"this is not a database" * 100)
+
+    manifest = json.loads((pkg / "manifest.json").read_text())
+
+    def package(name, edit=None, extra=None):
+        folder = root / name
+        shutil.copytree(pkg, folder)
+        if edit is not None:
+            text = edit(json.loads(json.dumps(manifest)))
+            (folder / "manifest.json").write_text(text if isinstance(text, str) else json.dumps(text))
+        if extra is not None:
+            extra(folder)
+
+    package("pkg_files_list", lambda m: dict(m, files=list(m["files"])))
+    package("pkg_entry_string", lambda m: dict(m, files={k: "abc" for k in m["files"]}))
+    package("pkg_no_runtime", lambda m: {k: v for k, v in m.items() if k != "runtime"})
+    package("pkg_array", lambda m: "[1, 2, 3]")
+    package("pkg_huge_input", lambda m: dict(m, input=dict(m["input"], shape=[100000, 100000, 100, 100])))
+    package("pkg_artifact_outside", lambda m: dict(m, runtime=dict(m["runtime"], artifact="../pkg/model.opt.onnx")))
+    package("pkg_edited_metrics", lambda m: dict(m, metrics=dict(m["metrics"], accuracy=99.9, latency_ms=0.001)))
+    package("pkg_planted", extra=lambda f: (f / "libplanted.so").write_bytes(b"\x7fELF not really"))
+
+    def symlinked(folder):
+        (folder / "model.onnx").unlink()
+        (folder / "model.onnx").symlink_to(pkg / "model.onnx")
+
+    package("pkg_symlink", extra=symlinked)
+    np.save(root / "x_strings.npy", np.array([["a"] * 8] * 8).reshape(1, 1, 8, 8))
+    np.save(root / "x_struct.npy", np.zeros((1, 1, 8, 8), dtype=[("a", "f4"), ("b", "i4")]))
+    np.save(root / "x_complex.npy", np.zeros((1, 1, 8, 8), dtype=np.complex64))
+    np.save(root / "x_huge_values.npy", np.full((1, 1, 8, 8), 1e300))
+    np.savez(root / "x_archive.npz", a=np.zeros((1, 1, 8, 8), dtype=np.float32))
+    shutil.move(root / "x_archive.npz", root / "x_archive.npy")
+    with open(root / "x_claims_tib.npy", "wb") as fh:  # a header claiming 2.8 TiB, 8 bytes of data
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (1, 1, 8, 88_000_000_000)})
+        fh.write(b"\0" * 8)
 
 
 S = ["search", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "5", "--trials", "3"]
@@ -122,13 +178,50 @@ CATALOGUE = [
     ("run with a wrong-shape input", ["run", "{root}/pkg", "--input", "{root}/x_wrong.npy"],
      ["has shape [3, 3]; the model takes [1, 1, 8, 8]"]),
     ("groups of an unknown task", ["groups", "--task", "nope"], ["unknown task 'nope'"]),
+    # issue 18: what a hostile probe found
+    ("profile not UTF-8", _with(S, device="{root}/profile_latin1.yaml"), ["is not UTF-8 text", "save it as UTF-8"]),
+    ("space not UTF-8", _with(S, space="{root}/space_latin1.yaml"), ["is not UTF-8 text"]),
+    ("space nested 20,000 deep", _with(S, space="{root}/space_deep.yaml"), ["nested too deeply"]),
+    ("profile YAML alias bomb", _with(S, device="{root}/profile_bomb.yaml"), ["expands to more than 100,000 values"]),
+    ("profile NaN timeout", _with(S, device="{root}/profile_nan.yaml"), ["timeout_s: expected a finite number"]),
+    ("infinite budget", _with(S, latency_budget_ms="inf"), ["latency budget must be a positive number"]),
+    ("study folder is a file", _with(S, study="afile", results_dir="{root}"), ["afile exists and is a file"]),
+    ("front of a damaged study.db", ["front", "{root}/dbdamaged/s"], ["cannot open storage"]),
+    ("manifest files is a list", ["run", "{root}/pkg_files_list"], ["`files` must map each file name"]),
+    ("manifest file entry is text", ["run", "{root}/pkg_entry_string"], ["has no sha256"]),
+    ("manifest without runtime", ["run", "{root}/pkg_no_runtime"], ["`runtime` must name the backend"]),
+    ("manifest is a JSON array", ["run", "{root}/pkg_array"], ["is not a JSON object"]),
+    ("manifest input of 1e14 values", ["run", "{root}/pkg_huge_input"], ["`input.shape` must be a list"]),
+    ("artifact outside the package", ["run", "{root}/pkg_artifact_outside"], ["`runtime` must name the backend"]),
+    ("a file planted in a package", ["run", "{root}/pkg_planted"], ["does not list (libplanted.so)"]),
+    ("a symlink in a package", ["run", "{root}/pkg_symlink"], ["model.onnx is a symbolic link"]),
+    ("an edited manifest, digest expected", ["run", "{root}/pkg_edited_metrics", "--expect-digest", "{digest}"],
+     ["not the expected sha256:", "Refusing"]),
+    ("input of strings", ["run", "{root}/pkg", "--input", "{root}/x_strings.npy"], ["holds <U1 data"]),
+    ("input of records", ["run", "{root}/pkg", "--input", "{root}/x_struct.npy"], ["the model takes real numbers"]),
+    ("complex input", ["run", "{root}/pkg", "--input", "{root}/x_complex.npy"], ["holds complex64 data"]),
+    ("input beyond float32", ["run", "{root}/pkg", "--input", "{root}/x_huge_values.npy"],
+     ["values that float32 cannot hold"]),
+    ("an .npz named .npy", ["run", "{root}/pkg", "--input", "{root}/x_archive.npy"], ["is an .npz archive"]),
+    ("input header claims 2.8 TiB", ["run", "{root}/pkg", "--input", "{root}/x_claims_tib.npy"], ["cannot read input"]),
+    ("run zero times", ["run", "{root}/pkg", "--runs", "0"], ["--runs: must be at least 1, got 0"]),
+    ("run -5 times", ["run", "{root}/pkg", "--runs", "-5"], ["--runs: must be at least 1, got -5"]),
+    ("save output into a missing folder", ["run", "{root}/pkg", "--save-output", "{root}/nowhere/out.npy"],
+     ["the folder", "nowhere does not exist"]),
+    ("finalize -1 steps", ["finalize", "{root}/results/digits-x86-ort", "--steps", "-1"],
+     ["--steps: must be at least 0, got -1"]),
+    ("report into a missing folder", ["report", "{root}/results/digits-x86-ort", "-o", "{root}/made/up/r.html"],
+     ["made/up does not exist"]),
 ]
 
 
 @pytest.mark.parametrize("label, argv, needles", CATALOGUE, ids=[c[0] for c in CATALOGUE])
 def test_bad_input(world, label, argv, needles):
     before = _snapshot(world)
-    proc = run_cli(*[a.format(root=world) for a in argv])
+    from autoprune.deploy import package_digest
+
+    digest = package_digest(world / "pkg")  # the original's: the edited copy must not pass it
+    proc = run_cli(*[a.format(root=world, digest=digest) for a in argv])
     assert proc.returncode == 2, (label, proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
     text = " ".join(proc.stderr.split())
@@ -140,6 +233,7 @@ def test_bad_input(world, label, argv, needles):
         assert needle in text, (label, text)
     assert _snapshot(world) == before, f"{label}: files in the results folder changed"
     assert not (world / "fresh").exists() or not any((world / "fresh").iterdir())
+    assert not (world / "made").exists() and not (world / "nowhere").exists()  # no folder made either
 
 
 def test_catalogue_is_long_enough():

@@ -75,3 +75,25 @@ def test_input_of_wrong_shape_is_a_clear_error(package, tmp_path):
     with pytest.raises(ConfigError, match=r"has shape \[2, 3\]; the model takes \[1, 1, 8, 8\]"):
         run_package(out, tmp_path / "bad.npy")
     assert json.loads((out / "manifest.json").read_text())["input"]["shape"] == [1, 1, 8, 8]
+
+
+def test_export_prints_the_digest_that_run_checks(digits_study, tmp_path):
+    from conftest import run_cli
+
+    out = tmp_path / "pkg"
+    proc = run_cli("export", str(digits_study.study_dir), "--trial", "0", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    digest = next(w for w in proc.stdout.split() if w.startswith("sha256:"))
+    from autoprune.deploy import package_digest
+
+    assert digest == package_digest(out)
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), dtype=np.int64))
+    ok = run_cli("run", str(out), "--expect-digest", digest, "--runs", "3", "--input", str(tmp_path / "x.npy"))
+    assert ok.returncode == 0, ok.stderr
+    assert "digest and checksums ok" in ok.stdout
+    assert "input converted from int64 to float32" in ok.stderr  # said, not silent
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["metrics"]["accuracy"] = 99.9  # every file still matches its sha256
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match="not the expected"):
+        run_package(out, expect_digest=digest)

@@ -312,3 +312,22 @@ def test_killing_the_device_server_mid_search_fails_a_trial_and_the_search_goes_
     later = trials[trials["trial"] > failed["trial"].max()]
     assert (later["state"] == "COMPLETE").any(), trials[["trial", "state", "fail_reason"]]
     assert result.baseline is not None
+
+
+def test_a_client_cannot_reach_files_outside_its_session(host_device, tmp_path):
+    """A device server serves only its session's own folder (TVM's resolves absolute
+    names and `..` anywhere on the board)."""
+    from tvm import rpc
+
+    host, port = host_device.tracker_address.rsplit(":", 1)
+    remote = rpc.connect_tracker(host, int(port)).request(HOST_KEY, priority=1, session_timeout=60)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("board secret")
+    for name in (str(secret), "../" * 12 + str(secret).lstrip("/")):
+        with pytest.raises(Exception, match="outside this session's folder"):  # noqa: PT011 - TVM wraps it
+            remote.download(name)
+        with pytest.raises(Exception, match="outside this session's folder"):  # noqa: PT011
+            remote.upload(bytearray(b"planted"), name)
+    assert secret.read_text() == "board secret"
+    remote.upload(bytearray(b"inside"), "mine.bin")  # the session's own folder still works
+    assert bytes(remote.download("mine.bin")) == b"inside"

@@ -8,6 +8,7 @@ figures. The child imports its backend's runtime (onnxruntime or tvm) and numpy,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -55,7 +56,7 @@ class LocalRunner(Runner):
             text=True,
             env=env,
             start_new_session=True,  # so a timeout kills the whole process group
-            preexec_fn=(lambda: _limit_memory(limit)) if limit else None,
+            preexec_fn=lambda: _child_setup(limit),
         )
         try:
             out, err = proc.communicate(request, timeout=profile.measurement.timeout_s)
@@ -74,6 +75,22 @@ class LocalRunner(Runner):
         tail = (err.strip().splitlines() or ["no output"])[-1]
         return RunnerResult.failed(ResultKind.CANDIDATE_FAILED,
                                    f"timing process exited with code {proc.returncode}: {tail}")
+
+
+def _child_setup(memory_limit_mb: int | None) -> None:
+    """In the timing process, before it runs: end with its parent, and cap its memory."""
+    end_with_parent()
+    if memory_limit_mb:
+        _limit_memory(memory_limit_mb)
+
+
+def end_with_parent() -> None:
+    """Have Linux SIGKILL this process when its parent dies (``PR_SET_PDEATHSIG``), so a
+    killed search leaves no timing process competing with the one that resumes it."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the time limit still ends it
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def _limit_memory(megabytes: int) -> None:

@@ -38,6 +38,7 @@ from autoprune.errors import DeviceError
 from autoprune.measure import combine
 from autoprune.runners._base import Runner
 from autoprune.runners._protocol import ResultKind, RunnerResult, from_output
+from autoprune.runners.local import end_with_parent
 
 if TYPE_CHECKING:
     from autoprune.profiles import DeviceProfile
@@ -104,7 +105,7 @@ def session(artifact: str | None, profile: DeviceProfile, timeout_s: float | Non
     limit = timeout_s or (settings.queue_timeout_s + profile.measurement.timeout_s + CONNECT_S)
     proc = subprocess.Popen(
         [sys.executable, "-m", "autoprune.runners.rpc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=end_with_parent,
     )
     try:
         out, err = proc.communicate(json.dumps(request), timeout=limit)
