@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import facts, load_summary
+from _machine import LoadMonitor, add_load_arguments, facts, load_summary, write_report
 
 ARMS = ("autoprune", "uniform", "random")
 UNIFORM_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -263,7 +263,9 @@ def main() -> None:
         help="start no new round after this many minutes (arms stay balanced); "
         "a file STOP in --results-dir does the same",
     )
+    add_load_arguments(parser)
     args = parser.parse_args()
+    monitor = LoadMonitor()
     ratios = UNIFORM_RATIOS
     if args.quick:
         args.trials, ratios = min(args.trials, 3), (0.3, 0.6)
@@ -458,7 +460,7 @@ Every arm scores the same 2,000 images, so the baseline's accuracy is identical 
 All candidates: [`{out.with_suffix(".csv").name}`](./{out.with_suffix(".csv").name}).
 Studies (not committed): `{root}/autoprune`, `{root}/random`, `{root}/uniform`.
 """
-    out.write_text(text)
+    write_report(out, text, monitor, args.allow_noisy or getattr(args, "quick", False))
     print(text)
 
 

@@ -16,13 +16,18 @@ import pandas as pd
 from autoprune.latency_model import features, online_errors
 from autoprune.results import SearchResult
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import LoadMonitor, add_load_arguments, write_report  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("results", nargs="+", type=Path)
     parser.add_argument("--warmup", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/latency_model.md"))
+    add_load_arguments(parser)
     args = parser.parse_args()
+    monitor = LoadMonitor()
     rows = []
     for folder in args.results:
         result = SearchResult.load(folder)
@@ -42,7 +47,7 @@ def main() -> None:
             f"benchmarks/latency_model.py {' '.join(str(r) for r in args.results)}`.\n\n"
             + table.to_markdown(index=False, floatfmt=".1f") + "\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_report(args.out, text, monitor, args.allow_noisy or getattr(args, "quick", False))
     print(text)
 
 

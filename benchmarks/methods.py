@@ -36,6 +36,7 @@ from autoprune.space import load_space, resolve
 from autoprune.tasks import load_task
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _machine import LoadMonitor, add_load_arguments, write_report  # noqa: E402
 from stage_times import resnet18_task  # noqa: E402
 
 RATIO = 0.3
@@ -95,7 +96,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/methods.md"))
     parser.add_argument("--skip-resnet18", action="store_true")
+    add_load_arguments(parser)
     args = parser.parse_args()
+    monitor = LoadMonitor()
     rows = []
     if not args.skip_resnet18:
         rows += run(resnet18_task(), {"finetune_steps": 0, "bn_batches": 0, "eval_samples": 32}, False)
@@ -112,7 +115,7 @@ def main() -> None:
         + df[cols].to_markdown(index=False, floatfmt=".3f") + "\n"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_report(args.out, text, monitor, args.allow_noisy or getattr(args, "quick", False))
     print(text)
 
 

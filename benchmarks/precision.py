@@ -32,7 +32,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _measure
-from _machine import facts, load_summary
+from _machine import LoadMonitor, add_load_arguments, facts, load_summary, write_report
 
 
 def built_candidates(task_name: str, n: int, prof, work: Path, seed: int) -> list[dict]:
@@ -105,7 +105,9 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 4 digits candidates, short timing"
     )
+    add_load_arguments(parser)
     args = parser.parse_args()
+    monitor = LoadMonitor()
     prof = _measure.profile("x86-ort", quick=args.quick)
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="precision-") as tmp:
@@ -182,7 +184,7 @@ Relative difference = |x - y| / mean(x, y). Spearman via {"scipy.stats.spearmanr
 {df.to_markdown(index=False, floatfmt=".3f")}
 """
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_report(args.out, text, monitor, args.allow_noisy or getattr(args, "quick", False))
     print(text)
 
 

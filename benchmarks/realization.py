@@ -29,7 +29,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _measure
-from _machine import facts, load_summary
+from _machine import LoadMonitor, add_load_arguments, facts, load_summary, write_report
 
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 ROUND_TO = (1, 8)
@@ -156,7 +156,9 @@ def main() -> None:
         action="store_true",
         help="smoke run: the digits model, ratio 0.5 only, a 1-process short timing",
     )
+    add_load_arguments(parser)
     args = parser.parse_args()
+    monitor = LoadMonitor()
     from autoprune.tasks import load_task
 
     prof = _measure.profile("x86-ort", quick=args.quick)
@@ -221,7 +223,7 @@ candidates (1 = proportional).
 
 {df[cols].to_markdown(index=False, floatfmt=".3f")}
 """
-    args.out.write_text(text)
+    write_report(args.out, text, monitor, args.allow_noisy or getattr(args, "quick", False))
     print(text)
 
 

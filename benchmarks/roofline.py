@@ -26,7 +26,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _measure
-from _machine import facts, load_summary
+from _machine import LoadMonitor, add_load_arguments, facts, load_summary, write_report
 
 
 def gemm_peak(sizes: tuple[int, ...], threads: int, seconds: float) -> list[dict]:
@@ -149,7 +149,9 @@ def main() -> None:
         action="store_true",
         help="smoke run: small GEMMs, the digits model, a 1-process short timing",
     )
+    add_load_arguments(parser)
     args = parser.parse_args()
+    monitor = LoadMonitor()
     sizes = (128, 256) if args.quick else (256, 512, 1024, 2048)
     seconds = 0.05 if args.quick else 1.0
     loads = [os.getloadavg()[0]]
@@ -203,7 +205,7 @@ away); with both vCPUs busy with other work, the 2-thread pool mostly waits for 
 (OpenBLAS threads spin), so its figure says more about the load than the hardware.
 """
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_report(args.out, text, monitor, args.allow_noisy or getattr(args, "quick", False))
     print(text)
 
 

@@ -28,6 +28,9 @@ import pandas as pd
 import autoprune
 from autoprune.pareto import hypervolume_2d
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import LoadMonitor, add_load_arguments, write_report  # noqa: E402
+
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 
 
@@ -38,7 +41,9 @@ def main() -> None:
     parser.add_argument("--task", default="fashion-mnist")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/samplers.md"))
     parser.add_argument("--keep", type=Path, help="keep the studies here (default: a temporary folder)")
+    add_load_arguments(parser)
     args = parser.parse_args()
+    monitor = LoadMonitor()
     root = args.keep or Path(tempfile.mkdtemp(prefix="autoprune-samplers-"))
     start = time.perf_counter()
     for n in range(1, args.trials + 1):
@@ -79,7 +84,7 @@ def main() -> None:
             f"benchmarks/samplers.py --trials {args.trials} --budget-ms {args.budget_ms:g}`.\n\n"
             + table.to_markdown(index=False, floatfmt=".3f") + "\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_report(args.out, text, monitor, args.allow_noisy or getattr(args, "quick", False))
     print(text)
 
 

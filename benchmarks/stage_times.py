@@ -25,6 +25,9 @@ from autoprune.pruning import GroupChoice, PruningPlan
 from autoprune.space import load_space, resolve
 from autoprune.tasks import Split, Task, load_task
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import LoadMonitor, add_load_arguments, write_report  # noqa: E402
+
 
 def resnet18_task() -> Task:
     import torchvision
@@ -60,7 +63,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/stage_times.md"))
     parser.add_argument("--skip-resnet18", action="store_true")
+    add_load_arguments(parser)
     args = parser.parse_args()
+    monitor = LoadMonitor()
     rows: list[dict] = []
     run(load_task("fashion-mnist"), {}, rows)
     if not args.skip_resnet18:
@@ -76,7 +81,7 @@ def main() -> None:
             f"Command: `.venv/bin/python benchmarks/stage_times.py`.\n\n"
             + table.to_markdown(index=False, floatfmt=".3f") + "\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_report(args.out, text, monitor, args.allow_noisy or getattr(args, "quick", False))
     print(text)
 
 

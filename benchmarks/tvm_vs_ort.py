@@ -20,6 +20,7 @@ import dataclasses
 import os
 import platform
 import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,9 @@ from autoprune.pruning import GroupChoice, PruningPlan, apply
 from autoprune.space import load_space, resolve
 from autoprune.tasks import load_task
 from autoprune.trials import TrialFailure
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import LoadMonitor, add_load_arguments, write_report  # noqa: E402
 
 
 def tvm_profile(base: DeviceProfile, db: Path, max_trials: int, per_task: int = 8) -> DeviceProfile:
@@ -67,7 +71,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/tvm_vs_ort.md"))
     parser.add_argument("--r18-trials-per-task", type=int, default=4)
+    add_load_arguments(parser)
     args = parser.parse_args()
+    monitor = LoadMonitor()
     started = time.perf_counter()
     ort_p, tvm_p = load_profile("x86-ort"), load_profile("x86-tvm")
     tmp = Path(tempfile.mkdtemp(prefix="tvm-vs-ort-"))
@@ -113,11 +119,12 @@ def main() -> None:
         print(label, res["tasks"], res["tasks_reused"], res["tuning_s"], f"{res['median_ms']:.3f} ms", flush=True)
 
     total = time.perf_counter() - started
-    write_report(args.out, rows, reuse, total, tvm_p)
+    report(args.out, rows, reuse, total, tvm_p, monitor, args.allow_noisy)
     print(f"wrote {args.out} ({total / 60:.1f} min)")
 
 
-def write_report(out: Path, rows: list[dict], reuse: list, total_s: float, tvm_p: DeviceProfile) -> None:
+def report(out: Path, rows: list[dict], reuse: list, total_s: float, tvm_p: DeviceProfile, monitor: LoadMonitor,
+           allow_noisy: bool) -> None:
     import tvm
 
     from autoprune.backends.tvm import resolve_target
@@ -170,8 +177,7 @@ def write_report(out: Path, rows: list[dict], reuse: list, total_s: float, tvm_p
         )
     rate = n_reused / n_tasks if n_tasks else 0.0
     lines += ["", f"**Database reuse rate: {n_reused}/{n_tasks} tasks = {rate:.0%}.**", ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    write_report(out, "\n".join(lines) + "\n", monitor, allow_noisy)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import LoadMonitor, add_load_arguments, write_report  # noqa: E402
+
 FIXED_SIZE = {"inception_v3": 299, "googlenet": 64}  # models that need a given input size
 
 
@@ -82,7 +85,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/zoo.md"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    add_load_arguments(parser)
     args = parser.parse_args()
+    monitor = LoadMonitor()
     if args.child:
         print("ZOO-RESULT " + json.dumps(one(args.child)), flush=True)
         return
@@ -118,7 +123,7 @@ def main() -> None:
             f"{os.cpu_count()} CPUs. Command: `.venv/bin/python benchmarks/zoo.py`.\n\n"
             + df[cols].to_markdown(index=False, floatfmt=".1f") + "\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_report(args.out, text, monitor, args.allow_noisy or getattr(args, "quick", False))
     print(text)
 
 

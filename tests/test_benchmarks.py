@@ -101,3 +101,27 @@ def test_precision_quick(tmp_path):
     out = tmp_path / "precision.md"
     run_script("precision.py", "--quick", "--out", str(out))
     assert "Spearman" in out.read_text()
+
+
+def test_a_report_timed_on_a_busy_machine_is_refused_or_stamped(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        from _machine import LoadMonitor, write_report
+    finally:
+        sys.path.remove(str(BENCH))
+    busy = LoadMonitor(every_s=60)
+    busy.stop()
+    busy.samples = [busy.before, 3.0 * os.cpu_count(), 3.0 * os.cpu_count()]  # as a loaded run records it
+    out = tmp_path / "r.md"
+    with pytest.raises(SystemExit, match="median 1-minute load during the run was"):
+        write_report(out, "figures\n", busy, allow_noisy=False)
+    assert not out.exists()
+    write_report(out, "figures\n", busy, allow_noisy=True)
+    text = out.read_text()
+    assert text.startswith("> **Noisy run, not evidence**") and "figures" in text
+    assert "1-min load average: before" in text and f"{os.cpu_count()} cores" in text
+    quiet = LoadMonitor(every_s=60)
+    quiet.stop()
+    quiet.samples = [0.1, 0.2, 0.3]
+    write_report(tmp_path / "q.md", "figures\n", quiet, allow_noisy=False)
+    assert "Noisy" not in (tmp_path / "q.md").read_text()
