@@ -73,6 +73,19 @@ def cmd_device_server(args: argparse.Namespace) -> int:
         tracker = RpcSettings.address(args.tracker)
     except ValueError as exc:
         raise ConfigError(f"--tracker: {exc}") from None
+    if args.token_file is not None:
+        import os
+
+        from autoprune.runners._protocol import TOKEN_ENV
+
+        try:
+            token = args.token_file.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--token-file: cannot read {args.token_file} ({exc}).") from None
+        if len(token) < 16:
+            raise ConfigError(f"--token-file: the token in {args.token_file} is shorter than 16 characters; "
+                              "make one with `python -c 'import secrets; print(secrets.token_hex(32))'`.")
+        os.environ[TOKEN_ENV] = token  # the server's sessions sign their replies with it
     _warn_open(args.host)
     serve(tracker, args.key, args.host, args.port, args.port + 100,
           log=lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -308,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; the tracker's clients must reach it)")
     s.add_argument("--port", type=int, default=9091, help="first port to try (default 9091)")
+    s.add_argument("--token-file", type=Path, metavar="FILE",
+                   help="sign timing replies with the token in FILE (or $AUTOPRUNE_DEVICE_TOKEN); hosts with "
+                        "the same $AUTOPRUNE_DEVICE_TOKEN refuse replies of boards without it")
     s.set_defaults(func=cmd_device_server)
     s = sub.add_parser("methods", help="list pruning methods")
     s.set_defaults(func=cmd_methods)

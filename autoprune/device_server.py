@@ -33,19 +33,24 @@ import sys
 import time
 
 from autoprune.runners import _device
-from autoprune.runners._protocol import ResultKind, RunnerResult
+from autoprune.runners._protocol import TOKEN_ENV, ResultKind, RunnerResult, signed
 
 POLL_S = 5.0
 REREGISTER_S = 20.0  # registration missing this long (with the tracker up): restart
 START_GRACE_S = 120.0  # a fresh server has this long to register (imports are slow under emulation)
 
 
-def time_artifact(artifact: str, profile_json: str, tag: str = "") -> str:
-    """Time an artifact uploaded to this session; a :class:`RunnerResult` as JSON.
+def time_artifact(artifact: str, profile_json: str, tag: str = "", nonce: str = "") -> str:
+    """Time an artifact uploaded to this session; a :class:`RunnerResult` as JSON, signed
+    for the request ``nonce`` when the server has a token (``$AUTOPRUNE_DEVICE_TOKEN``).
 
     ``tag`` names the work (``trial 3``); nothing a client sends changes this process's
     environment.
     """
+    return signed(os.environ.get(TOKEN_ENV), nonce, _time(artifact, profile_json, tag))
+
+
+def _time(artifact: str, profile_json: str, tag: str) -> RunnerResult:
     try:
         import tvm_ffi
 
@@ -64,8 +69,8 @@ def time_artifact(artifact: str, profile_json: str, tag: str = "") -> str:
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
         path = tvm_ffi.get_global_func("tvm.rpc.server.workpath")(artifact)
     except Exception as exc:  # noqa: BLE001 - reported to the client as the trial's reason
-        return RunnerResult.failed(ResultKind.CANDIDATE_FAILED, f"{type(exc).__name__}: {exc}").to_json()
-    return _device.time_artifact(path, profile_data, tag).to_json()
+        return RunnerResult.failed(ResultKind.CANDIDATE_FAILED, f"{type(exc).__name__}: {exc}")
+    return _device.time_artifact(path, profile_data, tag)
 
 
 def _threads(profile_data: dict) -> int:

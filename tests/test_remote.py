@@ -331,3 +331,22 @@ def test_a_client_cannot_reach_files_outside_its_session(host_device, tmp_path):
     assert secret.read_text() == "board secret"
     remote.upload(bytearray(b"inside"), "mine.bin")  # the session's own folder still works
     assert bytes(remote.download("mine.bin")) == b"inside"
+
+
+def test_replies_not_signed_with_the_hosts_token_are_refused(tmp_path, monkeypatch):
+    """A board registered under the key by someone without the shared token cannot feed
+    latencies into a search (its replies are not signed for the request)."""
+    from autoprune.runners import ResultKind
+
+    monkeypatch.setenv("AUTOPRUNE_DEVICE_TOKEN", "the-boards-token-0123456789")
+    device = arm_device.DeviceProcesses(sys.executable, HOST_KEY, tmp_path / "logs")  # starts with the token
+    with arm_device.running(device):
+        path = host_profile(tmp_path, device.tracker_address)
+        path.write_text(path.read_text().replace("retries: 4", "retries: 0"))
+        case = RunnerCase.digits(path, tmp_path)
+        good = case.runner.measure(case.artifact, case.profile)
+        assert good.ok, good.error
+        monkeypatch.setenv("AUTOPRUNE_DEVICE_TOKEN", "this-host-has-another-token")
+        refused = case.runner.measure(case.artifact, case.profile)
+    assert refused.kind is ResultKind.UNREACHABLE and refused.measurement is None
+    assert "not signed with this host's token" in refused.error

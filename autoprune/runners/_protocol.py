@@ -21,6 +21,7 @@ from autoprune.measure import Measurement
 
 RESULT_TAG = "AUTOPRUNE-RESULT "
 SCHEMA = "autoprune.runner-result/1"
+TOKEN_ENV = "AUTOPRUNE_DEVICE_TOKEN"  # shared by a device server and the hosts it times for
 
 
 class ResultKind(str, enum.Enum):
@@ -91,6 +92,42 @@ class RunnerResult:
     def line(self) -> str:
         """The result as a child process prints it."""
         return RESULT_TAG + self.to_json()
+
+
+def sign(token: str, nonce: str, text: str) -> str:
+    """HMAC-SHA256 of a reply to the request ``nonce``, keyed by the shared token."""
+    import hashlib
+    import hmac
+
+    return hmac.new(token.encode(), f"{nonce}\n{text}".encode(), hashlib.sha256).hexdigest()
+
+
+def signed(token: str | None, nonce: str, result: RunnerResult) -> str:
+    """A device's reply: the result and, when the device has a token, its signature."""
+    text = result.to_json()
+    return json.dumps({"result": text, "signature": sign(token, nonce, text) if token else None})
+
+
+def open_signed(token: str | None, nonce: str, reply: str) -> RunnerResult:
+    """The result in a device's reply, if it is signed with ``token`` (when the host has one).
+
+    A reply that is not signed for this request with this host's token is refused: a
+    board registered under the key by someone else does not know the token, and a
+    replayed reply carries another request's nonce.
+    """
+    import hmac
+
+    try:
+        data = json.loads(reply)
+        text, signature = data["result"], data.get("signature")
+    except (ValueError, TypeError, KeyError):
+        return RunnerResult.from_json(reply)  # malformed: from_json says so
+    if token and not (isinstance(signature, str) and hmac.compare_digest(signature, sign(token, nonce, text))):
+        return RunnerResult.failed(
+            ResultKind.UNREACHABLE,
+            f"the device's reply is not signed with this host's token (${TOKEN_ENV}): a board that does not "
+            "share it answered under this key. Start your boards' device servers with the same token.")
+    return RunnerResult.from_json(text)
 
 
 def from_output(stdout: str) -> RunnerResult | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from autoprune.errors import DeviceError
 from autoprune.measure import combine
 from autoprune.runners._base import Runner
-from autoprune.runners._protocol import ResultKind, RunnerResult, from_output
+from autoprune.runners._protocol import TOKEN_ENV, ResultKind, RunnerResult, from_output, open_signed
 from autoprune.runners.local import end_with_parent
 
 if TYPE_CHECKING:
@@ -210,8 +211,10 @@ def _client(request: dict[str, Any]) -> RunnerResult:
                 ResultKind.CANDIDATE_FAILED,
                 f"the device under key {key!r} runs a plain TVM RPC server without autoprune's timing "
                 "function; start it with `autoprune device-server` instead")
-        # 4. time it on the device
-        return RunnerResult.from_json(time_fn(artifact.name, json.dumps(request["profile"]), request["tag"]))
+        # 4. time it on the device; the reply is signed for this request when the host has a token
+        nonce = secrets.token_hex(16)
+        reply = time_fn(artifact.name, json.dumps(request["profile"]), request["tag"], nonce)
+        return open_signed(os.environ.get(TOKEN_ENV), nonce, reply)
     except Exception as exc:  # noqa: BLE001 - classified here, where it is known: device lost, or candidate
         try:
             still_there = has_key(tracker_servers(host, port), key)
