@@ -241,7 +241,10 @@ def test_devices_check_reports_the_emulated_board(board):
     assert "aarch64" in out and "Cortex-A72" in out
     isa = next(line for line in out.splitlines() if "│ isa" in line)
     assert "asimd" in isa and "sve" not in isa and "asimddp" not in isa  # QEMU_CPU=cortex-a72: no SVE/dotprod
-    assert "onnxruntime" in out and "1.31" in out and "ms median" in out
+    import onnxruntime
+
+    # the board runs the host's pinned onnxruntime (arm_device installs the same version)
+    assert "onnxruntime" in out and onnxruntime.__version__ in out and "ms median" in out
 
 
 @pytest.mark.slow
