@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from autoprune.pruning import apply_masks
+
 # _base, not the package: the package's loader builds the built-in tasks with ``train``
 from autoprune.tasks._base import Split
 

@@ -30,7 +30,6 @@ from autoprune.errors import StudyError
 from autoprune.pareto import hypervolume_2d
 from autoprune.results import SearchResult
 
-
 REPORT_NAME = "report.html"
 
 # Columns the report reads; a folder written by an older autoprune may lack some.

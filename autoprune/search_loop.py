@@ -590,9 +590,9 @@ def join(
         StudyError: no such study in the storage, or it was not created by autoprune.
         AutopruneError: this machine's profile or space differs from the study's.
     """
-    from autoprune import storage as storage_mod
-
     import optuna
+
+    from autoprune import storage as storage_mod
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     store = storage_mod.open_storage(storage)

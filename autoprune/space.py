@@ -31,13 +31,11 @@ Example:
 from __future__ import annotations
 
 import fnmatch
-import sys
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from typing import Literal
+from typing import Any, Literal
 
 from autoprune._config import data_dir, load_named, stable_hash
 from autoprune.pruning import METHODS, GroupChoice, GroupInfo, PruningPlan, find_blocks, find_groups

@@ -89,7 +89,6 @@ class SearchArm:
 
     def frame(self) -> pd.DataFrame:
         from autoprune import results
-
         from autoprune.trials import TrialFiles
 
         res = results.SearchResult.load(self.study_dir)

@@ -29,11 +29,11 @@ import pandas as pd
 from autoprune import pruning
 from autoprune.device import Device
 from autoprune.objective import Context, run_candidate
-from autoprune.trials import TrialFailure
 from autoprune.profiles import load_profile
 from autoprune.pruning import GroupChoice, PruningPlan
 from autoprune.space import load_space, resolve
 from autoprune.tasks import load_task
+from autoprune.trials import TrialFailure
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import LoadMonitor, add_load_arguments, write_report  # noqa: E402

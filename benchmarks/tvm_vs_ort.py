@@ -19,8 +19,8 @@ import argparse
 import dataclasses
 import os
 import platform
-import tempfile
 import sys
+import tempfile
 import time
 from pathlib import Path
 

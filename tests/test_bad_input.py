@@ -10,7 +10,6 @@ import shutil
 import numpy as np
 import optuna
 import pytest
-
 from conftest import run_cli
 
 

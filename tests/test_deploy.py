@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import autoprune
-
 from autoprune.deploy import run_package, verify_package
 from autoprune.errors import ExportError, PackageError
 

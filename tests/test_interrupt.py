@@ -10,7 +10,6 @@ import sqlite3
 
 import pandas as pd
 import pytest
-
 from conftest import run_cli
 
 pytestmark = pytest.mark.slow

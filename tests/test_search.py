@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 import autoprune
-from autoprune.space import load_space
 from autoprune.errors import BudgetError, StudyError
+from autoprune.space import load_space
 from autoprune.storage import finished
 
 

@@ -7,12 +7,12 @@ import dataclasses
 import pandas as pd
 import pytest
 
+from autoprune.device import Device
 from autoprune.objective import Context, Stager, run_candidate
 from autoprune.profiles import load_profile
-from autoprune.device import Device
 from autoprune.pruning import GroupChoice, PruningPlan
-from autoprune.space import load_space, resolve
 from autoprune.search_loop import staging_summary
+from autoprune.space import load_space, resolve
 
 
 @pytest.fixture(scope="module")

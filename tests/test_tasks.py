@@ -8,7 +8,7 @@ import torch
 import autoprune
 from autoprune.errors import DataError, TaskError
 from autoprune.tasks import load_task
-from autoprune.tasks.builtin import SHIPPED, FASHION_DIR
+from autoprune.tasks.builtin import FASHION_DIR, SHIPPED
 
 
 def test_digits_task_is_trained_and_real(digits_task):

@@ -190,8 +190,9 @@ def test_search_export_and_run_with_x86_tvm(tmp_path, monkeypatch):
     Tuning is off here (``max_trials: 0``; the tuning test covers it): with it, the search
     took over 15 min on the shared 2-core machine.
     """
-    import autoprune
     from conftest import run_cli
+
+    import autoprune
 
     monkeypatch.setenv("AUTOPRUNE_CACHE", str(tmp_path / "cache"))
     text = (REPO / "device_profiles" / "x86-tvm.yaml").read_text()

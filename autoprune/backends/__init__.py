@@ -18,41 +18,15 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-
+from autoprune._registry import Registry
 from autoprune.backends._base import Backend, BuildResult
-from autoprune.errors import ConfigError
 
 __all__ = ["Backend", "BuildResult", "available", "create", "register"]
 
-# name -> "module:Class"; a string so that registering costs no import
-_REGISTRY: dict[str, str] = {
+_registry: Registry[Backend] = Registry("backend", Backend, {
     "onnxruntime": "autoprune.backends.onnxruntime:OrtBackend",
     "tvm": "autoprune.backends.tvm:TvmBackend",
-}
-
-
-def register(name: str, target: str) -> None:
-    """Register a backend class, given as ``"package.module:Class"``, under ``name``."""
-    if ":" not in target:
-        raise ConfigError(f"backend {name!r}: give the class as 'package.module:Class', got {target!r}.")
-    _REGISTRY[name] = target
-
-
-def available() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def create(name: str) -> Backend:
-    """A new backend of the registered ``name``.
-
-    Raises:
-        ConfigError: no backend of that name.
-    """
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown backend {name!r}; available: {', '.join(available())}.")
-    module, _, cls = _REGISTRY[name].partition(":")
-    backend = getattr(importlib.import_module(module), cls)()
-    if not isinstance(backend, Backend):
-        raise ConfigError(f"backend {name!r} ({_REGISTRY[name]}) is not an autoprune Backend.")
-    return backend
+})
+register = _registry.register
+available = _registry.available
+create = _registry.create

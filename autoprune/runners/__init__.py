@@ -16,42 +16,16 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-
-from autoprune.errors import ConfigError
+from autoprune._registry import Registry
 from autoprune.runners._base import Runner
 from autoprune.runners._protocol import ResultKind, RunnerResult
 
 __all__ = ["ResultKind", "Runner", "RunnerResult", "available", "create", "register"]
 
-# name -> "module:Class"; a string so that registering costs no import
-_REGISTRY: dict[str, str] = {
+_registry: Registry[Runner] = Registry("runner", Runner, {
     "local": "autoprune.runners.local:LocalRunner",
     "rpc": "autoprune.runners.rpc:RpcRunner",
-}
-
-
-def register(name: str, target: str) -> None:
-    """Register a runner class, given as ``"package.module:Class"``, under ``name``."""
-    if ":" not in target:
-        raise ConfigError(f"runner {name!r}: give the class as 'package.module:Class', got {target!r}.")
-    _REGISTRY[name] = target
-
-
-def available() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def create(name: str) -> Runner:
-    """A new runner of the registered ``name``.
-
-    Raises:
-        ConfigError: no runner of that name.
-    """
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown runner {name!r}; available: {', '.join(available())}.")
-    module, _, cls = _REGISTRY[name].partition(":")
-    runner = getattr(importlib.import_module(module), cls)()
-    if not isinstance(runner, Runner):
-        raise ConfigError(f"runner {name!r} ({_REGISTRY[name]}) is not an autoprune Runner.")
-    return runner
+})
+register = _registry.register
+available = _registry.available
+create = _registry.create

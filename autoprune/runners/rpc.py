@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 from autoprune.errors import DeviceError
 from autoprune.measure import combine
 from autoprune.runners._base import Runner
-from autoprune.runners._protocol import TOKEN_ENV, ResultKind, RunnerResult, from_output, open_signed
+from autoprune.runners._protocol import (
+    TOKEN_ENV,
+    ResultKind,
+    RunnerResult,
+    from_output,
+    open_signed,
+)
 from autoprune.runners.local import end_with_parent
 
 if TYPE_CHECKING:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from autoprune.errors import TaskError, did_you_mean
