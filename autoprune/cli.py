@@ -268,10 +268,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     res = run_package(args.package, args.input, runs=args.runs, expect_digest=args.expect_digest)
     if res["note"]:
         err.print(f"[dim]autoprune:[/] {res['note']}", highlight=False)
-    checked = "digest and checksums ok" if args.expect_digest else f"checksums ok (digest {res['digest']})"
-    out.print(f"{checked}; output shape {tuple(res['output_shape'])}; latency median "
+    out.print(f"checksums ok; output shape {tuple(res['output_shape'])}; latency median "
               f"{res['latency_median_ms']:.3f} ms, p90 {res['latency_p90_ms']:.3f} ms over {res['runs']} runs "
               f"(search measured {res['manifest']['metrics']['latency_ms']:.3f} ms)")
+    out.print(f"digest {res['digest']} " + ("(as expected)" if args.expect_digest else
+              "(compare it with the one `autoprune export` printed, or pass --expect-digest)"), highlight=False)
     if args.save_output:
         import numpy as np
 

@@ -303,14 +303,19 @@ def test_killing_the_device_server_mid_search_fails_a_trial_and_the_search_goes_
     assert trials["state"].isin(["COMPLETE", "FAIL"]).all()
     failed = trials[trials["state"] == "FAIL"]
     assert len(failed) >= 1, trials[["trial", "state", "fail_reason"]]
-    assert failed["fail_reason"].str.contains("was lost during the session").all(), failed["fail_reason"].tolist()
+    lost = failed[failed["fail_reason"].str.contains("was lost during the session")]
+    assert len(lost) >= 1, failed["fail_reason"].tolist()
+    # a lost baseline runs again before the warm start, which is queued again after it
+    requeued = failed.drop(index=lost.index)
+    assert requeued["fail_reason"].str.contains("queued again after the retry of the baseline").all(), \
+        failed["fail_reason"].tolist()
     # the board failed, not the candidate: not counted, and the same plan ran again
     assert (failed["fail_stage"] == "interrupted").all()
     assert (trials["fail_stage"] != "interrupted").sum() == 5
     records = {r.number: r for r in result.records}
     for number in failed["trial"]:
         retries = [r for r in records.values() if r.retry_of == number]
-        assert len(retries) == 1 and retries[0].params == records[number].params
+        assert len(retries) == 1 and retries[0].params == records[number].retry_params
     # trials after the failure completed on the restarted server, the baseline among them
     later = trials[trials["trial"] > failed["trial"].max()]
     assert (later["state"] == "COMPLETE").any(), trials[["trial", "state", "fail_reason"]]
@@ -345,7 +350,8 @@ def test_replies_not_signed_with_the_hosts_token_are_refused(tmp_path, monkeypat
     device = arm_device.DeviceProcesses(sys.executable, HOST_KEY, tmp_path / "logs")  # starts with the token
     with arm_device.running(device):
         path = host_profile(tmp_path, device.tracker_address)
-        path.write_text(path.read_text().replace("retries: 4", "retries: 0"))
+        # short back-off: the refused case is retried like an unreachable board
+        path.write_text(path.read_text().replace("retries: 4, backoff_s: 5", "retries: 3, backoff_s: 1"))
         case = RunnerCase.digits(path, tmp_path)
         good = case.runner.measure(case.artifact, case.profile)
         assert good.ok, good.error

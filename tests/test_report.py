@@ -47,6 +47,7 @@ def failed_study(tmp_path_factory):
 
 def test_report_of_a_real_study_is_self_contained(digits_study, tmp_path):
     out = tmp_path / "sub" / "digits.html"
+    out.parent.mkdir()  # a report is one file: it does not make folders (see test_bad_input)
     proc = run_cli("report", str(digits_study.study_dir), "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     assert str(out) in " ".join(proc.stdout.split())

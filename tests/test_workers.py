@@ -174,6 +174,6 @@ def test_the_documented_url_works_and_its_password_is_never_written(postgres_url
     assert config["storage"].startswith("postgresql://postgres@")
     # reading the folder again needs no password in the URL (the server here trusts; a
     # real one takes it from $PGPASSWORD or ~/.pgpass)
-    front = _cli("front", str(tmp_path / "documented"))
-    out, err = front.communicate(timeout=300)
-    assert front.returncode == 0, err[-2000:]
+    front = subprocess.run([sys.executable, "-m", "autoprune", "front", str(tmp_path / "documented")],
+                           env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300)
+    assert front.returncode == 0, front.stderr[-2000:]
