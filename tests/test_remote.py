@@ -346,6 +346,7 @@ def test_replies_not_signed_with_the_hosts_token_are_refused(tmp_path, monkeypat
     latencies into a search (its replies are not signed for the request)."""
     from autoprune.runners import ResultKind
 
+    monkeypatch.delenv("AUTOPRUNE_TRACKER", raising=False)  # the emulated board's fixture may have set it
     monkeypatch.setenv("AUTOPRUNE_DEVICE_TOKEN", "the-boards-token-0123456789")
     device = arm_device.DeviceProcesses(sys.executable, HOST_KEY, tmp_path / "logs")  # starts with the token
     with arm_device.running(device):
