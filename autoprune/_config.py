@@ -163,6 +163,12 @@ def stable_hash(data: Any) -> str:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a file so readers never see it half-written (temporary file, then replace)."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so readers never see it half-written; a temporary file of its own
+    per writer, so that workers sharing a results folder never take each other's."""
     import os
     import tempfile
 
@@ -171,8 +177,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     chmod_shared(Path(tmp), 0o666)  # mkstemp makes 0600; results are meant to be shared
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
 
-from autoprune._config import atomic_write_text
+from autoprune._config import atomic_write_bytes, atomic_write_text
 
 
 def pareto_plots(trials: pd.DataFrame, front: pd.DataFrame, baseline: pd.Series | None, budget_ms: float,
@@ -42,10 +43,10 @@ def _png(df, front, base, budget_ms: float, device: str, study: str, out_dir: Pa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    tmp = out_dir / ".pareto.png.tmp"
-    fig.savefig(tmp, format="png")
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
-    tmp.replace(out_dir / "pareto.png")
+    atomic_write_bytes(out_dir / "pareto.png", png.getvalue())
 
 
 def _html(df, front, base, budget_ms: float, study: str, out_dir: Path) -> None:

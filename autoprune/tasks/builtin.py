@@ -10,6 +10,7 @@ first use and cached. A damaged file is reported and rebuilt, never used.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import pickle
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autoprune._config import atomic_write_text, cache_dir, sha256_file
+from autoprune._config import atomic_write_bytes, atomic_write_text, cache_dir, sha256_file
 from autoprune.errors import DataError
 from autoprune.recover import TrainConfig, train
 from autoprune.tasks._base import Split, Task
@@ -194,9 +195,9 @@ def train_base(name: str, build: Callable[[], nn.Module], train_split: Split, va
 def save_checkpoint(model: nn.Module, acc: float, name: str, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     pt = folder / f"{name}.pt"
-    tmp = pt.with_suffix(".pt.tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, pt)
+    data = io.BytesIO()
+    torch.save(model.state_dict(), data)
+    atomic_write_bytes(pt, data.getvalue())  # workers training it at once each write their own temporary file
     info = {
         "schema": "autoprune.checkpoint/1",
         "sha256": sha256_file(pt),
