@@ -108,8 +108,8 @@ def write_report(path: Path, text: str, monitor: LoadMonitor, allow_noisy: bool)
             "--allow-noisy to write it stamped as noisy."
         )
     if noisy:
-        text = (f"> **Noisy run, not evidence**: the median 1-minute load during it was {monitor.median:.2f} on "
-                f"{cores} cores.\n\n" + text)
+        text = (f"> **Timed on a busy machine** (`--allow-noisy`): the median 1-minute load during the run was "
+                f"{monitor.median:.2f} on {cores} cores, so these are not figures of the models alone.\n\n" + text)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.rstrip("\n") + f"\n\n- {monitor.summary()}\n")

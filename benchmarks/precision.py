@@ -102,6 +102,7 @@ def main() -> None:
         "--onnx-dir", type=Path, default=None, help="time model.onnx files found here instead"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--note", default="", help="a line for the report, e.g. what else ran beside it")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 4 digits candidates, short timing"
     )
@@ -170,7 +171,7 @@ def main() -> None:
   batch 1; every timing is the full protocol (build, {prof.measurement.sessions} separate
   timing processes, median of their medians), measurement cache off.
 - Candidates: {source}.
-- Order: A1 B1 A2 B2 ... (A and B back to back per candidate), then C1 C2 ... (pass C
+{f"- Note: {args.note}" + chr(10) if args.note else ""}- Order: A1 B1 A2 B2 ... (A and B back to back per candidate), then C1 C2 ... (pass C
   minutes after A and B).
 
 Relative difference = |x - y| / mean(x, y). Spearman via {"scipy.stats.spearmanr"}.

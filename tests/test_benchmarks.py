@@ -118,7 +118,7 @@ def test_a_report_timed_on_a_busy_machine_is_refused_or_stamped(tmp_path):
     assert not out.exists()
     write_report(out, "figures\n", busy, allow_noisy=True)
     text = out.read_text()
-    assert text.startswith("> **Noisy run, not evidence**") and "figures" in text
+    assert text.startswith("> **Timed on a busy machine**") and "figures" in text
     assert "1-min load average: before" in text and f"{os.cpu_count()} cores" in text
     quiet = LoadMonitor(every_s=60)
     quiet.stop()
