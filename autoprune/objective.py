@@ -12,6 +12,7 @@ harness's fault injection (``autoprune.testing.faults``) hooks them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import signal
 import sys
@@ -34,6 +35,10 @@ from autoprune.recover import TrainConfig, recalibrate_bn, train
 from autoprune.space import ResolvedSpace
 from autoprune.tasks import Task
 from autoprune.trials import Candidate, FailStage, TrialFailure, TrialFiles
+
+# A full disk or a read-only folder fails every candidate alike: it stops the search
+# (one line, exit 2) rather than being recorded as this candidate's failure.
+MACHINE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 @dataclass
@@ -110,6 +115,10 @@ def _stage(name: str, times: dict[str, float], limit_s: float | None = None):
             yield
     except TrialFailure:
         raise
+    except OSError as exc:
+        if exc.errno in MACHINE_ERRNOS:
+            raise  # the machine's fault, not the candidate's: the search stops, and the trial runs again on resume
+        raise TrialFailure(name, f"{type(exc).__name__}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - a bad candidate must not stop the study
         raise TrialFailure(name, f"{type(exc).__name__}: {exc}") from exc
     finally:  # summed: iterative pruning enters prune and recover several times

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -416,8 +417,10 @@ def run_trials(store, study, target: int, objective: Callable, after_trial: Call
                 state = optuna.trial.TrialState.COMPLETE
             except TrialFailure:
                 pass
-            except BaseException:  # Ctrl-C or a bug: the trial is retried, not lost
-                storage.requeue(store, study, TrialRecord.of(trial), f"its worker {storage.OWNER} stopped")
+            except BaseException:  # Ctrl-C, a full disk or a bug: the trial is retried, not lost
+                # (if the database refuses even that, the next start finds the trial's owner dead)
+                with contextlib.suppress(Exception):
+                    storage.requeue(store, study, TrialRecord.of(trial), f"its worker {storage.OWNER} stopped")
                 raise
         frozen = study.tell(trial, values, state=state)
         ran += 1

@@ -84,3 +84,53 @@ def test_kill_while_a_queued_plan_is_stored_keeps_it_exact(tmp_path, trial):
     assert records[complete[0]].baseline, "the baseline is measured before any other trial"
     assert sum(r.baseline and r.complete for r in records.values()) == 1
     assert result.front["speedup"].notna().all()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 MB tmpfs: fills up on demand, and remounts read-only."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_full_disk_or_a_read_only_folder_is_one_line_and_resumes(small_disk):
+    import subprocess
+
+    def search(trials: int):
+        return run_cli("search", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "5",
+                       "--trials", str(trials), "--results-dir", str(small_disk), "--quiet", "--no-warm-start")
+
+    first = search(2)
+    assert first.returncode == 0, first.stderr
+    filler = small_disk / "filler"
+    with open(filler, "wb") as fh:  # take every byte that is left
+        try:
+            while True:
+                fh.write(b"\0" * (1 << 20))
+                fh.flush()
+        except OSError:
+            pass
+    full = search(4)
+    assert full.returncode == 2, full.stderr
+    assert "Traceback" not in full.stderr and full.stderr.count("autoprune: error:") == 1, full.stderr
+    assert "run the same command again to resume" in full.stderr
+    filler.unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    read_only = search(4)
+    assert read_only.returncode == 2, read_only.stderr
+    assert "Traceback" not in read_only.stderr and read_only.stderr.count("autoprune: error:") == 1
+    subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    resumed = search(4)
+    assert resumed.returncode == 0, resumed.stderr
+    after = pd.read_csv(small_disk / "digits-x86-ort" / "trials.csv")
+    counted = after[(after["state"] == "COMPLETE") | ((after["state"] == "FAIL") & (after["fail_stage"] != "interrupted"))]
+    assert len(counted) == 4 and (counted["state"] == "COMPLETE").all()  # no candidate blamed for the disk
