@@ -180,7 +180,9 @@ def main() -> None:
     text = f"""# Roofline: float32 GEMM peak against achieved GFLOP/s
 
 {facts()}- {load_summary(loads)}
-- BLAS: {blas}; thread count set with `threadpoolctl.threadpool_limits(limits=N, user_api="blas")`
+- BLAS: {blas}; thread count set with `threadpoolctl.threadpool_limits(limits=N, user_api="blas")`;
+  `OPENBLAS_CORETYPE` {os.environ.get("OPENBLAS_CORETYPE", "unset")} (a forced older core type, e.g. Haswell on an
+  AVX-512 CPU, halves numpy's peak: run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` for the CPU's own kernel)
   (1 and 2 threads; the machine has {os.cpu_count()} logical CPUs and is shared, so
   the 2-thread figure is what was available, not the hardware's).
 
