@@ -69,3 +69,43 @@ def test_a_hanging_surgery_fails_its_trial_within_the_limit(tmp_path, short_prof
     assert "did not finish within 2 s" in df.loc[1, "fail_reason"]
     assert df.loc[1, "duration_s"] < 60
     assert (df.drop(index=1)["state"] == "COMPLETE").all()
+
+
+def test_a_killed_search_takes_its_timing_process_and_scratch_folders_with_it(tmp_path, short_profile):
+    """kill -9 of a search whose timing process hangs: the timing process dies with it
+    (not seconds later), and the next start removes what the dead one left in the temp folder."""
+    import os
+    import signal
+    import sys
+    import tempfile
+    import time
+
+    from autoprune._config import scratch_dir
+
+    env = dict(os.environ, AUTOPRUNE_FAULT="hang@device#1")
+    search = subprocess.Popen([sys.executable, "-m", "autoprune", "search", "--task", "digits", "--device",
+                               str(short_profile), "--latency-budget-ms", "5", "--trials", "3", "--quiet",
+                               "--results-dir", str(tmp_path / "r")], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+
+    def timing_processes() -> list[str]:
+        found = subprocess.run(["pgrep", "-P", str(search.pid), "-f", "autoprune.runners._device"],
+                               capture_output=True, text=True)
+        return found.stdout.split()
+
+    deadline = time.monotonic() + 120
+    while not timing_processes():  # trial 1's timing process, hanging
+        assert search.poll() is None and time.monotonic() < deadline, "trial 1 never reached its timing"
+        time.sleep(0.2)
+    child = timing_processes()[0]
+    os.kill(search.pid, signal.SIGKILL)
+    search.wait()
+    time.sleep(0.5)
+    assert not os.path.exists(f"/proc/{child}") or "Z" in open(f"/proc/{child}/stat").read().split()[2]
+    # a scratch folder of a process that died is removed by the next one that makes one
+    dead = tempfile.mkdtemp(prefix=f"autoprune-preflight-{search.pid}-")
+    fresh = scratch_dir(tempfile.gettempdir(), "autoprune-preflight-")
+    try:
+        assert not os.path.exists(dead) and fresh.is_dir()
+    finally:
+        fresh.rmdir()

@@ -52,6 +52,7 @@ def test_kill_9_in_each_stage_then_resume(tmp_path, stage):
         assert after.loc[3, "state"] == "COMPLETE"
     else:
         assert after.loc[3, "state"] == "FAIL" and after.loc[3, "fail_stage"] == "interrupted"
+        assert not (study / "trials" / "3").exists()  # its half-written files went when it was queued again
     # every trial finished before the kill is unchanged
     for number, row in finished_before.iterrows():
         for col in ("accuracy", "latency_ms", "size_mb", "macs"):
