@@ -70,8 +70,6 @@ def write_report(results_dir: str | Path, out: str | Path | None = None) -> Path
 
 
 def _load(results_dir: Path) -> SearchResult:
-    from autoprune.storage import default_url, open_storage
-
     if not results_dir.is_dir():
         what = "is not a directory" if results_dir.exists() else "does not exist"
         raise StudyError(
@@ -89,8 +87,8 @@ def _load(results_dir: Path) -> SearchResult:
                 f"{results_dir} has no study.db, so there are no trials to report. "
                 "Run the search (again) to create it, or pass the folder that holds it."
             )
-        # A damaged database becomes one readable StudyError here rather than a traceback.
-        open_storage(recorded or default_url(results_dir))
+    # SearchResult.load opens the storage through storage.open_storage, which turns a
+    # damaged database into one readable StudyError
     return SearchResult.load(results_dir)
 
 
