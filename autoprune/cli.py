@@ -160,10 +160,25 @@ def cmd_search(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         sampler=args.sampler,
         warm_start=not args.no_warm_start,
+        finalize=not args.no_finalize,
+        max_drop=args.max_drop,
+        min_metric=args.min_metric,
     )
     _print_front(result)
-    out.print(f"results: {result.study_dir}/ (trials.csv, pareto.csv, pareto.png, pareto.html)")
+    _print_recommendation(result)
+    out.print(f"results: {result.study_dir}/ (trials.csv, pareto.csv, pareto.png, pareto.html"
+              f"{', final.csv' if not result.final.empty else ''})")
     return 0
+
+
+def _print_recommendation(result) -> None:
+    if result.baseline is None or result.front.empty:
+        return
+    lines = result.recommend().lines(result.study_dir)
+    out.print("[bold]recommended[/] (" + ("final figures" if result.recommend().final else "search-time figures")
+              + "):", highlight=False)
+    for line in lines:
+        out.print(f"  {line}", highlight=False)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -179,19 +194,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_finalize(args: argparse.Namespace) -> int:
     from autoprune.finalize import finalize
 
-    df = finalize(args.results, steps=args.steps, trials=args.trials,
+    df = finalize(args.results, steps=args.steps, trials=args.trials, members=args.members,
                   log=lambda m: err.print(f"[dim]autoprune:[/] {m}", highlight=False))
     table = Table(title=f"finalized front of {args.results} (written to final.csv)", title_justify="left")
-    cols = {"trial": "trial", "search_accuracy": "search acc %", "final_accuracy": "final acc %",
+    cols = {"trial": "trial", "finetune_steps": "steps (all)", "search_accuracy": "search acc %",
+            "final_accuracy": "final acc %",
             "accuracy_drop": "drop", "search_latency_ms": "search ms", "final_latency_ms": "final ms",
             "baseline_latency_ms": "baseline ms", "paired_speedup": "speedup"}
     for c in cols.values():
         table.add_column(c, justify="right")
     for _, r in df.iterrows():
-        table.add_row(str(int(r["trial"])), f"{r['search_accuracy']:.2f}", f"{r['final_accuracy']:.2f}",
+        table.add_row(str(int(r["trial"])), str(int(r["finetune_steps"])), f"{r['search_accuracy']:.2f}",
+                      f"{r['final_accuracy']:.2f}",
                       f"{r['accuracy_drop']:+.2f}", f"{r['search_latency_ms']:.3f}", f"{r['final_latency_ms']:.3f}",
                       f"{r['baseline_latency_ms']:.3f}", f"{r['paired_speedup']:.2f}x")
     out.print(table)
+    from autoprune.results import SearchResult
+
+    _print_recommendation(SearchResult.load(args.results))
     return 0
 
 
@@ -201,6 +221,7 @@ def cmd_front(args: argparse.Namespace) -> int:
     result = SearchResult.load(args.results, storage=args.storage)
     if args.format == "table":
         _print_front(result)
+        _print_recommendation(result)
     elif args.format == "csv":
         sys.stdout.write(result.front.to_csv(index=False))
     else:
@@ -224,7 +245,7 @@ def _print_front(result) -> None:
     headers = {"trial": "trial", "accuracy": "acc %", "accuracy_drop": "drop", "latency_ms": "latency ms",
                "latency_p90_ms": "p90 ms", "speedup": "speedup", "size_mb": "size MB",
                "macs_ratio": "MACs", "params": "params", "sparsity": "zeros", "round_to": "round_to",
-               "methods": "methods"}
+               "methods": "methods", "fidelity": "figures"}
     others = device_columns(result.front)
     for col in FRONT_COLUMNS:
         table.add_column(headers[col], justify="right")
@@ -238,7 +259,7 @@ def _print_front(result) -> None:
             str(int(r["trial"])), f"{r['accuracy']:.2f}", f"{r['accuracy_drop']:+.2f}",
             f"{r['latency_ms']:.3f}", f"{r['latency_p90_ms']:.3f}", f"{r['speedup']:.2f}x", *there,
             f"{r['size_mb']:.3f}", f"{r['macs_ratio']:.2f}", f"{int(r['params']):,}", f"{r['sparsity']:.0%}",
-            str(r["round_to"]), str(r["methods"]),
+            str(r["round_to"]), str(r["methods"]), str(r["fidelity"]),
         )
     out.print(table)
     if result.front.empty:
@@ -254,7 +275,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     manifest = json.loads((path / "manifest.json").read_text())
     m = manifest["metrics"]
     out.print(f"exported trial {args.trial} to {path}/: accuracy {m['accuracy']:.2f}%, "
-              f"latency {m['latency_ms']:.3f} ms ({m['speedup']:.2f}x), files: {', '.join(manifest['files'])}")
+              f"latency {m['latency_ms']:.3f} ms ({m['speedup']:.2f}x) [{m['fidelity']}], "
+              f"files: {', '.join(manifest['files'])}")
     out.print(f"digest {package_digest(path)} (give it to `autoprune run --expect-digest` where the package is used)",
               highlight=False)
     return 0
@@ -352,6 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-warm-start", action="store_true",
                    help="do not start with the uniform 50%% and 30%% L1 plans")
     s.add_argument("--data-dir", help="dataset folder (default: the Debian package's)")
+    s.add_argument("--no-finalize", action="store_true",
+                   help="stop after the trials: skip the full fine-tune, full validation and paired re-timing of "
+                        "the front's best members (run `autoprune finalize` later)")
+    s.add_argument("--max-drop", type=float, default=1.0, metavar="PTS",
+                   help="accuracy points below the baseline the recommended pick may lose (default 1.0)")
+    s.add_argument("--min-metric", type=float, metavar="VALUE",
+                   help="least accuracy shown on the front and plots (default: the baseline's less 10 points; "
+                        "lower candidates stay in trials.csv)")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=cmd_search)
 
@@ -366,7 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("finalize", help="fine-tune the front longer and time it again, paired with the baseline")
     s.add_argument("results", type=Path)
-    s.add_argument("--steps", type=_count(0), help="fine-tune steps per member (default 10x the space's)")
+    s.add_argument("--steps", type=_count(0),
+                   help="fine-tune steps per member on top of its search-time ones (default: the space's "
+                        "recovery.final_steps)")
+    s.add_argument("--members", type=_count(1),
+                   help="finalize at most this many front members, the most accurate (default: the space's "
+                        "recovery.final_members)")
     s.add_argument("--trials", type=lambda v: [int(x) for x in v.split(",")],
                    help="comma-separated trial numbers (default: the accuracy/latency front)")
     s.set_defaults(func=cmd_finalize)

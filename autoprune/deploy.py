@@ -49,18 +49,26 @@ def _versions() -> dict[str, str]:
 def rebuild_model(result: SearchResult, trial: int, final: bool = True):
     """The trial's pruned, fine-tuned PyTorch model, rebuilt from its plan and weights
     (the weights of ``autoprune finalize`` when it ran and ``final`` is true)."""
-    import torch
-
-    from autoprune import pruning
     from autoprune.tasks import load_task
 
     files = TrialFiles.of(result.study_dir, trial)
+    task = load_task(result.identity["task"], result.identity.get("data_dir"))
+    model, plan = load_candidate(task, files, final=final, label=f"trial {trial}")
+    return model, task, plan
+
+
+def load_candidate(task, files: TrialFiles, final: bool = False, label: str = "the candidate"):
+    """A candidate's pruned model with its saved weights, from its folder's ``plan.json``
+    and ``state.pt`` (``final/state.pt`` when ``final`` and it exists); and its plan."""
+    import torch
+
+    from autoprune import pruning
+
     plan_file, state_file = files.plan, files.state
     if final and files.final.state.is_file():
         state_file = files.final.state
     if not plan_file.is_file() or not state_file.is_file():
-        raise ExportError(f"trial {trial}'s files are missing from {files.dir}; it cannot be exported.")
-    task = load_task(result.identity["task"], result.identity.get("data_dir"))
+        raise ExportError(f"{label}'s files are missing from {files.dir}; it cannot be exported.")
     plan = pruning.PruningPlan.from_dict(json.loads(plan_file.read_text()))
     # Only the layer shapes matter here (the weights are loaded below).
     shape_plan = plan.shape_only()
@@ -70,8 +78,8 @@ def rebuild_model(result: SearchResult, trial: int, final: bool = True):
     except (RuntimeError, OSError, pickle.UnpicklingError) as exc:
         # weights_only=True: a state file holding anything but tensors is refused, not run
         first = str(exc).strip().splitlines()[0]
-        raise ExportError(f"trial {trial}'s saved weights {state_file} cannot be loaded: {first}") from None
-    return model.eval(), task, plan
+        raise ExportError(f"{label}'s saved weights {state_file} cannot be loaded: {first}") from None
+    return model.eval(), plan
 
 
 def _final_row(result: SearchResult, trial: int) -> dict[str, Any] | None:
@@ -84,6 +92,39 @@ def _final_row(result: SearchResult, trial: int) -> dict[str, Any] | None:
     rows = pd.read_csv(table)
     rows = rows[rows["trial"] == trial]
     return None if rows.empty else json.loads(rows.iloc[0].to_json())
+
+
+def _figures(row, base, final: dict[str, Any] | None) -> dict[str, Any]:
+    """Accuracy and latency for the manifest: the final ones when the trial was
+    finalized (full fine-tune, whole validation set, paired timing), else the search's;
+    ``fidelity`` says which."""
+    from autoprune.results import final_fidelity
+
+    if final is not None and "final_latency_p90_ms" in final:
+        return {
+            "fidelity": final_fidelity(final),
+            "accuracy": float(final["final_accuracy"]),
+            "baseline_accuracy": float(final["baseline_accuracy"]),
+            "latency_ms": float(final["final_latency_ms"]),
+            "latency_p90_ms": float(final["final_latency_p90_ms"]),
+            "latency_ci95_ms": [float(final["final_latency_ci_low_ms"]), float(final["final_latency_ci_high_ms"])],
+            "latency_cv": float(final["final_latency_cv"]),
+            "latency_runs": int(final["final_latency_runs"]),
+            "baseline_latency_ms": float(final["baseline_latency_ms"]),
+            "speedup": float(final["paired_speedup"]),
+        }
+    return {
+        "fidelity": str(row.get("fidelity") or "search"),
+        "accuracy": float(row["accuracy"]),
+        "baseline_accuracy": None if base is None else float(base["accuracy"]),
+        "latency_ms": float(row["latency_ms"]),
+        "latency_p90_ms": float(row["latency_p90_ms"]),
+        "latency_ci95_ms": [float(row["latency_ci_low_ms"]), float(row["latency_ci_high_ms"])],
+        "latency_cv": float(row["latency_cv"]),
+        "latency_runs": int(row["latency_runs"]),
+        "baseline_latency_ms": None if base is None else float(base["latency_ms"]),
+        "speedup": float(row["speedup"]),
+    }
 
 
 def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
@@ -167,16 +208,7 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
             "input": {"name": INPUT_NAME, "shape": list(example.shape), "dtype": "float32"},
             "output": {"name": OUTPUT_NAME, "shape": list(expected.shape)},
             "plan": plan.to_dict(),
-            "metrics": {
-                "accuracy": float(row["accuracy"]),
-                "baseline_accuracy": None if base is None else float(base["accuracy"]),
-                "latency_ms": float(row["latency_ms"]),
-                "latency_p90_ms": float(row["latency_p90_ms"]),
-                "latency_ci95_ms": [float(row["latency_ci_low_ms"]), float(row["latency_ci_high_ms"])],
-                "latency_cv": float(row["latency_cv"]),
-                "latency_runs": int(row["latency_runs"]),
-                "baseline_latency_ms": None if base is None else float(base["latency_ms"]),
-                "speedup": float(row["speedup"]),
+            "metrics": {**_figures(row, base, final),
                 "size_mb": float(row["size_mb"]),
                 "macs": int(row["macs"]),
                 "params": int(row["params"]),

@@ -1,17 +1,25 @@
-"""``autoprune finalize results/<study>``: a longer fine-tune and a fresh, paired
-re-measurement of the front, after the search.
+"""Finalize: the front's best candidates fine-tuned to the full budget, scored on the
+whole validation set, and timed again paired with the baseline.
 
-During the search every candidate gets a short fine-tune and is timed once, minutes
-apart from the baseline. Here each front member (non-dominated in accuracy and latency,
-within the budget) is fine-tuned for ``steps`` more steps, scored on the whole
-validation set, exported, and timed again right after the baseline is timed again, so
-its speedup is a paired figure. Results go to ``final.csv`` and ``trials/<n>/final/``;
-``autoprune export`` then packages the finalized weights. The study itself is not
-changed.
+``autoprune search`` ends with it (``--no-finalize`` skips it); ``autoprune finalize
+results/<study>`` runs it on its own. During the search a candidate's accuracy comes
+from a short recovery (its rung: 40, 160 or 640 steps) on a validation subset, and it
+is timed once, minutes apart from the baseline. Here each chosen member (the
+budget-feasible accuracy/latency front: see :func:`choose`) goes on
+from its search-time weights for ``final_steps`` more fine-tune steps at batch
+``final_batch_size`` (distilled from the unpruned model, batch-norm statistics
+re-estimated after), is scored on every
+validation example, exported, and timed right after the baseline is timed again, so
+its speed-up is a paired figure.
+
+Each member's figures are written to ``trials/<n>/final/result.json`` as soon as it is
+done, so an interrupted finalize resumes where it stopped; ``final.csv`` gathers them.
+The study itself is not changed.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -20,19 +28,123 @@ import pandas as pd
 from autoprune._config import atomic_write_text
 from autoprune.errors import StudyError
 
+FINAL_TABLE = "final.csv"
+FINAL_SLACK = 3.0  # accuracy points a search-time figure may be below the pick's allowance and still be finalized
 
-def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int] | None = None,
-             log=print) -> pd.DataFrame:
-    """Finalize the front of the study in ``results_dir``; return the final table."""
+
+def choose(result, members: int, trials: list[int] | None = None) -> pd.DataFrame:
+    """The rows to finalize: the named trials, or up to ``members`` of the budget-feasible
+    accuracy/latency front that is shown: the fastest ones whose search-time accuracy is
+    within ``max_drop`` + 3 points of the baseline (short recoveries understate accuracy,
+    most for the most pruned), and the most accurate one."""
+    if trials is not None:
+        rows = result.trials[result.trials["trial"].isin(trials)]
+        return rows[rows["state"] == "COMPLETE"]
+    shown = result.shown(result.trials)
+    rows = shown[shown["feasible"] & ~shown["baseline"].astype(bool)]
+    base = result.baseline
+    return choose_rows(rows, None if base is None else float(base["accuracy"]), result.max_drop, members)
+
+
+def choose_rows(rows: pd.DataFrame, base_accuracy: float | None, max_drop: float, members: int) -> pd.DataFrame:
+    """Of ``rows`` (candidates with ``accuracy`` and ``latency_ms``), the members to
+    finalize: on their accuracy/latency front, the fastest within ``max_drop`` + 3
+    points of ``base_accuracy``, plus the most accurate; at most ``members``."""
+    from autoprune.pareto import two_d_front
+
+    if rows.empty:
+        return rows
+    front = two_d_front(rows)
+    best = front.sort_values("accuracy", ascending=False).head(1)
+    near = front if base_accuracy is None else front[front["accuracy"] >= base_accuracy - max_drop - FINAL_SLACK]
+    fastest = near[~near["trial"].isin(best["trial"])].sort_values("latency_ms").head(members - 1)
+    chosen = pd.concat([fastest, best])
+    if len(chosen) < members:  # room left: the next most accurate
+        rest = front[~front["trial"].isin(chosen["trial"])].sort_values("accuracy", ascending=False)
+        chosen = pd.concat([chosen, rest.head(members - len(chosen))])
+    return chosen.sort_values("latency_ms")
+
+
+def read_final(study_dir: str | Path) -> pd.DataFrame:
+    """Every finalized member's figures (one row per trial), from the per-trial files."""
+    from autoprune.trials import TrialFiles
+
+    rows = []
+    for path in sorted(Path(study_dir).glob("trials/*/final/result.json")):
+        try:
+            row = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a member whose result was never completely written is finalized again
+        if TrialFiles(path.parent.parent).final.state.is_file():
+            rows.append(row)
+    return pd.DataFrame(rows).sort_values("trial") if rows else pd.DataFrame()
+
+
+def fine_tune(model, task, rec, steps: int, masks, distill, seed: int) -> None:
+    """The final fine-tune of one member: ``steps`` more steps at the space's
+    ``final_batch_size`` and ``final_lr``,
+    then fresh batch-norm statistics (the fine-tune's running averages lag its last
+    weights; MNASNet-like momenta make them useless)."""
+    from autoprune.recover import TrainConfig, recalibrate_bn, train
+
+    if steps <= 0:
+        return
+    cfg = TrainConfig(steps, rec.final_batch_size, rec.final_lr, hflip=task.hflip, seed=seed)
+    train(model, task.train, cfg, masks=masks, distill=distill)
+    recalibrate_bn(model, task.train, rec.bn_batches, rec.batch_size)
+
+
+def finalize_member(model, plan, task, space, device, base_model, distill, steps: int, searched: int, *,
+                    seed: int, out, tag: str) -> dict:
+    """Fine-tune one candidate (``searched`` steps so far) for ``steps`` more, score it on
+    the whole validation set, export it to ``out`` (a :class:`TrialFiles`), and time it
+    right after timing ``base_model`` again. Returns its final figures.
+
+    Raises:
+        TrialFailure: the candidate or the baseline could not be built or timed.
+    """
     import torch
 
     from autoprune import pruning
+    from autoprune.evaluate import accuracy
+    from autoprune.export import to_onnx
+
+    start = time.perf_counter()
+    if not plan.is_identity:
+        masks = pruning.restore_masks(model, plan, task.example_input(1), task.ignored_layers)
+        fine_tune(model, task, space.recovery, steps, masks, distill, seed=seed)
+    acc = accuracy(model, task.val, None)
+    example = task.example_input(device.profile.batch_size)
+    onnx = to_onnx(model, example, out.onnx, space.parity_atol)
+    torch.save(model.state_dict(), out.state)
+    base_onnx = to_onnx(base_model, example, out.dir / "baseline.onnx", space.parity_atol)
+    # paired: the baseline is timed again just before the candidate
+    base_ms = device.measure(base_onnx, out.dir, tag="baseline").measurement.median_ms
+    m = device.measure(onnx, out.dir, tag=tag).measurement
+    (out.dir / "baseline.onnx").unlink(missing_ok=True)
+    return {
+        "final_steps": steps, "final_batch_size": space.recovery.final_batch_size,
+        "finetune_steps": steps + searched, "search_steps": searched,
+        "eval_samples": len(task.val), "final_accuracy": acc, "final_latency_ms": m.median_ms,
+        "final_latency_noisy": m.noisy, "final_latency_p90_ms": m.p90_ms,
+        "final_latency_ci_low_ms": m.ci_low_ms, "final_latency_ci_high_ms": m.ci_high_ms,
+        "final_latency_cv": m.cv, "final_latency_runs": m.runs, "baseline_latency_ms": base_ms,
+        "paired_speedup": base_ms / m.median_ms, "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int] | None = None,
+             members: int | None = None, log=print) -> pd.DataFrame:
+    """Finalize the front of the study in ``results_dir``; return the final table.
+
+    ``steps``: fine-tune steps per member on top of its search-time ones (default: the
+    space's ``final_steps``).
+    ``members``: at most this many front members (default: the space's ``final_members``).
+    """
     from autoprune.deploy import rebuild_model
     from autoprune.device import Device
     from autoprune.evaluate import accuracy
-    from autoprune.export import to_onnx
-    from autoprune.pareto import two_d_front
-    from autoprune.recover import TrainConfig, train
+    from autoprune.recover import Distill
     from autoprune.results import SearchResult
     from autoprune.space import load_space
     from autoprune.trials import TrialFailure, TrialFiles
@@ -41,52 +153,50 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     base = result.baseline
     if base is None:
         raise StudyError(f"{results_dir} has no completed baseline trial; finalize needs it to pair timings.")
-    chosen = two_d_front(result.front) if trials is None else result.trials[result.trials["trial"].isin(trials)]
-    chosen = chosen[chosen["state"] == "COMPLETE"] if "state" in chosen else chosen
-    if chosen.empty:
-        raise StudyError(f"{results_dir} has no front member to finalize (run more trials, or name --trials).")
     space = load_space(result.identity["space"])
+    rec = space.recovery
+    steps = rec.final_steps if steps is None else steps
+    chosen = choose(result, members or rec.final_members, trials)
+    if chosen.empty:
+        raise StudyError(f"{results_dir} has no feasible front member to finalize (run more trials, raise the "
+                         "budget, or name --trials).")
     # a fresh measurement every time: the point is to time again, not to reuse
     device = Device.open(result.identity["device"], fresh=True)
-    profile = device.profile
-    steps = steps if steps is not None else 10 * space.recovery.finetune_steps
 
     base_model, task, _ = rebuild_model(result, int(base["trial"]), final=False)
-    rows = []
+    base_full = accuracy(base_model, task.val, None)
+    distill = Distill(base_model, rec.distill_weight, rec.distill_temperature) if rec.distill_weight > 0 else None
     for _, row in chosen.iterrows():
         n = int(row["trial"])
-        out = TrialFiles.of(result.study_dir, n).final.dir
-        out.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        model, task, plan = rebuild_model(result, n, final=False)
-        masks = pruning.restore_masks(model, plan, task.example_input(1), task.ignored_layers)
-        if steps and not plan.is_identity:
-            cfg = TrainConfig(steps, space.recovery.batch_size, space.recovery.lr, hflip=task.hflip, seed=n)
-            train(model, task.train, cfg, masks=masks)
-        acc = accuracy(model, task.val, None)
-        onnx = to_onnx(model, task.example_input(profile.batch_size), out / "model.onnx", space.parity_atol)
-        torch.save(model.state_dict(), out / "state.pt")
-        base_onnx = to_onnx(base_model, task.example_input(profile.batch_size), out / "baseline.onnx",
-                            space.parity_atol)
-        try:  # paired: the baseline is timed again just before the candidate
-            base_ms = device.measure(base_onnx, out, tag="baseline").measurement.median_ms
-            m = device.measure(onnx, out, tag=f"trial {n}").measurement
+        files = TrialFiles.of(result.study_dir, n).final
+        done = files.dir / "result.json"
+        if done.is_file() and files.state.is_file():
+            previous = json.loads(done.read_text())
+            if previous.get("final_steps") == steps:
+                log(f"trial {n}: already finalized ({steps} steps), kept")
+                continue
+        files.dir.mkdir(parents=True, exist_ok=True)
+        # the baseline's task: one training split, so the teacher's kept outputs serve every member
+        model, _, plan = rebuild_model(result, n, final=False)
+        record = result.record(n)
+        searched = int(record.finetune_steps or 0) if record is not None else 0
+        try:
+            figures = finalize_member(model, plan, task, space, device, base_model, distill, steps, searched,
+                                      seed=n + steps, out=files, tag=f"trial {n}")
         except TrialFailure as exc:
-            raise StudyError(f"trial {n} could not be timed again: {exc}") from None
-        (out / "baseline.onnx").unlink(missing_ok=True)
-        rows.append({
-            "trial": n, "finetune_steps": steps,
-            "search_accuracy": row["accuracy"], "final_accuracy": acc,
-            "search_latency_ms": row["latency_ms"], "final_latency_ms": m.median_ms,
-            "final_latency_noisy": m.noisy, "baseline_latency_ms": base_ms,
-            "paired_speedup": base_ms / m.median_ms, "seconds": round(time.perf_counter() - start, 1),
-        })
-        log(f"trial {n}: accuracy {row['accuracy']:.2f}% -> {acc:.2f}% (all {len(task.val)} validation "
-            f"images), latency {m.median_ms:.3f} ms, baseline again {base_ms:.3f} ms: "
-            f"{base_ms / m.median_ms:.2f}x")
-    base_full = accuracy(base_model, task.val, None)
-    df = pd.DataFrame(rows)
-    df["baseline_accuracy"] = base_full
-    df["accuracy_drop"] = base_full - df["final_accuracy"]
-    atomic_write_text(result.study_dir / "final.csv", df.to_csv(index=False))
+            raise StudyError(f"trial {n} could not be timed again: {exc}; its search-time figures stand. Run "
+                             f"`autoprune finalize {result.study_dir}` to try again.") from None
+        acc, m_ms, base_ms = figures["final_accuracy"], figures["final_latency_ms"], figures["baseline_latency_ms"]
+        figures = {"trial": n, "search_accuracy": row["accuracy"], "search_latency_ms": row["latency_ms"],
+                   **figures, "baseline_accuracy": base_full, "accuracy_drop": base_full - acc}
+        atomic_write_text(done, json.dumps(figures, indent=1))
+        log(f"trial {n}: accuracy {row['accuracy']:.2f}% ({searched} steps, search subset) -> {acc:.2f}% "
+            f"(+{steps} steps, all {len(task.val)} validation images); latency {m_ms:.3f} ms, "
+            f"baseline again {base_ms:.3f} ms: {base_ms / m_ms:.2f}x")
+    df = read_final(result.study_dir)
+    if not df.empty:  # every row against the same, latest full-set baseline accuracy
+        df["baseline_accuracy"] = base_full
+        df["accuracy_drop"] = base_full - df["final_accuracy"]
+    atomic_write_text(result.study_dir / FINAL_TABLE, df.to_csv(index=False))
     return df
+

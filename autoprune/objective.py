@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
+import math
 import signal
 import sys
 import threading
@@ -31,7 +33,7 @@ from autoprune.evaluate import accuracy
 from autoprune.export import OnnxArtifact, count_params, to_onnx
 from autoprune.measure import Measurement, MeasurementCache
 from autoprune.profiles import DeviceProfile
-from autoprune.recover import TrainConfig, recalibrate_bn, train
+from autoprune.recover import Distill, TrainConfig, recalibrate_bn, train
 from autoprune.space import ResolvedSpace
 from autoprune.tasks import Task
 from autoprune.trials import Candidate, FailStage, TrialFailure, TrialFiles
@@ -43,30 +45,42 @@ MACHINE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 @dataclass
 class Stager:
-    """Staged evaluation: which candidates earn their fine-tune, judged from the study so far.
+    """Who earns how much recovery, judged from the study so far.
 
-    Optuna's pruners do not apply to multi-objective studies, so autoprune stages its own:
-    latency is measured first (cheap); a candidate far over the budget is only
-    BN-recalibrated and scored zero-shot; one whose zero-shot accuracy plus the largest
-    fine-tune gain seen so far (plus a margin) cannot reach the accuracy of a feasible,
-    faster trial is not fine-tuned either. Both are recorded on the trial, never hidden.
+    Optuna's pruners and intermediate values do not apply to multi-objective studies,
+    so autoprune judges its own, always between figures of equal fidelity:
+
+    - **staged evaluation** (``skips``): latency is measured first (cheap); a candidate
+      far over the budget is only BN-recalibrated and scored zero-shot; one whose
+      zero-shot accuracy plus the largest fine-tune gain seen so far (plus a margin)
+      cannot reach the first-rung accuracy of a feasible, faster trial is not
+      fine-tuned either.
+    - **rungs** (multi-fidelity recovery): after each rung, a feasible candidate goes on
+      to the next (longer) one unless a feasible trial at least as fast was more than
+      ``promote_margin`` points more accurate *at the same rung*.
+
+    Every decision is recorded on the trial, never hidden.
     """
 
     budget_ms: float
     over_budget_factor: float = 1.5
     min_observations: int = 3  # fine-tune gains seen before any candidate is judged dominated
     margin: float = 1.0  # accuracy points added to the best gain seen
-    front: list[tuple[float, float]] = field(default_factory=list)  # (latency_ms, accuracy), feasible
-    gains: list[float] = field(default_factory=list)  # fine-tuned minus zero-shot accuracy
+    front: list[tuple[float, float]] = field(default_factory=list)  # (latency_ms, first-rung accuracy), feasible
+    gains: list[float] = field(default_factory=list)  # first-rung minus zero-shot accuracy
+    skips: bool = True  # staged evaluation on (the space's staging.enabled)
+    promote_margin: float = 1.0
+    promote_share: float = 1.0  # only the best this share of a rung's candidates go on (ASHA's 1/eta)
+    rung_fronts: dict[int, list[tuple[float, float]]] = field(default_factory=dict)  # steps -> feasible (ms, acc)
 
     def skip_recovery(self, latency_ms: float) -> str | None:
-        if latency_ms > self.budget_ms * self.over_budget_factor:
+        if self.skips and latency_ms > self.budget_ms * self.over_budget_factor:
             return (f"latency {latency_ms:.3f} ms is over {self.over_budget_factor:g}x the "
                     f"{self.budget_ms:g} ms budget")
         return None
 
     def skip_finetune(self, latency_ms: float, zero_shot: float) -> str | None:
-        if len(self.gains) < self.min_observations:
+        if not self.skips or len(self.gains) < self.min_observations:
             return None
         reach = zero_shot + max(self.gains) + self.margin
         rival = max((acc for lat, acc in self.front if lat <= latency_ms), default=None)
@@ -74,6 +88,31 @@ class Stager:
             return (f"zero-shot {zero_shot:.2f}% + best fine-tune gain {max(self.gains):.2f} + margin "
                     f"{self.margin:g} < {rival:.2f}% of a faster feasible trial")
         return None
+
+    def stop_at(self, steps: int, latency_ms: float, accuracy: float) -> str | None:
+        """Why a candidate with ``accuracy`` after ``steps`` stops at this rung, or None to go on."""
+        if latency_ms > self.budget_ms:
+            return f"not promoted past {steps} steps: over the {self.budget_ms:g} ms budget"
+        rival = max((acc for lat, acc in self.rung_fronts.get(steps, []) if lat <= latency_ms), default=None)
+        if rival is not None and accuracy + self.promote_margin < rival:
+            return (f"not promoted past {steps} steps: {accuracy:.2f}% is more than {self.promote_margin:g} pt "
+                    f"behind {rival:.2f}% of a feasible trial at least as fast, at the same rung")
+        # Bounded cost, as in ASHA: only the best share of a rung's candidates go on, ranked
+        # by how far each is behind the rung's front (0 on it), whenever it was scored.
+        points = [*self.rung_fronts.get(steps, []), (latency_ms, accuracy)]
+        mine = _behind(points, len(points) - 1)
+        better = sum(_behind(points, i) < mine for i in range(len(points) - 1))
+        if better >= max(1.0, self.promote_share * len(points)):
+            return (f"not promoted past {steps} steps: {better} of {len(points)} candidates at this rung are "
+                    f"closer to its front (promote_share {self.promote_share:g})")
+        return None
+
+
+def _behind(points: list[tuple[float, float]], i: int) -> float:
+    """How many accuracy points ``points[i]`` is behind the best at least as fast (0: on the front)."""
+    lat, acc = points[i]
+    rival = max((a for j, (la, a) in enumerate(points) if j != i and la <= lat), default=-math.inf)
+    return max(0.0, rival - acc)
 
 
 @dataclass
@@ -104,6 +143,15 @@ class Context:
     @property
     def profile(self) -> DeviceProfile:
         return self.device.profile
+
+    @functools.cached_property
+    def distill(self) -> Distill | None:
+        """Distillation from the unpruned model, as the space's recovery section says
+        (one per search, so its teacher outputs are computed once for all trials)."""
+        rec = self.space.space.recovery
+        if rec.distill_weight <= 0:
+            return None
+        return Distill(self.task.model, rec.distill_weight, rec.distill_temperature)
 
 
 @contextlib.contextmanager
@@ -192,9 +240,32 @@ def prune_and_recover(ctx: Context, plan: pruning.PruningPlan, seed: int, times:
                     return model, report, why
                 steps = rec.finetune_steps // k + (rec.finetune_steps % k if step == k else 0)
                 cfg = TrainConfig(steps, rec.batch_size, rec.lr, hflip=ctx.task.hflip, seed=seed + step - 1)
-                train(model, ctx.task.train, cfg, masks=report.masks)
+                train(model, ctx.task.train, cfg, masks=report.masks, distill=ctx.distill)
     report.widths, report.heads = widths, heads
     return model, report, None
+
+
+def climb(ctx: Context, model, masks, latency_ms: float, rungs: dict[int, float], seed: int,
+          times: dict[str, float]) -> tuple[dict[int, float], str | None]:
+    """Fine-tune a recovered candidate rung by rung while ``ctx.stager`` lets it go on.
+
+    ``rungs`` holds the first rung's accuracy ({steps: accuracy}); each later rung trains
+    on (a fresh one-cycle schedule over the added steps) to the space's next total and is
+    scored on the same validation subset. Returns every rung reached and why it stopped
+    (None: it reached the last).
+    """
+    rec = ctx.space.space.recovery
+    rungs = dict(rungs)
+    for total in rec.rungs:
+        steps = max(rungs)
+        if (why := ctx.stager.stop_at(steps, latency_ms, rungs[steps])) is not None:
+            return rungs, why
+        with _stage("recover", times):
+            cfg = TrainConfig(total - steps, rec.batch_size, rec.lr, hflip=ctx.task.hflip, seed=seed + total)
+            train(model, ctx.task.train, cfg, masks=masks, distill=ctx.distill)
+        with _stage("evaluate", times):
+            rungs[total] = accuracy(model, ctx.task.val, rec.eval_samples)
+    return rungs, None
 
 
 def _check_constraints(ctx: Context, model) -> None:
@@ -254,9 +325,20 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
                 zero["accuracy"] = accuracy(model, ctx.task.val, rec.eval_samples)
             return ctx.stager.skip_finetune(latency.median_ms, zero["accuracy"])
 
+        if not ctx.stager.skips:
+            gate = None
+
     model, report, skipped = prune_and_recover(ctx, plan, seed, times, gate)
     with _stage("evaluate", times):
         acc = zero["accuracy"] if skipped and "accuracy" in zero else accuracy(model, ctx.task.val, rec.eval_samples)
+    fine_tuned = not skipped and not plan.is_identity
+    steps = rec.finetune_steps if fine_tuned else 0
+    rungs = {steps: acc} if fine_tuned else {}
+    stopped = None
+    if fine_tuned and ctx.stager is not None:  # multi-fidelity: the promising ones recover longer
+        rungs, stopped = climb(ctx, model, report.masks, latency.median_ms, rungs, seed, times)
+        steps = max(rungs)
+        acc = rungs[steps]
     with _stage("export", times):
         onnx = to_onnx(model, ctx.example_input, files.onnx, ctx.space.space.parity_atol)
         torch.save(model.state_dict(), files.state)
@@ -277,6 +359,10 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         zero_shot_accuracy=zero.get("accuracy"),
         build_info=build_info,
         also=also,
+        finetune_steps=steps,
+        eval_samples=min(len(ctx.task.val), rec.eval_samples or len(ctx.task.val)),
+        rung_accuracy=rungs,
+        promotion=stopped,
     )
 
 

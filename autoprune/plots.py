@@ -14,12 +14,15 @@ def pareto_plots(trials: pd.DataFrame, front: pd.DataFrame, baseline: pd.Series 
                  device: str, study: str, out_dir: Path) -> None:
     """Write ``pareto.png`` (matplotlib) and ``pareto.html`` (plotly, self-contained) into ``out_dir``."""
     done = trials[trials["state"] == "COMPLETE"]
+    # the front line at search-time figures (one fidelity for every point); finalized
+    # members' final figures are marked apart, each linked to its search-time point
     on_front = done[done["trial"].isin(set(front["trial"]) if not front.empty else set())]
-    _png(done, on_front, baseline, budget_ms, device, study, Path(out_dir))
-    _html(done, on_front, baseline, budget_ms, study, Path(out_dir))
+    final = front[front["fidelity"].astype(str).str.startswith("final")] if "fidelity" in front else front.iloc[0:0]
+    _png(done, on_front, final, baseline, budget_ms, device, study, Path(out_dir))
+    _html(done, on_front, final, baseline, budget_ms, study, Path(out_dir))
 
 
-def _png(df, front, base, budget_ms: float, device: str, study: str, out_dir: Path) -> None:
+def _png(df, front, final, base, budget_ms: float, device: str, study: str, out_dir: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,13 +36,19 @@ def _png(df, front, base, budget_ms: float, device: str, study: str, out_dir: Pa
     for _, r in f.iterrows():
         ax.annotate(str(int(r["trial"])), (r["latency_ms"], r["accuracy"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
+    for _, r in final.iterrows():
+        ax.annotate("", (r["latency_ms"], r["accuracy"]), (r["search_latency_ms"], r["search_accuracy"]),
+                    arrowprops={"arrowstyle": "->", "color": "tab:purple", "alpha": 0.6})
+    if not final.empty:
+        ax.scatter(final["latency_ms"], final["accuracy"], marker="D", s=30, c="tab:purple",
+                   zorder=4, label="finalized (full fine-tune, all validation data)")
     if base is not None:
         ax.scatter([base["latency_ms"]], [base["accuracy"]], marker="*", s=160, c="tab:red",
                    zorder=5, label=f"baseline ({base['latency_ms']:.3f} ms)")
     ax.axvline(budget_ms, ls="--", c="tab:green", label=f"budget {budget_ms:g} ms")
     ax.set_xlabel(f"measured latency, median (ms) on {device}")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"{study}: accuracy vs latency")
+    ax.set_title(f"{study}: accuracy vs latency (grey, line: search-time figures)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -49,7 +58,7 @@ def _png(df, front, base, budget_ms: float, device: str, study: str, out_dir: Pa
     atomic_write_bytes(out_dir / "pareto.png", png.getvalue())
 
 
-def _html(df, front, base, budget_ms: float, study: str, out_dir: Path) -> None:
+def _html(df, front, final, base, budget_ms: float, study: str, out_dir: Path) -> None:
     import plotly.graph_objects as go
 
     hover = "trial %{customdata[0]}<br>acc %{y:.2f}%<br>latency %{x:.3f} ms<br>size %{customdata[1]:.3f} MB"
@@ -59,6 +68,10 @@ def _html(df, front, base, budget_ms: float, study: str, out_dir: Path) -> None:
     f = front.sort_values("latency_ms")
     fig.add_scatter(x=f["latency_ms"], y=f["accuracy"], mode="lines+markers", name="Pareto front",
                     customdata=f[["trial", "size_mb"]], hovertemplate=hover)
+    if not final.empty:
+        fig.add_scatter(x=final["latency_ms"], y=final["accuracy"], mode="markers", name="finalized",
+                        marker={"symbol": "diamond", "color": "purple"}, customdata=final[["trial", "size_mb"]],
+                        hovertemplate=hover)
     if base is not None:
         fig.add_scatter(x=[base["latency_ms"]], y=[base["accuracy"]], mode="markers", name="baseline",
                         marker={"symbol": "star", "size": 14, "color": "red"})

@@ -56,6 +56,8 @@ class SearchProgress:
             extra = ""
             if str(record.evaluation or "full").startswith("zero-shot"):
                 extra += "  [dim]zero-shot (fine-tune skipped)[/]"
+            elif record.finetune_steps:  # the accuracy's fidelity: how many steps it rests on
+                extra += f"  [dim]{record.finetune_steps} steps[/]"
             if record.build.get("tasks"):  # TVM: how much tuning this candidate cost
                 extra += (f"  [dim]tuning {record.build.get('tuning_s', 0):.0f} s, "
                           f"{record.build.get('tasks_reused', 0)}/{record.build['tasks']} tasks reused[/]")

@@ -9,8 +9,9 @@ accuracy. The fine-tune (a step budget from the search space) does the rest. The
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -70,13 +71,68 @@ def recalibrate_bn(model: nn.Module, data: Split, batches: int, batch_size: int 
     model.eval()
 
 
+@dataclass
+class Distill:
+    """Knowledge distillation from the unpruned model (Hinton et al., 2015).
+
+    The loss is ``(1 - weight) * task loss + weight * T^2 * KL(teacher_T || student_T)``
+    on the outputs softened by temperature ``T``; the T^2 keeps the soft term's gradient
+    on the scale of the hard one's. The teacher sees the same (augmented) batch.
+
+    The teacher is fixed and in eval mode, so its output for a training example (and its
+    flip) never changes: outputs are kept per example, and a search's later fine-tunes
+    pay nothing for the teacher. Without the cache its forward pass costs more than a
+    heavily pruned student's forward and backward together. Outputs larger than
+    ``cache_mb`` for a whole split (per-pixel maps of big data) are not kept.
+    """
+
+    teacher: nn.Module
+    weight: float = 0.5
+    temperature: float = 4.0
+    cache_mb: float = 256.0
+    _cache: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
+
+    def teacher_out(self, data: Split, idx: torch.Tensor, flip: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's outputs for the batch ``x`` = ``data.x[idx]`` (flipped where ``flip``)."""
+        entry = self._cache.get(data)
+        if entry is None:
+            with torch.no_grad():
+                one = self.teacher(x[:1])
+            mb = 2 * len(data) * one[0].numel() * one.element_size() / 2**20
+            entry = (torch.empty((2, len(data), *one.shape[1:]), dtype=one.dtype),
+                     torch.zeros((2, len(data)), dtype=torch.bool)) if mb <= self.cache_mb else False
+            self._cache[data] = entry
+        if entry is False:
+            with torch.no_grad():
+                return self.teacher(x)
+        out, known = entry
+        side = flip.long() if flip is not None else torch.zeros_like(idx)
+        miss = ~known[side, idx]
+        if miss.any():
+            with torch.no_grad():
+                out[side[miss], idx[miss]] = self.teacher(x[miss])
+            known[side[miss], idx[miss]] = True
+        return out[side, idx]
+
+    def loss(self, student_out: torch.Tensor, teacher_out: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        t = self.temperature
+        # over the class axis (dim 1), so per-pixel outputs (N, C, H, W) distil too
+        soft = nn.functional.kl_div(
+            nn.functional.log_softmax(student_out / t, dim=1),
+            nn.functional.log_softmax(teacher_out / t, dim=1),
+            reduction="none", log_target=True,
+        ).sum(1).mean() * (t * t)
+        return (1.0 - self.weight) * hard + self.weight * soft
+
+
 def train(model: nn.Module, data: Split, config: TrainConfig, masks: Mapping[str, torch.Tensor] | None = None,
-          progress: Callable[[int, float], None] | None = None) -> float:
+          progress: Callable[[int, float], None] | None = None, distill: Distill | None = None) -> float:
     """Train ``model`` in place for ``config.steps`` steps; return the last loss.
 
     ``masks`` (``PruneReport.masks``) are re-applied after every optimiser step, so
     pruned weights stay zero. ``progress`` (optional) is called as
-    ``progress(step, loss)`` every 20 steps.
+    ``progress(step, loss)`` every 20 steps. ``distill``: learn from the unpruned
+    model's outputs as well as the labels.
     """
     if config.steps == 0:
         return float("nan")
@@ -94,15 +150,21 @@ def train(model: nn.Module, data: Split, config: TrainConfig, masks: Mapping[str
     )
     loss_fn = nn.CrossEntropyLoss()
     model.train()
+    if distill is not None:
+        distill.teacher.eval()  # its BN statistics and dropout stay those of the trained model
     with _seeded_rng(config.seed):
         for step in range(config.steps):
             idx = torch.randint(len(data.x), (config.batch_size,), generator=gen)
             x, y = data.x[idx], data.y[idx]
+            flip = None
             if config.hflip:
                 flip = torch.rand(len(x), generator=gen) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            out = model(x)
+            loss = loss_fn(out, y)
+            if distill is not None and distill.weight > 0:
+                loss = distill.loss(out, distill.teacher_out(data, idx, flip, x), loss)
             loss.backward()
             opt.step()
             if masks:

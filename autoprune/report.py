@@ -150,8 +150,9 @@ def _render(result: SearchResult) -> str:
     front = front.sort_values("latency_ms")
     plans = _plans(result)
     page = _Page()
+    _recommended(page, result)
     _summary(page, result, df, front)
-    _front_section(page, result, df, front)
+    _front_section(page, result, result.shown(df), front)
     _ratios_section(page, front, plans)
     _hypervolume_section(page, result, df)
     _latency_section(page, result, df)
@@ -232,7 +233,12 @@ def _summary(page: _Page, result: SearchResult, df: pd.DataFrame, front: pd.Data
     rows.append(("within the budget", f"{len(feasible)} of {len(complete)} completed"))
     rows.append(("Pareto front", f"{len(front)} trial(s)" + (f": {', '.join(str(int(t)) for t in front['trial'])}"
                                                             if len(front) else "")))
-    rows.append(("best speed-up within the budget", _best_speedup(feasible, base)))
+    shown = result.shown(feasible)
+    rows.append(("best speed-up within the budget", _best_speedup(shown, base)
+                 + " (search-time figures)"))
+    if len(shown) < len(feasible):
+        rows.append(("not shown", (f"{len(feasible) - len(shown)} feasible trial(s) below "
+                                   f"{result.metric_floor:.2f}% (--min-metric; they stay in trials.csv)")))
     page.section("Summary")
     page.table(pd.DataFrame(rows, columns=["", "value"]))
 
@@ -250,6 +256,27 @@ def _summary(page: _Page, result: SearchResult, df: pd.DataFrame, front: pd.Data
         .sort_values("count", ascending=False)
     )
     page.table(grouped)
+
+
+def _recommended(page: _Page, result: SearchResult) -> None:
+    """The search's answer first: the recommended picks, then how to read the figures."""
+    page.section("Recommended",
+                 "Final figures come from the full fine-tune (the space's final_steps), the whole validation set "
+                 "and a latency timed again right after the baseline (paired); search-time figures come from a "
+                 "short recovery (its rung: the steps say how long) on a validation subset, timed once. "
+                 "Only final figures are fit to choose a model by; `autoprune finalize` makes them.")
+    if result.baseline is None or result.front.empty:
+        page.note("Nothing to recommend yet: no completed baseline or no feasible trial.")
+        return
+    rec = result.recommend()
+    page.parts.append("<ul>" + "".join(f"<li><code>{escape(line.strip())}</code></li>" if line.startswith(" ")
+                                       else f"<li>{escape(line)}</li>" for line in rec.lines(result.study_dir))
+                      + "</ul>")
+    if not result.final.empty:
+        cols = ["trial", "finetune_steps", "search_accuracy", "final_accuracy", "accuracy_drop",
+                "search_latency_ms", "final_latency_ms", "baseline_latency_ms", "paired_speedup"]
+        page.parts.append("<h3>Finalized members</h3>")
+        page.table(result.final[[c for c in cols if c in result.final]].round(3))
 
 
 def _best_speedup(feasible: pd.DataFrame, base: pd.Series | None) -> str:

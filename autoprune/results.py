@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,10 @@ from autoprune.trials import TrialRecord
 
 FRONT_COLUMNS = [
     "trial", "accuracy", "accuracy_drop", "latency_ms", "latency_p90_ms", "speedup",
-    "size_mb", "macs_ratio", "params", "sparsity", "round_to", "methods",
+    "size_mb", "macs_ratio", "params", "sparsity", "round_to", "methods", "fidelity",
 ]
+DEFAULT_MAX_DROP = 1.0  # accuracy points: the recommended pick's allowance
+DEFAULT_SHOWN_DROP = 10.0  # candidates further below the baseline leave the shown front and plots
 
 
 def trials_frame(study, records: list[TrialRecord] | None = None) -> pd.DataFrame:
@@ -46,6 +48,7 @@ def trials_frame(study, records: list[TrialRecord] | None = None) -> pd.DataFram
         df["macs_ratio"] = df["macs"] / b["macs"]
     else:
         df["accuracy_drop"] = df["speedup"] = df["macs_ratio"] = float("nan")
+    df["fidelity"] = [_fidelity(r) for r in rows]
     df["feasible"] = (df["state"] == "COMPLETE") & (df["latency_ms"] <= budget)
     for name, _, other_budget, *_ in identity.get("also", []):
         column = f"latency_ms@{name}"
@@ -85,6 +88,9 @@ def _row(r: TrialRecord) -> dict[str, Any]:
         "methods": _method_counts(r.plan),
         "evaluation": r.evaluation,
         "zero_shot_accuracy": r.zero_shot_accuracy,
+        "finetune_steps": r.finetune_steps,
+        "eval_samples": r.eval_samples,
+        "promotion": r.promotion,
         "dropped_blocks": " ".join(plan.get("drop_blocks", [])),
         "parity_max_abs_diff": r.parity_max_abs_diff,
         "round_to": plan.get("round_to"),
@@ -98,10 +104,30 @@ def _row(r: TrialRecord) -> dict[str, Any]:
     row.update({f"{key}@{device}": v for device, figures in r.devices.items() for key, v in figures.items()})
     for stage, secs in (r.stage_s or {}).items():
         row[f"{stage}_s"] = secs
+    for steps, acc in sorted((r.rung_accuracy or {}).items(), key=lambda kv: int(kv[0])):
+        row[f"accuracy@{steps}"] = acc  # the candidate's accuracy at each rung it reached
     for name, value in r.params.items():
         if name != "round_to":
             row[f"param:{name}"] = value
     return row
+
+
+def _fidelity(row: dict[str, Any]) -> str | None:
+    """What a search-time accuracy figure rests on, in words (e.g. 'search: 160 steps, 2000 images')."""
+    if row["state"] != "COMPLETE":
+        return None
+    images = f", {int(row['eval_samples'])} images" if row.get("eval_samples") else ""
+    if str(row.get("evaluation") or "").startswith("zero-shot"):
+        return f"search: zero-shot{images}"
+    if row.get("baseline") and not row.get("finetune_steps"):
+        return f"unpruned{images}"
+    steps = row.get("finetune_steps")
+    return f"search: {int(steps)} steps{images}" if steps is not None else "search"
+
+
+def final_fidelity(f) -> str:
+    """What a finalized figure rests on, e.g. 'final: 640+800 steps, 5000 images'."""
+    return f"final: {int(f['search_steps'])}+{int(f['final_steps'])} steps, {int(f['eval_samples'])} images"
 
 
 def device_columns(df: pd.DataFrame) -> list[str]:
@@ -132,13 +158,46 @@ def write_trials(study, study_dir: Path) -> pd.DataFrame:
     return df
 
 
+@dataclass(frozen=True)
+class Recommendation:
+    """The search's answer: the fastest model within ``max_drop`` points of the baseline,
+    and the most accurate within the latency budget (rows of :attr:`SearchResult.front`)."""
+
+    max_drop: float
+    budget_ms: float
+    fastest: pd.Series | None
+    most_accurate: pd.Series | None
+    final: bool  # from finalized figures (else search-time ones)
+
+    def lines(self, study_dir: Path) -> list[str]:
+        """What to print: each pick with its figures and the command that exports it."""
+        out = []
+        figures = "final figures" if self.final else "search-time figures (not finalized: run `autoprune finalize`)"
+        for label, row in ((f"fastest within {self.max_drop:g} pt of the baseline", self.fastest),
+                           (f"most accurate within the {self.budget_ms:g} ms budget", self.most_accurate)):
+            if row is None:
+                out.append(f"{label}: none ({figures})")
+                continue
+            n = int(row["trial"])
+            out.append(f"{label}: trial {n}, {row['accuracy']:.2f}% ({-row['accuracy_drop']:+.2f} pt), "
+                       f"{row['latency_ms']:.3f} ms, {row['speedup']:.2f}x [{row['fidelity']}]")
+            out.append(f"    export: autoprune export {study_dir} --trial {n} --out deploy-{n}")
+        return out
+
+
 @dataclass
 class SearchResult:
     """A finished (or interrupted) study: its trial records and tables.
 
+    ``front`` is the study's Pareto front among the shown candidates (see
+    :meth:`shown`); a finalized member shows its final
+    figures (full fine-tune, whole validation set, paired timing) and says so in its
+    ``fidelity`` column, with the search-time ones kept as ``search_accuracy`` and
+    ``search_latency_ms``.
+
     Example:
         >>> result = SearchResult.load("results/fashion-mnist-x86-ort")
-        >>> result.front[["trial", "accuracy", "latency_ms"]]
+        >>> result.front[["trial", "accuracy", "latency_ms", "fidelity"]]
     """
 
     study_dir: Path
@@ -147,11 +206,15 @@ class SearchResult:
     records: list[TrialRecord]
     trials: pd.DataFrame
     front: pd.DataFrame
+    final: pd.DataFrame = field(default_factory=pd.DataFrame)
+    max_drop: float = DEFAULT_MAX_DROP
+    min_metric: float | None = None
 
     @classmethod
     def load(cls, study_dir: str | Path, storage: str | None = None) -> SearchResult:
         import optuna
 
+        from autoprune.finalize import read_final
         from autoprune.pareto import front_numbers
 
         study_dir = Path(study_dir)
@@ -173,9 +236,13 @@ class SearchResult:
             raise StudyError(f"storage {storage_mod.without_password(url)!r} has no study {identity['study']!r}.")
         records = storage_mod.records(study)
         trials = trials_frame(study, records)
+        run = storage_mod.run_info(study)
+        result = cls(study_dir, study, identity, records, trials, trials.iloc[0:0], read_final(study_dir),
+                     float(run.get("max_drop", DEFAULT_MAX_DROP)), run.get("min_metric"))
         numbers = front_numbers(study) if not trials.empty else []
         front = trials.set_index("trial").loc[numbers].reset_index() if numbers else trials.iloc[0:0]
-        return cls(study_dir, study, identity, records, trials, front)
+        result.front = result._with_final(result.shown(front))
+        return result
 
     @property
     def baseline(self) -> pd.Series | None:
@@ -186,6 +253,56 @@ class SearchResult:
     def budget_ms(self) -> float:
         return float(self.identity["latency_budget_ms"])
 
+    @property
+    def metric_floor(self) -> float | None:
+        """The least accuracy shown on the front and plots: ``min_metric``, else the
+        baseline's less 10 points (lower candidates stay in the study and trials.csv)."""
+        if self.min_metric is not None:
+            return float(self.min_metric)
+        base = self.baseline
+        return None if base is None else float(base["accuracy"]) - DEFAULT_SHOWN_DROP
+
+    def shown(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """``rows`` without the candidates below :attr:`metric_floor`."""
+        floor = self.metric_floor
+        if floor is None or rows.empty:
+            return rows
+        return rows[(rows["accuracy"] >= floor) | rows["baseline"].astype(bool)]
+
+    def _with_final(self, front: pd.DataFrame) -> pd.DataFrame:
+        """The front with each finalized member's final figures in place of its search-time ones."""
+        front = front.copy()
+        front["search_accuracy"] = front["accuracy"]
+        front["search_latency_ms"] = front["latency_ms"]
+        if self.final.empty or front.empty:
+            return front
+        for _, f in self.final.iterrows():
+            i = front.index[front["trial"] == int(f["trial"])]
+            if len(i) == 0:
+                continue
+            front.loc[i, "accuracy"] = f["final_accuracy"]
+            front.loc[i, "accuracy_drop"] = f["accuracy_drop"]
+            front.loc[i, "latency_ms"] = f["final_latency_ms"]
+            front.loc[i, "speedup"] = f["paired_speedup"]
+            front.loc[i, "fidelity"] = final_fidelity(f)
+        return front.sort_values("latency_ms").reset_index(drop=True)
+
+    def recommend(self, max_drop: float | None = None) -> Recommendation:
+        """The fastest model within ``max_drop`` points (default: the search's ``--max-drop``)
+        and the most accurate within the budget: from final figures where any member was
+        finalized, else from search-time ones."""
+        max_drop = self.max_drop if max_drop is None else max_drop
+        rows = self.front[~self.front["baseline"].astype(bool)] if not self.front.empty else self.front
+        final = rows[rows["fidelity"].astype(str).str.startswith("final")] if not rows.empty else rows
+        pool = final if not final.empty else rows
+        fastest = most = None
+        if not pool.empty:
+            ok = pool[pool["accuracy_drop"] <= max_drop]
+            fastest = None if ok.empty else ok.sort_values(["latency_ms", "accuracy"], ascending=[True, False]).iloc[0]
+            fits = pool[pool["latency_ms"] <= self.budget_ms]
+            most = None if fits.empty else fits.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).iloc[0]
+        return Recommendation(max_drop, self.budget_ms, fastest, most, not final.empty)
+
     def record(self, trial: int) -> TrialRecord | None:
         return next((r for r in self.records if r.number == trial), None)
 
@@ -193,5 +310,5 @@ class SearchResult:
         _atomic_frame(self.trials, self.study_dir / "trials.csv")
         _atomic_frame(self.front, self.study_dir / "pareto.csv")
         if not self.trials.empty:
-            pareto_plots(self.trials, self.front, self.baseline, self.budget_ms, self.identity["device"],
+            pareto_plots(self.shown(self.trials), self.front, self.baseline, self.budget_ms, self.identity["device"],
                          self.identity["study"], self.study_dir)

@@ -76,8 +76,16 @@ class SearchConfig:
     # More devices, each timed for every candidate: (profile, budget ms or None). Their
     # latencies are extra objectives; a budget also makes them a per-device constraint.
     also: tuple[tuple[str, float | None], ...] = ()
+    # What to do with the finished trials (not part of the study's identity).
+    finalize: bool = True  # fine-tune and re-time the front's best at the end
+    max_drop: float = 1.0  # accuracy points: the recommended pick's allowance
+    min_metric: float | None = None  # least accuracy shown on the front (default: baseline - 10)
 
     def __post_init__(self) -> None:
+        if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
+            raise ConfigError(f"--max-drop must be a number of accuracy points >= 0, got {self.max_drop}.")
+        if self.min_metric is not None and not math.isfinite(self.min_metric):
+            raise ConfigError(f"--min-metric must be a finite number, got {self.min_metric}.")
         names = [self.device, *(name for name, _ in self.also)]
         if len(set(names)) != len(names):
             raise ConfigError(f"a device is named twice ({', '.join(names)}); name each once.")
@@ -320,21 +328,26 @@ def _check_budget(ctx: Context, budget_ms: float, log: Callable[[str], None]) ->
 
 
 def _stager(setup: _Setup, study) -> Stager:
-    """The staging judge, from the trials finished so far (by any worker)."""
+    """The recovery judge (staging and rungs), from the trials finished so far (by any worker)."""
     import optuna
 
     from autoprune.objective import Stager
 
-    cfg = setup.space.staging
-    stager = Stager(setup.config.latency_budget_ms, cfg.over_budget_factor, cfg.min_observations, cfg.margin)
+    cfg, rec = setup.space.staging, setup.space.recovery
+    stager = Stager(setup.config.latency_budget_ms, cfg.over_budget_factor, cfg.min_observations, cfg.margin,
+                    skips=cfg.enabled, promote_margin=rec.promote_margin, promote_share=rec.promote_share)
     for r in storage.records(study, states=(optuna.trial.TrialState.COMPLETE,)):
         if r.latency_ms is None or r.accuracy is None:
             continue
-        # with more devices a slower candidate here may be faster there: no dominance skip
+        first = r.first_rung_accuracy
+        # with more devices a slower candidate here may be faster there: no dominance judgement
         if r.latency_ms <= setup.config.latency_budget_ms and not setup.also:
-            stager.front.append((r.latency_ms, r.accuracy))
-        if r.evaluation == "full" and r.zero_shot_accuracy is not None:
-            stager.gains.append(r.accuracy - r.zero_shot_accuracy)
+            if first is not None:
+                stager.front.append((r.latency_ms, first))
+            for steps, acc in (r.rung_accuracy or {}).items():
+                stager.rung_fronts.setdefault(int(steps), []).append((r.latency_ms, acc))
+        if first is not None and r.zero_shot_accuracy is not None:
+            stager.gains.append(first - r.zero_shot_accuracy)
     return stager
 
 
@@ -348,7 +361,7 @@ def _objective(setup: _Setup, ctx: Context, store) -> Callable[[Any], tuple[floa
         sys.audit("autoprune.trial", trial.number)
         plan = ctx.space.suggest(trial)
         trials.record_plan(trial, plan.to_dict())
-        ctx.stager = _stager(setup, trial.study) if setup.space.staging.enabled else None
+        ctx.stager = _stager(setup, trial.study)
         files = TrialFiles.of(setup.study_dir, trial.number)
         try:
             cand = run_candidate(ctx, plan, files.dir, config.seed + trial.number, trial.number)
@@ -497,7 +510,8 @@ def open_session(config: SearchConfig, *, worker: bool = False, store=None,
                            directions=wanted, wanted=setup.identity,
                            metric_names=[*OBJECTIVES, *(f"latency_ms@{d.name}" for d in setup.also)], queue=queue)
     if not worker:
-        storage.set_run_info(study, {"target_trials": config.n_trials, "data_dir": config.data_dir})
+        storage.set_run_info(study, {"target_trials": config.n_trials, "data_dir": config.data_dir,
+                                     "max_drop": config.max_drop, "min_metric": config.min_metric})
     return Session(setup, ctx, store, study)
 
 
@@ -522,8 +536,19 @@ def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool,
         saved = staging_summary(results.trials_frame(session.study))
         if saved:
             bar.log(saved)
-    result = results.SearchResult.load(session.study_dir, storage=config.storage)
-    result.write_all()
+        result = results.SearchResult.load(session.study_dir, storage=config.storage)
+        result.write_all()  # the search-time results are saved before finalize starts
+        if config.finalize and not worker and storage.finished(session.study) >= target:
+            if result.front.empty or result.baseline is None:
+                bar.log("finalize skipped: no feasible front member or no baseline yet")
+            else:
+                from autoprune.finalize import finalize
+
+                bar.log("finalizing the front: full fine-tune, whole validation set, paired re-timing "
+                        "(--no-finalize skips this)")
+                finalize(session.study_dir, log=bar.log)
+                result = results.SearchResult.load(session.study_dir, storage=config.storage)
+                result.write_all()
     return result
 
 
@@ -543,6 +568,9 @@ def search(
     sampler: str = "tpe",
     warm_start: bool = True,
     also: dict[str, float | None] | None = None,
+    finalize: bool = True,
+    max_drop: float = 1.0,
+    min_metric: float | None = None,
 ) -> SearchResult:
     """Run (or resume) a search and return its :class:`~autoprune.results.SearchResult`.
 
@@ -551,6 +579,14 @@ def search(
     more device profiles to time every candidate on, each with its own budget (or None):
     ``also={"rpi4-ort": 40.0}``. Their latencies are objectives too, so the front holds
     the models that are best on any device.
+
+    With ``finalize`` (the default) the search ends by fine-tuning the front's most
+    accurate feasible members to the space's ``final_steps``, scoring them on the whole
+    validation set and timing them again paired with the baseline
+    (:func:`autoprune.finalize.finalize`); the result's front shows those final figures.
+    ``result.recommend()`` names the fastest model within ``max_drop`` accuracy points
+    and the most accurate within the budget. ``min_metric`` (default: the baseline's
+    accuracy less 10 points) hides lower candidates from the front and plots.
 
     Raises:
         AutopruneError: a set-up problem (unknown names, bad files, unreachable budget,
@@ -570,6 +606,9 @@ def search(
         sampler=sampler,
         warm_start=warm_start,
         also=tuple((name, None if b is None else float(b)) for name, b in (also or {}).items()),
+        finalize=finalize,
+        max_drop=float(max_drop),
+        min_metric=None if min_metric is None else float(min_metric),
     )
     return _execute(config, target=config.n_trials, worker=False, progress=progress)
 

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import re
 import sys
 from dataclasses import dataclass, field
@@ -100,7 +101,16 @@ class GroupRule:
 
 @dataclass(frozen=True)
 class RecoveryConfig:
-    """Per-candidate recovery budget: BN recalibration batches, then fine-tune steps."""
+    """How candidates are recovered after surgery, and how far.
+
+    Every candidate gets BN recalibration and ``finetune_steps`` of fine-tuning (rung
+    0). A candidate within the budget whose accuracy at a rung is within
+    ``promote_margin`` points of the best accuracy any at-least-as-fast feasible trial
+    had *at the same rung* goes on to the next rung (``rungs``: total steps), so only the
+    promising ones pay for long recovery and every comparison is between equal
+    fidelities. ``final_steps`` is the total a finalized front member gets. Distillation
+    from the unpruned model (``distill_weight`` > 0) applies at every rung.
+    """
 
     bn_batches: int = 20
     finetune_steps: int = 40
@@ -109,6 +119,15 @@ class RecoveryConfig:
     iterations: int = 1  # >1: prune 1/k of the plan, fine-tune steps/k, repeat k times
     gradient_batches: int = 2  # labelled batches for gradient-based importance
     eval_samples: int | None = 2000  # validation examples scored per candidate; null = all
+    distill_weight: float = 0.5  # share of the distillation loss; 0 = labels only
+    distill_temperature: float = 4.0
+    rungs: tuple[int, ...] = (160, 640)  # total fine-tune steps of the later rungs
+    promote_margin: float = 1.0  # accuracy points behind the rung's front that still go on
+    promote_share: float = 0.5  # only the better half of a rung, by distance to its front, goes on (cost)
+    final_steps: int = 800  # fine-tune steps a finalized member gets on top of its search-time ones
+    final_batch_size: int = 128  # its batch (larger than the search's: the last stretch pays for it)
+    final_lr: float = 0.03  # its peak learning rate
+    final_members: int = 4  # front members finalized at most (see finalize.choose)
 
     def __post_init__(self) -> None:
         if min(self.bn_batches, self.finetune_steps, self.gradient_batches) < 0:
@@ -117,6 +136,25 @@ class RecoveryConfig:
             raise ValueError("`batch_size >= 1`, `lr > 0` and `iterations >= 1` must hold.")
         if self.eval_samples is not None and self.eval_samples < 1:
             raise ValueError(f"`eval_samples >= 1` must hold, but got {self.eval_samples}.")
+        if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
+            raise ValueError("`0 <= distill_weight <= 1` and `distill_temperature > 0` must hold, but got "
+                             f"(distill_weight={self.distill_weight}, "
+                             f"distill_temperature={self.distill_temperature}).")
+        steps = (self.finetune_steps, *self.rungs)
+        if any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError(f"`rungs` must be increasing totals above finetune_steps ({self.finetune_steps}), "
+                             f"but got {list(self.rungs)}.")
+        if not 0 < self.promote_share <= 1:
+            raise ValueError(f"`0 < promote_share <= 1` must hold, but got {self.promote_share}.")
+        if (self.promote_margin < 0 or self.final_steps < 0 or self.final_members < 1 or self.final_lr <= 0
+                or self.final_batch_size < 1):
+            raise ValueError("`promote_margin >= 0`, `final_steps >= 0`, `final_lr > 0`, `final_batch_size >= 1` "
+                             "and `final_members >= 1` must hold.")
+
+    @property
+    def all_rungs(self) -> tuple[int, ...]:
+        """Total fine-tune steps at each rung, the first one included."""
+        return (self.finetune_steps, *self.rungs)
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,10 @@ class Candidate:
     zero_shot_accuracy: float | None = None  # after BN recalibration, before fine-tuning
     build_info: dict[str, Any] = field(default_factory=dict)  # BuildResult.info; empty if cached
     also: dict[str, Measurement] = field(default_factory=dict)  # latency on each other device
+    finetune_steps: int = 0  # the fidelity of ``accuracy``: total fine-tune steps behind it
+    eval_samples: int | None = None  # validation examples ``accuracy`` was scored on
+    rung_accuracy: dict[int, float] = field(default_factory=dict)  # total steps -> accuracy at that rung
+    promotion: str | None = None  # why it stopped before the last rung (None: it reached it, or no rungs)
 
 
 # the per-device figures recorded for every further device, as ``<key>@<profile>``
@@ -162,6 +166,10 @@ class TrialRecord:
     skipped: dict[str, str] | None = None
     evaluation: str | None = None
     zero_shot_accuracy: float | None = None
+    finetune_steps: int | None = None  # the fidelity of ``accuracy`` (None: written before rungs existed)
+    eval_samples: int | None = None
+    rung_accuracy: dict[str, float] | None = None  # total steps (as text: JSON keys) -> accuracy
+    promotion: str | None = None
     constraint_violation: str | None = None
     stage_s: dict[str, float] | None = None
     build: dict[str, Any] = field(default_factory=dict)
@@ -192,6 +200,13 @@ class TrialRecord:
     @property
     def complete(self) -> bool:
         return self.state == "COMPLETE"
+
+    @property
+    def first_rung_accuracy(self) -> float | None:
+        """Accuracy after the first rung of fine-tuning (what staging and rung 0 compare)."""
+        if not self.rung_accuracy:
+            return self.accuracy if self.evaluation == "full" and self.finetune_steps is None else None
+        return self.rung_accuracy[min(self.rung_accuracy, key=int)]
 
     @property
     def interrupted(self) -> bool:
@@ -281,6 +296,10 @@ def candidate_attrs(c: Candidate) -> dict[str, Any]:
         "skipped": c.pruned.skipped,
         "evaluation": c.evaluation,
         "zero_shot_accuracy": c.zero_shot_accuracy,
+        "finetune_steps": c.finetune_steps,
+        "eval_samples": c.eval_samples,
+        "rung_accuracy": {str(k): v for k, v in c.rung_accuracy.items()},
+        "promotion": c.promotion,
         "constraint_violation": c.violation,
         "stage_s": c.stage_s,
         **{f"build_{k}": v for k, v in c.build_info.items()},

@@ -32,6 +32,7 @@ def digits_study(tmp_path_factory):
 
     results = tmp_path_factory.mktemp("results")
     result = autoprune.search(
+        finalize=False,  # search-time figures; tests that need final ones finalize a copy
         task="digits",
         device="x86-ort",
         latency_budget_ms=1.0,

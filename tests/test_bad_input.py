@@ -32,7 +32,7 @@ def world(tmp_path_factory, digits_study):
     results = root / "results"
     os.environ["AUTOPRUNE_FAULT"] = "raise@export#1"
     try:
-        study = autoprune.search(task="digits", device="x86-ort", latency_budget_ms=5.0, n_trials=3,
+        study = autoprune.search(finalize=False, task="digits", device="x86-ort", latency_budget_ms=5.0, n_trials=3,
                                  results_dir=results, progress=False)
     finally:
         del os.environ["AUTOPRUNE_FAULT"]
@@ -116,7 +116,7 @@ def _hostile_files(root, pkg):
         fh.write(b"\0" * 8)
 
 
-S = ["search", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "5", "--trials", "3"]
+S = ["search", "--no-finalize", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "5", "--trials", "3"]
 
 
 def _with(args, **changes):

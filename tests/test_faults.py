@@ -30,7 +30,7 @@ def short_profile(tmp_path):
 
 def test_bad_candidates_become_failed_trials(tmp_path, short_profile, monkeypatch):
     monkeypatch.setenv("AUTOPRUNE_FAULT", "segv@device#1,hang@device#2,oom@device#3,raise@export#4")
-    result = autoprune.search(task="digits", device=str(short_profile), latency_budget_ms=5.0, n_trials=7,
+    result = autoprune.search(finalize=False, task="digits", device=str(short_profile), latency_budget_ms=5.0, n_trials=7,
                               results_dir=tmp_path / "r", progress=False)
     df = pd.read_csv(result.study_dir / "trials.csv").set_index("trial")
     assert len(df) == 7
@@ -52,7 +52,7 @@ def test_bad_candidates_become_failed_trials(tmp_path, short_profile, monkeypatc
 
 def test_no_timing_process_is_left_behind(tmp_path, short_profile, monkeypatch):
     monkeypatch.setenv("AUTOPRUNE_FAULT", "hang@device#1")
-    autoprune.search(task="digits", device=str(short_profile), latency_budget_ms=5.0, n_trials=3,
+    autoprune.search(finalize=False, task="digits", device=str(short_profile), latency_budget_ms=5.0, n_trials=3,
                      results_dir=tmp_path / "r", progress=False)
     found = subprocess.run(["pgrep", "-f", "autoprune.runners._device"], capture_output=True, text=True)
     assert found.stdout.split() == []
@@ -62,7 +62,7 @@ def test_a_hanging_surgery_fails_its_trial_within_the_limit(tmp_path, short_prof
     space = tmp_path / "quick.yaml"
     space.write_text("version: 1\nprune_timeout_s: 2\nrecovery: {finetune_steps: 5, eval_samples: 100}\n")
     monkeypatch.setenv("AUTOPRUNE_FAULT", "hang@prune#1")
-    result = autoprune.search(task="digits", device=str(short_profile), latency_budget_ms=5.0, n_trials=3,
+    result = autoprune.search(finalize=False, task="digits", device=str(short_profile), latency_budget_ms=5.0, n_trials=3,
                               space=str(space), results_dir=tmp_path / "r", progress=False)
     df = pd.read_csv(result.study_dir / "trials.csv").set_index("trial")
     assert df.loc[1, "state"] == "FAIL" and df.loc[1, "fail_stage"] == "prune"
@@ -83,7 +83,7 @@ def test_a_killed_search_takes_its_timing_process_and_scratch_folders_with_it(tm
     from autoprune._config import scratch_dir
 
     env = dict(os.environ, AUTOPRUNE_FAULT="hang@device#1")
-    search = subprocess.Popen([sys.executable, "-m", "autoprune", "search", "--task", "digits", "--device",
+    search = subprocess.Popen([sys.executable, "-m", "autoprune", "search", "--no-finalize", "--task", "digits", "--device",
                                str(short_profile), "--latency-budget-ms", "5", "--trials", "3", "--quiet",
                                "--results-dir", str(tmp_path / "r")], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)

@@ -22,7 +22,7 @@ def _search(results, fault: str | None):
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        return run_cli("search", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "5",
+        return run_cli("search", "--no-finalize", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "5",
                        "--trials", "5", "--results-dir", str(results), "--quiet")
     finally:
         for k, v in old.items():
@@ -107,7 +107,7 @@ def test_a_full_disk_or_a_read_only_folder_is_one_line_and_resumes(small_disk):
     import subprocess
 
     def search(trials: int):
-        return run_cli("search", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "5",
+        return run_cli("search", "--no-finalize", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "5",
                        "--trials", str(trials), "--results-dir", str(small_disk), "--quiet", "--no-warm-start")
 
     first = search(2)

@@ -85,7 +85,7 @@ rules: [{{match: "features.0", methods: [none, l1, sparse_magnitude]}}]
 size_metric: gzip
 recovery: {{finetune_steps: 5, bn_batches: 2, eval_samples: 200}}
 """)
-    result = autoprune.search(task="digits", device="x86-ort", latency_budget_ms=5.0, n_trials=10,
+    result = autoprune.search(finalize=False, task="digits", device="x86-ort", latency_budget_ms=5.0, n_trials=10,
                               space=str(space), results_dir=tmp_path / "r", progress=False)
     df = pd.read_csv(result.study_dir / "trials.csv")
     done = df[df["state"] == "COMPLETE"]

@@ -14,7 +14,7 @@ pytestmark = [
 
 
 def test_fashion_search_finds_a_faster_model_within_budget(tmp_path):
-    result = autoprune.search(task="fashion-mnist", device="x86-ort", latency_budget_ms=1.0, n_trials=4,
+    result = autoprune.search(finalize=False, task="fashion-mnist", device="x86-ort", latency_budget_ms=1.0, n_trials=4,
                               results_dir=tmp_path, progress=False)
     base = result.baseline
     assert base is not None and base["accuracy"] > 88

@@ -92,7 +92,7 @@ def test_unreachable_tracker_stops_the_search_at_set_up(tmp_path):
     env_port = arm_device.free_port()  # nothing listens there
     os.environ["AUTOPRUNE_TRACKER"] = f"127.0.0.1:{env_port}"
     try:
-        proc = run_cli("search", "--task", "digits", "--device", "rpi4-ort", "--latency-budget-ms", "1",
+        proc = run_cli("search", "--no-finalize", "--task", "digits", "--device", "rpi4-ort", "--latency-budget-ms", "1",
                        "--trials", "2", "--results-dir", str(tmp_path / "results"))
         check = run_cli("devices", "check", "rpi4-ort")
     finally:
@@ -112,7 +112,7 @@ def test_devices_check_needs_a_name():
 
 def test_search_times_every_candidate_on_the_device_server(host_device, tmp_path):
     profile = host_profile(tmp_path, host_device.tracker_address)
-    result = autoprune.search(task="digits", device=str(profile), latency_budget_ms=1.0, n_trials=3,
+    result = autoprune.search(finalize=False, task="digits", device=str(profile), latency_budget_ms=1.0, n_trials=3,
                               results_dir=tmp_path / "results", progress=False)
     trials = result.trials
     assert (trials["state"] == "COMPLETE").all(), trials[["state", "fail_reason"]]
@@ -126,13 +126,13 @@ def test_no_device_under_the_key_is_reported(host_device, tmp_path):
     text = host_profile(tmp_path, host_device.tracker_address).read_text().replace(HOST_KEY, "no-such-board")
     (tmp_path / "other.yaml").write_text(text)
     with pytest.raises(DeviceError, match=r"no device is registered under key 'no-such-board'.*device-server"):
-        autoprune.search(task="digits", device=str(tmp_path / "other.yaml"), latency_budget_ms=1.0, n_trials=2,
+        autoprune.search(finalize=False, task="digits", device=str(tmp_path / "other.yaml"), latency_budget_ms=1.0, n_trials=2,
                          results_dir=tmp_path / "results", progress=False)
 
 
 def test_one_search_times_every_candidate_on_two_devices(host_device, tmp_path):
     other = host_profile(tmp_path, host_device.tracker_address)  # profile name: host-rpc
-    result = autoprune.search(task="digits", device="x86-ort", latency_budget_ms=1.0, also={str(other): 0.5},
+    result = autoprune.search(finalize=False, task="digits", device="x86-ort", latency_budget_ms=1.0, also={str(other): 0.5},
                               n_trials=3, results_dir=tmp_path / "results", progress=False)
     trials = result.trials
     assert result.identity["study"] == "digits-x86-ort+host-rpc"
@@ -149,11 +149,11 @@ def test_one_search_times_every_candidate_on_two_devices(host_device, tmp_path):
 
 
 def test_device_and_budget_counts_must_match(tmp_path):
-    proc = run_cli("search", "--task", "digits", "--device", "x86-ort", "--device", "rpi4-ort", "--device",
+    proc = run_cli("search", "--no-finalize", "--task", "digits", "--device", "x86-ort", "--device", "rpi4-ort", "--device",
                    "rpi5-ort", "--latency-budget-ms", "1", "--latency-budget-ms", "2", "--trials", "2",
                    "--results-dir", str(tmp_path / "r"))
     assert proc.returncode == 2 and "3 --device but 2 --latency-budget-ms" in proc.stderr
-    proc = run_cli("search", "--task", "digits", "--device", "x86-ort", "--device", "x86-ort",
+    proc = run_cli("search", "--no-finalize", "--task", "digits", "--device", "x86-ort", "--device", "x86-ort",
                    "--latency-budget-ms", "1", "--trials", "2", "--results-dir", str(tmp_path / "r"))
     assert proc.returncode == 2 and "named twice" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -166,7 +166,7 @@ def test_a_crash_on_the_device_fails_one_trial_and_the_server_comes_back(tmp_pat
     device = arm_device.DeviceProcesses(sys.executable, HOST_KEY, tmp_path / "logs")
     with arm_device.running(device):
         profile = host_profile(tmp_path, device.tracker_address)
-        result = autoprune.search(task="digits", device=str(profile), latency_budget_ms=1.0, n_trials=3,
+        result = autoprune.search(finalize=False, task="digits", device=str(profile), latency_budget_ms=1.0, n_trials=3,
                                   results_dir=tmp_path / "results", progress=False, warm_start=False)
         log = (device.log_dir / "server.log").read_text()
     trials = result.trials.set_index("trial")
@@ -251,7 +251,7 @@ def test_devices_check_reports_the_emulated_board(board):
 @emulated
 @pytest.mark.parametrize("backend", ["ort", "tvm"])
 def test_search_on_the_emulated_board(board, backend, tmp_path):
-    result = autoprune.search(task="digits", device=f"emulated-a72-{backend}", latency_budget_ms=50.0,
+    result = autoprune.search(finalize=False, task="digits", device=f"emulated-a72-{backend}", latency_budget_ms=50.0,
                               n_trials=3, results_dir=tmp_path / "results", progress=False)
     trials = result.trials
     assert (trials["state"] == "COMPLETE").all(), trials[["state", "fail_reason"]]
@@ -295,7 +295,7 @@ def test_killing_the_device_server_mid_search_fails_a_trial_and_the_search_goes_
 
     thread = threading.Thread(target=pull_the_plug, daemon=True)
     thread.start()
-    result = autoprune.search(task="digits", device=str(profile), latency_budget_ms=50.0, n_trials=5,
+    result = autoprune.search(finalize=False, task="digits", device=str(profile), latency_budget_ms=50.0, n_trials=5,
                               results_dir=tmp_path / "results", progress=False)
     thread.join(timeout=60)
     assert "at" in killed, "the search never reached the 5th timing session"

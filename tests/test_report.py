@@ -37,7 +37,7 @@ def failed_study(tmp_path_factory):
 
     os.environ["AUTOPRUNE_FAULT"] = "raise@prune"
     try:
-        result = autoprune.search(task="digits", device="x86-ort", latency_budget_ms=1.0, n_trials=3,
+        result = autoprune.search(finalize=False, task="digits", device="x86-ort", latency_budget_ms=1.0, n_trials=3,
                                   results_dir=tmp_path_factory.mktemp("failed"), progress=False)
     finally:
         del os.environ["AUTOPRUNE_FAULT"]

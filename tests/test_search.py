@@ -51,7 +51,7 @@ def test_pruned_candidates_are_smaller(digits_study):
 def test_same_command_resumes_without_redoing_trials(digits_study):
     d = digits_study.study_dir
     before = pd.read_csv(d / "trials.csv")
-    again = autoprune.search(task="digits", device="x86-ort", latency_budget_ms=1.0, n_trials=6,
+    again = autoprune.search(finalize=False, task="digits", device="x86-ort", latency_budget_ms=1.0, n_trials=6,
                              results_dir=d.parent, progress=False)
     after = pd.read_csv(d / "trials.csv")
     assert len(after) == 6
@@ -61,13 +61,13 @@ def test_same_command_resumes_without_redoing_trials(digits_study):
 
 def test_interrupted_trials_are_failed_and_retried(tmp_path):
     kw = dict(task="digits", device="x86-ort", latency_budget_ms=1.0, results_dir=tmp_path, progress=False)
-    first = autoprune.search(n_trials=2, **kw)
+    first = autoprune.search(finalize=False, n_trials=2, **kw)
     # Simulate a run killed mid-trial: a RUNNING trial is left in the storage.
     study = first.study
     methods = list(load_space("default").default.methods)
     stale = study.ask({"features.0.method": optuna.distributions.CategoricalDistribution(methods)})
     assert study.trials[stale.number].state == optuna.trial.TrialState.RUNNING
-    result = autoprune.search(n_trials=3, **kw)
+    result = autoprune.search(finalize=False, n_trials=3, **kw)
     states = result.trials.set_index("trial")["state"]
     assert states[stale.number] == "FAIL"
     assert result.trials.set_index("trial").loc[stale.number, "fail_stage"] == "interrupted"
@@ -79,7 +79,7 @@ def test_results_dir_of_a_different_study_is_refused_untouched(digits_study):
     d = digits_study.study_dir
     snapshot = {p.name: p.stat().st_mtime_ns for p in d.iterdir()}
     with pytest.raises(StudyError, match=r"holds a different study.*latency_budget_ms: 1\.0 there, 2\.0 now"):
-        autoprune.search(task="digits", device="x86-ort", latency_budget_ms=2.0, n_trials=6,
+        autoprune.search(finalize=False, task="digits", device="x86-ort", latency_budget_ms=2.0, n_trials=6,
                          results_dir=d.parent, progress=False)
     assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == snapshot
 
@@ -87,18 +87,18 @@ def test_results_dir_of_a_different_study_is_refused_untouched(digits_study):
 def test_another_storage_for_the_same_folder_is_refused_untouched(tmp_path):
     kw = dict(task="digits", device="x86-ort", latency_budget_ms=5.0, n_trials=1, results_dir=tmp_path,
               progress=False, warm_start=False)
-    first = autoprune.search(**kw)
+    first = autoprune.search(finalize=False, **kw)
     folder = first.study_dir
     snapshot = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     with pytest.raises(StudyError, match=r"holds the study stored in its own study\.db.*other\.db.*Nothing was changed"):
-        autoprune.search(storage=f"sqlite:///{tmp_path / 'other.db'}", **kw)
+        autoprune.search(finalize=False, storage=f"sqlite:///{tmp_path / 'other.db'}", **kw)
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == snapshot
     assert not (tmp_path / "other.db").exists()
 
 
 def test_a_storage_password_is_never_printed(tmp_path):
     with pytest.raises(StudyError) as err:
-        autoprune.search(task="digits", device="x86-ort", latency_budget_ms=5.0, n_trials=1, results_dir=tmp_path,
+        autoprune.search(finalize=False, task="digits", device="x86-ort", latency_budget_ms=5.0, n_trials=1, results_dir=tmp_path,
                          storage="postgresql://someone:hunter2@127.0.0.1:1/autoprune", progress=False)
     assert "cannot open storage 'postgresql://someone@127.0.0.1:1/autoprune'" in str(err.value)
     assert "hunter2" not in str(err.value)
@@ -107,7 +107,7 @@ def test_a_storage_password_is_never_printed(tmp_path):
 
 def test_unreachable_budget_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(BudgetError, match=r"below what any candidate can reach.*unpruned model takes [0-9.]+ ms.*most pruned one.*takes [0-9.]+ ms"):
-        autoprune.search(task="digits", device="x86-ort", latency_budget_ms=0.0001, n_trials=3,
+        autoprune.search(finalize=False, task="digits", device="x86-ort", latency_budget_ms=0.0001, n_trials=3,
                          results_dir=tmp_path, progress=False)
     assert list(tmp_path.iterdir()) == []
 

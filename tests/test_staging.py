@@ -18,8 +18,9 @@ from autoprune.space import load_space, resolve
 @pytest.fixture(scope="module")
 def ctx(digits_task):
     space = load_space("default")
+    # no later rungs: these tests are about the first one (tests/test_recovery.py has the rungs)
     space = dataclasses.replace(space, recovery=dataclasses.replace(space.recovery, finetune_steps=30,
-                                                                    eval_samples=300))
+                                                                    eval_samples=300, rungs=()))
     resolved = resolve(space, digits_task.model, digits_task.example_input(1), digits_task.ignored_layers)
     profile = load_profile("x86-ort")
     profile = dataclasses.replace(profile, measurement=dataclasses.replace(profile.measurement, sessions=1))
@@ -73,10 +74,11 @@ def test_finalize_fine_tunes_and_times_the_front_again(digits_study, tmp_path):
 
     folder = tmp_path / "copy"
     shutil.copytree(digits_study.study_dir, folder)
-    proc = run_cli("finalize", str(folder), "--steps", "20")
+    proc = run_cli("finalize", str(folder), "--steps", "30", "--members", "2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     final = pd.read_csv(folder / "final.csv")
-    assert len(final) >= 1 and (final["finetune_steps"] == 20).all()
+    assert 1 <= len(final) <= 2 and (final["final_steps"] == 30).all()
+    assert (final["finetune_steps"] == final["search_steps"] + 30).all()  # on top of the search's
     assert (final["final_latency_ms"] > 0).all() and (final["paired_speedup"] > 0).all()
     for n in final["trial"]:
         assert (folder / "trials" / str(n) / "final" / "state.pt").is_file()

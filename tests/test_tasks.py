@@ -23,7 +23,7 @@ def test_digits_task_is_trained_and_real(digits_task):
 def test_user_task_factory_runs_a_search(tmp_path):
     task = load_task("user_tasks:small_mlp_task")
     assert task.name == "small"
-    result = autoprune.search(task="user_tasks:small_mlp_task", device="x86-ort", latency_budget_ms=5.0,
+    result = autoprune.search(finalize=False, task="user_tasks:small_mlp_task", device="x86-ort", latency_budget_ms=5.0,
                               n_trials=3, results_dir=tmp_path, progress=False)
     assert (result.trials["state"] == "COMPLETE").sum() == 3
     assert result.study_dir.name == "user_tasks-small_mlp_task-x86-ort"

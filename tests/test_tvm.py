@@ -157,7 +157,7 @@ def test_arm_profile_cannot_be_searched_with_the_local_runner(tmp_path):
     text = (REPO / "device_profiles" / "rpi4-tvm.yaml").read_text().replace("runner: rpc", "runner: local")
     (tmp_path / "rpi4-local.yaml").write_text(text)
     with pytest.raises(BackendError, match=r"builds for aarch64-linux-gnu.*cannot run that code.*To fix"):
-        autoprune.search(task="digits", device=str(tmp_path / "rpi4-local.yaml"), latency_budget_ms=1.0,
+        autoprune.search(finalize=False, task="digits", device=str(tmp_path / "rpi4-local.yaml"), latency_budget_ms=1.0,
                          n_trials=2, progress=False)
 
 
@@ -200,7 +200,7 @@ def test_search_export_and_run_with_x86_tvm(tmp_path, monkeypatch):
     text = text.replace("sessions: 3 ", "sessions: 1 ")
     device = tmp_path / "x86-tvm.yaml"
     device.write_text(text)
-    result = autoprune.search(task="digits", device=str(device), latency_budget_ms=5.0, n_trials=3,
+    result = autoprune.search(finalize=False, task="digits", device=str(device), latency_budget_ms=5.0, n_trials=3,
                               results_dir=tmp_path / "results", progress=False)
     done = result.trials[result.trials["state"] == "COMPLETE"]
     assert len(done) >= 2, result.trials[["trial", "state", "fail_reason"]]

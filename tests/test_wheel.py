@@ -94,14 +94,14 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     listed = _run([cli, "devices"], cwd=work, env=env).stdout
     assert "x86-ort" in listed and "x86-tvm" in listed
 
-    _run([cli, "search", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "5",
+    _run([cli, "search", "--no-finalize", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "5",
           "--trials", "2", "--results-dir", "R", "--quiet"], cwd=work, env=env)
     # a user's own profile and space, by path
     profile = work / "my-box.yaml"
     profile.write_text((REPO / "device_profiles" / "x86-ort.yaml").read_text())
     space = work / "my-space.yaml"
     space.write_text((REPO / "search_spaces" / "default.yaml").read_text())
-    _run([cli, "search", "--task", "digits", "--device", profile, "--space", space,
+    _run([cli, "search", "--no-finalize", "--task", "digits", "--device", profile, "--space", space,
           "--latency-budget-ms", "5", "--trials", "2", "--results-dir", "R", "--quiet"],
          cwd=work, env=env)
 

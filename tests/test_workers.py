@@ -94,7 +94,7 @@ measurement: {warmup: 2, min_repeats: 10, max_seconds: 0.3, sessions: 1}
 def _start(url: str, name: str, results: Path, trials: int, workers: int) -> list[subprocess.Popen]:
     profile = results / "quick.yaml"
     profile.write_text(QUICK_PROFILE)
-    primary = _cli("search", "--task", "digits", "--device", str(profile), "--latency-budget-ms", "1.0",
+    primary = _cli("search", "--no-finalize", "--task", "digits", "--device", str(profile), "--latency-budget-ms", "1.0",
                    "--trials", str(trials), "--storage", url, "--study", name, "--results-dir", str(results))
     _wait_for_study(url, name)
     others = [_cli("worker", "--storage", url, "--study", name, "--results-dir", str(results))
@@ -160,7 +160,7 @@ def test_worker_errors_are_one_line(postgres_url, tmp_path):
 
 def test_the_documented_url_works_and_its_password_is_never_written(postgres_url, tmp_path):
     url = _as_documented(postgres_url, "hunter2")  # plain postgresql://, as the README shows it
-    proc = _cli("search", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "5", "--trials", "2",
+    proc = _cli("search", "--no-finalize", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "5", "--trials", "2",
                 "--storage", url, "--study", "documented", "--results-dir", str(tmp_path), "--no-warm-start")
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-2000:]
