@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,15 @@ def test_a_report_timed_on_a_busy_machine_is_refused_or_stamped(tmp_path):
     quiet.samples = [0.1, 0.2, 0.3]
     write_report(tmp_path / "q.md", "figures\n", quiet, allow_noisy=False)
     assert "Noisy" not in (tmp_path / "q.md").read_text()
+
+
+def test_fidelity_on_a_study(digits_study, tmp_path):
+    """benchmarks/fidelity.py replays a real study's candidates through every rung and the
+    final fine-tune, and writes Kendall's tau per rung."""
+    out = tmp_path / "fidelity.md"
+    run_script("fidelity.py", "--study", str(digits_study.study_dir), "--candidates", "3", "--ablation", "1",
+               "--allow-noisy", "--out", str(out))
+    text = out.read_text()
+    assert "Kendall's tau per rung" in text and "What distillation adds at equal steps" in text
+    for rung in (40, 160, 640):
+        assert re.search(rf"\|\s+{rung} \| promotion|\|\s+{rung} \| which", text), rung
