@@ -172,7 +172,7 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
         done = files.dir / "result.json"
         if done.is_file() and files.state.is_file():
             previous = json.loads(done.read_text())
-            if previous.get("final_steps") == steps:
+            if (previous.get("final_steps"), previous.get("final_batch_size")) == (steps, rec.final_batch_size):
                 log(f"trial {n}: already finalized ({steps} steps), kept")
                 continue
         files.dir.mkdir(parents=True, exist_ok=True)

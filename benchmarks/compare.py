@@ -558,8 +558,8 @@ accuracy.
 ## Search-time summary (short recovery, 2,000 validation images)
 
 Search-time figures are not of one fidelity: the two searches' candidates are scored at
-the rung they reached (40, 160 or 640 steps), the uniform arm's at 40 steps. Only the
-verdict above compares like with like.
+the rung they reached (40, 160 or 640 steps), the uniform arm's after every rung (640
+steps). Only the verdict above compares like with like.
 
 {summary_df.to_markdown(index=False, floatfmt=".3f")}
 
