@@ -174,10 +174,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 def _print_recommendation(result) -> None:
     if result.baseline is None or result.front.empty:
         return
-    lines = result.recommend().lines(result.study_dir)
-    out.print("[bold]recommended[/] (" + ("final figures" if result.recommend().final else "search-time figures")
+    pick = result.recommend()
+    out.print("[bold]recommended[/] (" + ("final figures" if pick.final else "search-time figures")
               + "):", highlight=False)
-    for line in lines:
+    for line in pick.lines(result.study_dir):
         out.print(f"  {line}", highlight=False)
 
 

@@ -199,4 +199,3 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
         df["accuracy_drop"] = base_full - df["final_accuracy"]
     atomic_write_text(result.study_dir / FINAL_TABLE, df.to_csv(index=False))
     return df
-

@@ -93,14 +93,13 @@ class Stager:
         """Why a candidate with ``accuracy`` after ``steps`` stops at this rung, or None to go on."""
         if latency_ms > self.budget_ms:
             return f"not promoted past {steps} steps: over the {self.budget_ms:g} ms budget"
-        rival = max((acc for lat, acc in self.rung_fronts.get(steps, []) if lat <= latency_ms), default=None)
-        if rival is not None and accuracy + self.promote_margin < rival:
-            return (f"not promoted past {steps} steps: {accuracy:.2f}% is more than {self.promote_margin:g} pt "
-                    f"behind {rival:.2f}% of a feasible trial at least as fast, at the same rung")
-        # Bounded cost, as in ASHA: only the best share of a rung's candidates go on, ranked
-        # by how far each is behind the rung's front (0 on it), whenever it was scored.
         points = [*self.rung_fronts.get(steps, []), (latency_ms, accuracy)]
         mine = _behind(points, len(points) - 1)
+        if mine > self.promote_margin:
+            return (f"not promoted past {steps} steps: {accuracy:.2f}% is more than {self.promote_margin:g} pt "
+                    f"behind {accuracy + mine:.2f}% of a feasible trial at least as fast, at the same rung")
+        # Bounded cost, as in ASHA: only the best share of a rung's candidates go on, ranked
+        # by how far each is behind the rung's front (0 on it), whenever it was scored.
         better = sum(_behind(points, i) < mine for i in range(len(points) - 1))
         if better >= max(1.0, self.promote_share * len(points)):
             return (f"not promoted past {steps} steps: {better} of {len(points)} candidates at this rung are "
@@ -318,15 +317,14 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         build_info.update(info)
         over = ctx.stager.skip_recovery(latency.median_ms)
 
-        def gate(model) -> str | None:  # stage 2: zero-shot accuracy after BN recalibration
+        def screen(model) -> str | None:  # stage 2: zero-shot accuracy after BN recalibration
             if over:
                 return over
             with _stage("screen", times):
                 zero["accuracy"] = accuracy(model, ctx.task.val, rec.eval_samples)
             return ctx.stager.skip_finetune(latency.median_ms, zero["accuracy"])
 
-        if not ctx.stager.skips:
-            gate = None
+        gate = screen if ctx.stager.skips else None
 
     model, report, skipped = prune_and_recover(ctx, plan, seed, times, gate)
     with _stage("evaluate", times):

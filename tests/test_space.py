@@ -42,6 +42,10 @@ def test_unknown_space_lists_known():
         ("constraints: {max_params_ratio: -1}\n", r"max_params_ratio > 0"),
         ("size_metric: zstd\n", r"size_metric: expected one of file, gzip"),
         ("recovery: {iterations: 0}\n", r"iterations >= 1"),
+        ("recovery: {rungs: [160, 100]}\n", r"`rungs` must be increasing totals above finetune_steps"),
+        ("recovery: {finetune_steps: 200, rungs: [160]}\n", r"above finetune_steps \(200\)"),
+        ("recovery: {distill_weight: 1.5}\n", r"0 <= distill_weight <= 1"),
+        ("recovery: {final_members: 0}\n", r"final_members >= 1"),
     ],
 )
 def test_malformed_space_names_file_and_key(tmp_path, body, message):
