@@ -65,17 +65,23 @@ def _cli(*args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_study(url: str, name: str, timeout: float = 180) -> optuna.Study:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            study = optuna.load_study(study_name=name, storage=url)
-            if study.user_attrs.get("autoprune_run"):
-                return study
-        except KeyError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"study {name} never appeared")
+def _wait_for_study(url: str, name: str, timeout: float = 180) -> None:
+    # One storage for the whole wait: each load_study(storage=url) would open its own
+    # engine, whose connections stay open until the garbage collector runs, and a slow
+    # start (a busy CI machine) then exhausts the server's max_connections.
+    store = optuna.storages.RDBStorage(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if optuna.load_study(study_name=name, storage=store).user_attrs.get("autoprune_run"):
+                    return
+            except KeyError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"study {name} never appeared")
+    finally:
+        store.engine.dispose()
 
 
 def _finish(procs: list[subprocess.Popen], timeout: float = 600) -> None:
