@@ -111,24 +111,30 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_groups(args: argparse.Namespace) -> int:
-    from autoprune.space import load_space, resolve
+    from autoprune.search_loop import log_trace
+    from autoprune.space import load_space, resolve_task
     from autoprune.tasks import load_task
 
     space = load_space(args.space)
     task = load_task(args.task, args.data_dir)
-    whole = resolve(space, task.model, task.example_input(1), task.ignored_layers)
+    for note in task.notes:
+        out.print(note)
+    whole = resolve_task(space, task, args.setup_timeout_s, args.setup_memory_gb)
     resolved = {g.info.name: g for g in whole.groups}
-    from autoprune.pruning import find_blocks, find_groups
+    from autoprune.pruning import find_blocks
 
     table = Table(title=f"prunable groups of {task.name} under space {space.name!r}", title_justify="left")
     for col in ("group", "type", "channels", "searched", "methods", "layers"):
         table.add_column(col)
-    for info in find_groups(task.model, task.example_input(1), task.ignored_layers):
+    for info in whole.found:
         g = resolved.get(info.name)
         channels = f"{info.channels} ({info.heads} heads)" if info.heads else str(info.channels)
+        if info.channel_groups > 1:
+            channels += f" ({info.channel_groups} conv groups)"
         table.add_row(info.name, info.root_type, channels, "yes" if g else "no",
                       ", ".join(g.rule.methods) if g else "", ", ".join(info.members))
     out.print(table)
+    log_trace(whole, out.print)
     blocks = find_blocks(task.model)
     if blocks:
         searched = set(whole.blocks)
@@ -163,6 +169,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         finalize=not args.no_finalize,
         max_drop=args.max_drop,
         min_metric=args.min_metric,
+        setup_timeout_s=args.setup_timeout_s,
+        setup_memory_gb=args.setup_memory_gb,
     )
     _print_front(result)
     _print_recommendation(result)
@@ -185,7 +193,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from autoprune.search_loop import join
 
     result = join(storage=args.storage, study_name=args.study, results_dir=args.results_dir,
-                  n_trials=args.trials, data_dir=args.data_dir, progress=not args.quiet)
+                  n_trials=args.trials, data_dir=args.data_dir, progress=not args.quiet,
+                  setup_timeout_s=args.setup_timeout_s, setup_memory_gb=args.setup_memory_gb)
     if not args.quiet:
         _print_front(result)
     return 0
@@ -325,6 +334,13 @@ def _count(least: int):
     return parse
 
 
+def _setup_limits(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--setup-timeout-s", type=float, default=120.0, metavar="S",
+                   help="longest time tracing the model for pruning may take (default 120)")
+    s.add_argument("--setup-memory-gb", type=float, metavar="GB",
+                   help="most memory tracing the model may add (default: half of what is available)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="autoprune", description="Hardware-aware pruning search: "
                                 "find the pruned model that is fastest on your device, by measuring it.")
@@ -354,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", required=True)
     s.add_argument("--space", default="default")
     s.add_argument("--data-dir")
+    _setup_limits(s)
     s.set_defaults(func=cmd_groups)
 
     s = sub.add_parser("search", help="run or resume a search")
@@ -383,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="least accuracy shown on the front and plots (default: the baseline's less 10 points; "
                         "lower candidates stay in trials.csv)")
     s.add_argument("--quiet", action="store_true", help="no progress output")
+    _setup_limits(s)
     s.set_defaults(func=cmd_search)
 
     s = sub.add_parser("worker", help="join a running study (shared --storage) and run its trials")
@@ -392,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trials", type=int, help="total trials the study should hold (default: the search's)")
     s.add_argument("--data-dir", help="dataset folder on this machine")
     s.add_argument("--quiet", action="store_true", help="no progress output")
+    _setup_limits(s)
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("finalize", help="fine-tune the front longer and time it again, paired with the baseline")

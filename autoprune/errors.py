@@ -24,6 +24,11 @@ class DataError(TaskError):
     """A dataset is missing or unreadable."""
 
 
+class SetupError(TaskError):
+    """The model cannot be traced for pruning: Torch-Pruning failed, or took more time
+    or memory than set-up is allowed."""
+
+
 class StudyError(AutopruneError):
     """A results directory or storage holds something other than what was asked for."""
 

@@ -115,9 +115,9 @@ def finalize_member(model, plan, task, space, device, base_model, distill, steps
         fine_tune(model, task, space.recovery, steps, masks, distill, seed=seed)
     acc = accuracy(model, task.val, None)
     example = task.example_input(device.profile.batch_size)
-    onnx = to_onnx(model, example, out.onnx, space.parity_atol)
+    onnx = to_onnx(model, example, out.onnx, space.parity_atol, space.parity_rtol)
     torch.save(model.state_dict(), out.state)
-    base_onnx = to_onnx(base_model, example, out.dir / "baseline.onnx", space.parity_atol)
+    base_onnx = to_onnx(base_model, example, out.dir / "baseline.onnx", space.parity_atol, space.parity_rtol)
     # paired: the baseline is timed again just before the candidate
     base_ms = device.measure(base_onnx, out.dir, tag="baseline").measurement.median_ms
     m = device.measure(onnx, out.dir, tag=tag).measurement

@@ -16,9 +16,7 @@ import errno
 import functools
 import json
 import math
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from autoprune import pruning
 from autoprune.device import Device
 from autoprune.evaluate import accuracy
 from autoprune.export import OnnxArtifact, count_params, to_onnx
+from autoprune.limits import time_limit
 from autoprune.measure import Measurement, MeasurementCache
 from autoprune.profiles import DeviceProfile
 from autoprune.recover import Distill, TrainConfig, recalibrate_bn, train
@@ -157,7 +156,7 @@ class Context:
 def _stage(name: str, times: dict[str, float], limit_s: float | None = None):
     start = time.perf_counter()
     try:
-        with _time_limit(limit_s, name):
+        with time_limit(limit_s, name):
             sys.audit("autoprune.stage", name)
             yield
     except TrialFailure:
@@ -170,31 +169,6 @@ def _stage(name: str, times: dict[str, float], limit_s: float | None = None):
         raise TrialFailure(name, f"{type(exc).__name__}: {exc}") from exc
     finally:  # summed: iterative pruning enters prune and recover several times
         times[name] = round(times.get(name, 0.0) + time.perf_counter() - start, 4)
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float | None, what: str):
-    """Raise TimeoutError in this thread after ``seconds`` (SIGALRM).
-
-    Torch-Pruning's graph tracing has been seen to never return on some models; the
-    surgery runs in this process (the model is too costly to ship to a child), so an
-    alarm is the way to stop it. It interrupts Python code and sleeps, which is where
-    such a hang spins; only the main thread can take signals, elsewhere no limit.
-    """
-    if not seconds or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _expired(signum, frame):
-        raise TimeoutError(f"{what} did not finish within {seconds:g} s (space key prune_timeout_s)")
-
-    previous = signal.signal(signal.SIGALRM, _expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def prune(ctx: Context, plan: pruning.PruningPlan, seed: int, model=None, fraction: float = 1.0,
@@ -240,6 +214,9 @@ def prune_and_recover(ctx: Context, plan: pruning.PruningPlan, seed: int, times:
                 steps = rec.finetune_steps // k + (rec.finetune_steps % k if step == k else 0)
                 cfg = TrainConfig(steps, rec.batch_size, rec.lr, hflip=ctx.task.hflip, seed=seed + step - 1)
                 train(model, ctx.task.train, cfg, masks=report.masks, distill=ctx.distill)
+                # again after the fine-tune: its running averages lag its last weights, and
+                # a BN momentum like MNASNet's 3e-4 leaves them unusable (outputs of 1e14)
+                recalibrate_bn(model, ctx.task.train, rec.bn_batches, rec.batch_size)
     report.widths, report.heads = widths, heads
     return model, report, None
 
@@ -262,6 +239,7 @@ def climb(ctx: Context, model, masks, latency_ms: float, rungs: dict[int, float]
         with _stage("recover", times):
             cfg = TrainConfig(total - steps, rec.batch_size, rec.lr, hflip=ctx.task.hflip, seed=seed + total)
             train(model, ctx.task.train, cfg, masks=masks, distill=ctx.distill)
+            recalibrate_bn(model, ctx.task.train, rec.bn_batches, rec.batch_size)
         with _stage("evaluate", times):
             rungs[total] = accuracy(model, ctx.task.val, rec.eval_samples)
     return rungs, None
@@ -312,7 +290,8 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         with _stage("prune", times, ctx.space.space.prune_timeout_s):
             shaped, _ = prune(ctx, plan.shape_only(), seed)
         with _stage("export", times):
-            early = to_onnx(shaped, ctx.example_input, files.onnx, ctx.space.space.parity_atol)
+            early = to_onnx(shaped, ctx.example_input, files.onnx, ctx.space.space.parity_atol,
+                            ctx.space.space.parity_rtol)
         latency, cached, info = measure(ctx, early, trial_dir, times, number)
         build_info.update(info)
         over = ctx.stager.skip_recovery(latency.median_ms)
@@ -338,7 +317,8 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         steps = max(rungs)
         acc = rungs[steps]
     with _stage("export", times):
-        onnx = to_onnx(model, ctx.example_input, files.onnx, ctx.space.space.parity_atol)
+        onnx = to_onnx(model, ctx.example_input, files.onnx, ctx.space.space.parity_atol,
+                       ctx.space.space.parity_rtol)
         torch.save(model.state_dict(), files.state)
         files.plan.write_text(json.dumps(plan.to_dict(), indent=1))
     if early is None or early.arch_hash != onnx.arch_hash:

@@ -12,7 +12,14 @@ this module adds by hand, each small:
 - **depth**: whole residual blocks replaced by ``nn.Identity`` where shapes allow;
 - **attention heads**: a group that runs through ``nn.MultiheadAttention`` loses
   whole heads, and ``num_heads`` / ``head_dim`` (and torchvision ViT's
-  ``hidden_dim``) are updated so the module stays consistent.
+  ``hidden_dim``) are updated so the module stays consistent;
+- **protected widths**: a group whose channels reach the model's output (a classifier,
+  also when the task does not name it) or meet a tensor that no layer makes (the
+  model's input added into a residual stream) is never offered: cutting it changes the
+  model's interface.
+
+Grouped convolutions (ResNeXt, RegNet) and GroupNorm are cut as Torch-Pruning's own
+pruner cuts them: the same channels in every group, so the groups stay equal.
 
 Example:
     >>> plan = PruningPlan({"features.0": GroupChoice("l1", 0.5)}, round_to=1)
@@ -194,6 +201,7 @@ class GroupInfo:
     channels: int
     members: tuple[str, ...]  # layers whose output channels go with the root's
     heads: int = 0  # attention heads the group runs through (cut in whole heads)
+    channel_groups: int = 1  # equal groups of a grouped conv / GroupNorm (cut alike in each)
 
 
 @dataclass
@@ -205,6 +213,7 @@ class PruneReport:
     heads: dict[str, tuple[int, int]] = field(default_factory=dict)  # (before, after)
     dropped_blocks: tuple[str, ...] = ()
     skipped: dict[str, str] = field(default_factory=dict)  # group -> why it was left alone
+    warnings: tuple[str, ...] = ()  # what Torch-Pruning warned while tracing (first lines)
     # "<layer>.weight" -> bool mask (True = kept) of every sparsified layer: the fine-tune
     # re-applies them, and the next iterative step extends them
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -218,12 +227,71 @@ def channels_to_keep(channels: int, ratio: float, round_to: int) -> int:
 
 
 def _graph(model: nn.Module, example_input: torch.Tensor):
+    """Torch-Pruning's dependency graph, and the first line of each warning it gave.
+
+    Its warnings (e.g. "Unwrapped parameters detected ... will prune the last
+    non-singleton dimension") are pages long and repeat on every trial; callers report
+    them once instead.
+    """
+    import warnings
+
     tp = _tp()
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    said = tuple(dict.fromkeys(" ".join(str(w.message).split())[:300] for w in caught))
+    return graph, said
 
 
-def _groups(model: nn.Module, graph, ignored_layers: tuple[str, ...]):
-    """Yield (GroupInfo, tp group) for every prunable group, in graph order."""
+# binary ops whose second operand, if no layer makes it, ties the group's width to it
+_BINARY = ("AddBackward", "SubBackward", "MulBackward", "DivBackward", "CatBackward")
+
+
+def _protected(graph, group) -> str | None:
+    """Why cutting ``group`` would change the model's interface, or None.
+
+    - Its channels reach the model's output: some node the cut reaches has no consumer.
+    - Its channels meet a tensor that no traced layer makes, e.g. the model's input added
+      into a residual stream (``x + block(x)``): that operand cannot shrink with them.
+    """
+    for dep, _ in group:
+        node = dep.target
+        if not graph.is_out_channel_pruning_fn(dep.handler):
+            continue
+        if not node.outputs:
+            return "its channels are the model's output"
+        fn = getattr(node, "grad_fn", None)
+        if fn is not None and type(fn).__name__.startswith(_BINARY) and \
+                any(f is None for f, _ in fn.next_functions) and len(node.inputs) < len(fn.next_functions):
+            return "its channels meet a tensor no layer makes (the model's input?)"
+    return None
+
+
+def _channel_groups(graph, group) -> int:
+    """The equal channel groups the cut must respect: grouped convolutions and GroupNorm
+    (depthwise convolutions excepted, whose channels are each their own group), as
+    Torch-Pruning's MetaPruner counts them."""
+    from torch import nn
+
+    found = [1]
+    for dep, _ in group:
+        module = dep.target.module
+        if not isinstance(module, nn.Module) or isinstance(module, nn.MultiheadAttention):
+            continue
+        if isinstance(module, nn.modules.conv._ConvNd) and module.groups == module.out_channels:
+            continue
+        pruner = graph.get_pruner_of_module(module)
+        if pruner is None:
+            continue
+        count = pruner.get_out_channel_groups(module) if graph.is_out_channel_pruning_fn(dep.handler) \
+            else pruner.get_in_channel_groups(module)
+        found.append(int(count or 1))
+    return max(found)
+
+
+def _groups(model: nn.Module, graph, ignored_layers: tuple[str, ...], protected: dict[str, str] | None = None):
+    """Yield (GroupInfo, tp group) for every prunable group, in graph order; groups
+    left out because they are protected go to ``protected`` (root -> why)."""
     from torch import nn
 
     names = {m: n for n, m in model.named_modules()}
@@ -233,6 +301,10 @@ def _groups(model: nn.Module, graph, ignored_layers: tuple[str, ...]):
         ignored_layers=ignored, root_module_types=(nn.modules.conv._ConvNd, nn.Linear)
     ):
         root = group[0].dep.target.module
+        if (why := _protected(graph, group)) is not None:
+            if protected is not None:
+                protected[names[root]] = why
+            continue
         members = tuple(dict.fromkeys(
             names[dep.target.module]
             for dep, _ in group
@@ -243,18 +315,38 @@ def _groups(model: nn.Module, graph, ignored_layers: tuple[str, ...]):
                  if isinstance(dep.target.module, nn.MultiheadAttention)}
         if len(heads) > 1:  # cannot cut whole heads of differently split attentions together
             continue
-        info = GroupInfo(names[root], type(root).__name__, graph.get_out_channels(root), members,
-                         heads.pop() if heads else 0)
+        channels = graph.get_out_channels(root)
+        ch_groups = _channel_groups(graph, group)
+        if ch_groups > 1 and (heads or channels % ch_groups):  # no equal cut exists
+            continue
+        info = GroupInfo(names[root], type(root).__name__, channels, members,
+                         heads.pop() if heads else 0, ch_groups)
         yield info, group
+
+
+@dataclass(frozen=True)
+class GraphSummary:
+    """What set-up learns from tracing a model once."""
+
+    groups: list[GroupInfo]
+    protected: dict[str, str]  # root of a group never offered -> why
+    warnings: tuple[str, ...]  # Torch-Pruning's warnings, first lines
+
+
+def trace(model: nn.Module, example_input: torch.Tensor, ignored_layers: tuple[str, ...] = ()) -> GraphSummary:
+    """The prunable and protected groups of ``model`` (read-only: works on a copy)."""
+    model = copy.deepcopy(model).eval()
+    graph, said = _graph(model, example_input)
+    protected: dict[str, str] = {}
+    groups = [info for info, _ in _groups(model, graph, ignored_layers, protected)]
+    return GraphSummary(groups, protected, said)
 
 
 def find_groups(
     model: nn.Module, example_input: torch.Tensor, ignored_layers: tuple[str, ...] = ()
 ) -> list[GroupInfo]:
     """The prunable groups of ``model`` (read-only: works on a copy)."""
-    model = copy.deepcopy(model).eval()
-    graph = _graph(model, example_input)
-    return [info for info, _ in _groups(model, graph, ignored_layers)]
+    return trace(model, example_input, ignored_layers).groups
 
 
 # -- depth ----------------------------------------------------------------------------
@@ -449,6 +541,7 @@ def _apply(
     original: PruneReport | None,
     masks: Mapping[str, torch.Tensor],
 ) -> tuple[nn.Module, PruneReport]:
+    import torch
     from torch import nn
 
     pruned = copy.deepcopy(model).eval()
@@ -457,7 +550,8 @@ def _apply(
         report.masks = _fitting(pruned, masks)
         return pruned, report
     _drop_blocks(pruned, plan.drop_blocks)
-    graph = _graph(pruned, example_input)
+    graph, said = _graph(pruned, example_input)
+    report.warnings = said
     wanted = {k: c for k, c in plan.groups.items() if c.active}
     if any(METHODS[c.method].needs_gradients for c in wanted.values()):
         if not gradient_batches:
@@ -488,6 +582,8 @@ def _apply(
         scores = method.importance()(group)
         if scores is None or len(scores) != info.channels:
             raise PruningError(f"method {choice.method!r} could not score group {info.name!r}")
+        if not bool(scores.isfinite().all()):  # a diverged or dead layer: argsort would be arbitrary
+            scores = scores.nan_to_num(nan=0.0, posinf=torch.finfo(scores.dtype).max, neginf=0.0)
         idxs = _lowest(scores, info, info.channels - keep)
         cuts.append((key, info, group[0].dep.target.module, group[0].dep.handler, idxs, keep, before, heads_before))
     in_dropped = {k for k in set(wanted) - seen
@@ -532,6 +628,16 @@ def _keep(info: GroupInfo, before: int, heads_before: int, choice: GroupChoice,
         heads = max(1, heads_before - int(round(heads_before * choice.ratio * fraction)))
         return min(info.channels, heads * head_dim)
     round_to = choice.round_to or plan_round_to
+    if info.channel_groups > 1:
+        # every group keeps the same count; the total is still a multiple of round_to
+        # where the group count allows (per-group multiple round_to / gcd(round_to, g))
+        g = info.channel_groups
+        step = round_to // math.gcd(round_to, g)
+        size, size_before = info.channels // g, before // g
+        final = channels_to_keep(size_before, choice.ratio, step)
+        keep = size_before - int(round((size_before - final) * fraction))
+        keep = min(size, max(step, math.ceil(keep / step) * step)) if keep < size_before else size_before
+        return g * min(keep, size)
     final = channels_to_keep(before, choice.ratio, round_to)
     keep = before - int(round((before - final) * fraction))
     if keep < before:
@@ -544,6 +650,11 @@ def _lowest(scores: torch.Tensor, info: GroupInfo, count: int) -> list[int]:
     channels of the least important whole heads (a head's score is its channels' sum)."""
     import torch
 
+    if info.channel_groups > 1:  # the same positions in every group, ranked by their mean
+        g = info.channel_groups
+        size = info.channels // g
+        drop = torch.argsort(scores.reshape(g, size).mean(0))[: count // g].tolist()
+        return sorted(k * size + i for k in range(g) for i in drop)
     if not info.heads:
         return torch.argsort(scores)[:count].tolist()
     head_dim = info.channels // info.heads

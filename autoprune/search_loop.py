@@ -80,12 +80,19 @@ class SearchConfig:
     finalize: bool = True  # fine-tune and re-time the front's best at the end
     max_drop: float = 1.0  # accuracy points: the recommended pick's allowance
     min_metric: float | None = None  # least accuracy shown on the front (default: baseline - 10)
+    # How long and how much memory tracing the model at set-up may take (None: no time
+    # limit / half the memory available); not identity either.
+    setup_timeout_s: float | None = 120.0
+    setup_memory_gb: float | None = None
 
     def __post_init__(self) -> None:
         if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
             raise ConfigError(f"--max-drop must be a number of accuracy points >= 0, got {self.max_drop}.")
         if self.min_metric is not None and not math.isfinite(self.min_metric):
             raise ConfigError(f"--min-metric must be a finite number, got {self.min_metric}.")
+        for flag, value in (("--setup-timeout-s", self.setup_timeout_s), ("--setup-memory-gb", self.setup_memory_gb)):
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{flag} must be a positive number, got {value}.")
         names = [self.device, *(name for name, _ in self.also)]
         if len(set(names)) != len(names):
             raise ConfigError(f"a device is named twice ({', '.join(names)}); name each once.")
@@ -251,12 +258,15 @@ def _check_writable(folder: Path) -> None:
 def _prepare(setup: _Setup, log: Callable[[str], None]) -> Context:
     from autoprune.measure import MeasurementCache
     from autoprune.objective import Context
-    from autoprune.space import resolve
+    from autoprune.space import resolve_task
     from autoprune.tasks import load_task
 
     config = setup.config
     task = load_task(config.task, config.data_dir)
-    resolved = resolve(setup.space, task.model, task.example_input(1), task.ignored_layers)
+    for note in task.notes:
+        log(note)
+    resolved = resolve_task(setup.space, task, config.setup_timeout_s, config.setup_memory_gb)
+    log_trace(resolved, log)
     if not resolved.groups:
         raise ConfigError(
             f"search space {config.space!r} leaves no prunable group in task "
@@ -276,6 +286,15 @@ def _prepare(setup: _Setup, log: Callable[[str], None]) -> Context:
     return ctx
 
 
+def log_trace(resolved, log: Callable[[str], None]) -> None:
+    """Say once what tracing found that the user did not ask for: protected groups and
+    Torch-Pruning's warnings (each trial's own copies go to its record, not the screen)."""
+    if resolved.protected:
+        log("not offered for pruning: " + "; ".join(f"{k} ({why})" for k, why in resolved.protected.items()))
+    for said in resolved.warnings:
+        log(f"[yellow]Torch-Pruning warned:[/] {said[:200]}")
+
+
 def _check_budget(ctx: Context, budget_ms: float, log: Callable[[str], None]) -> dict[str, Any]:
     """Measure the unpruned and the most-pruned model; refuse an unreachable budget.
 
@@ -293,7 +312,8 @@ def _check_budget(ctx: Context, budget_ms: float, log: Callable[[str], None]) ->
         for label, plan in (("unpruned", PruningPlan()), ("smallest", ctx.space.smallest_plan())):
             try:
                 model, _ = prune(ctx, plan, ctx.seed)
-                onnx = to_onnx(model, ctx.example_input, Path(tmp) / f"{label}.onnx", ctx.space.space.parity_atol)
+                sp = ctx.space.space
+                onnx = to_onnx(model, ctx.example_input, Path(tmp) / f"{label}.onnx", sp.parity_atol, sp.parity_rtol)
                 m = ctx.device.measure(onnx, Path(tmp)).measurement
             except (TrialFailure, RuntimeError, ValueError) as exc:
                 if label == "unpruned":
@@ -571,6 +591,8 @@ def search(
     finalize: bool = True,
     max_drop: float = 1.0,
     min_metric: float | None = None,
+    setup_timeout_s: float | None = 120.0,
+    setup_memory_gb: float | None = None,
 ) -> SearchResult:
     """Run (or resume) a search and return its :class:`~autoprune.results.SearchResult`.
 
@@ -587,6 +609,8 @@ def search(
     ``result.recommend()`` names the fastest model within ``max_drop`` accuracy points
     and the most accurate within the budget. ``min_metric`` (default: the baseline's
     accuracy less 10 points) hides lower candidates from the front and plots.
+    ``setup_timeout_s`` and ``setup_memory_gb`` bound tracing the model before trial 0
+    (default: 120 s, half the memory available).
 
     Raises:
         AutopruneError: a set-up problem (unknown names, bad files, unreachable budget,
@@ -609,6 +633,8 @@ def search(
         finalize=finalize,
         max_drop=float(max_drop),
         min_metric=None if min_metric is None else float(min_metric),
+        setup_timeout_s=setup_timeout_s,
+        setup_memory_gb=setup_memory_gb,
     )
     return _execute(config, target=config.n_trials, worker=False, progress=progress)
 
@@ -621,6 +647,8 @@ def join(
     n_trials: int | None = None,
     data_dir: str | Path | None = None,
     progress: bool = True,
+    setup_timeout_s: float | None = 120.0,
+    setup_memory_gb: float | None = None,
 ) -> SearchResult:
     """Join a running study as a worker: run its trials until it holds its target.
 
@@ -660,5 +688,6 @@ def join(
         storage=storage, seed=identity["seed"], data_dir=None if data_dir is None else str(data_dir),
         sampler=identity.get("sampler", "tpe"),
         also=tuple((given, budget) for _, _, budget, given in identity.get("also", [])),
+        setup_timeout_s=setup_timeout_s, setup_memory_gb=setup_memory_gb,
     )
     return _execute(config, target=target, worker=True, progress=progress, store=store)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from autoprune._config import data_dir, load_named, stable_hash
-from autoprune.pruning import METHODS, GroupChoice, GroupInfo, PruningPlan, find_blocks, find_groups
+from autoprune.pruning import METHODS, GroupChoice, GroupInfo, PruningPlan, find_blocks, trace
 
 SPACES_ENV = "AUTOPRUNE_SPACES_DIR"
 
@@ -231,7 +231,8 @@ class SearchSpace:
     size_metric: Literal["file", "gzip"] = "file"  # the size objective: ONNX bytes or gzip bytes
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     staging: StagingConfig = field(default_factory=StagingConfig)
-    parity_atol: float = 1e-3  # max |ONNX - PyTorch| before a candidate fails export
+    parity_atol: float = 1e-3  # a candidate fails export if |ONNX - PyTorch| exceeds
+    parity_rtol: float = 1e-3  # parity_atol + parity_rtol x max |PyTorch output|
     prune_timeout_s: float | None = 300.0  # surgery taking longer fails the trial; null = none
     version: int = 1
 
@@ -242,6 +243,8 @@ class SearchSpace:
             raise ValueError(f"`round_to` must list whole numbers >= 1, but got {self.round_to}.")
         if self.parity_atol <= 0:
             raise ValueError(f"`parity_atol > 0` must hold, but got {self.parity_atol}.")
+        if not 0 <= self.parity_rtol < 1:
+            raise ValueError(f"`0 <= parity_rtol < 1` must hold, but got {self.parity_rtol}.")
         if self.version != 1:
             raise ValueError(f"unsupported space version {self.version}; this autoprune reads 1.")
 
@@ -251,7 +254,14 @@ class SearchSpace:
 
         data = asdict(self)
         data.pop("description")
+        for key, default in _ADDED_LATER.items():  # studies made before they existed resume
+            if data[key] == default:
+                data.pop(key)
         return stable_hash(data)
+
+
+# keys added after studies existed, hashed only when not at their default
+_ADDED_LATER = {"parity_rtol": 1e-3}
 
 
 @dataclass(frozen=True)
@@ -267,6 +277,9 @@ class ResolvedSpace:
     space: SearchSpace
     groups: tuple[SpaceGroup, ...]
     blocks: tuple[str, ...] = ()  # residual blocks the search may remove
+    protected: dict[str, str] = field(default_factory=dict)  # groups never offered -> why
+    warnings: tuple[str, ...] = ()  # Torch-Pruning's warnings while tracing (first lines)
+    found: tuple[GroupInfo, ...] = ()  # every prunable group, searched or not
 
     def suggest(self, trial: Any) -> PruningPlan:
         """Ask an Optuna trial for a method (and ratio) per group, round_to, and which
@@ -362,15 +375,51 @@ def load_space(name_or_path: str | Path = "default") -> SearchSpace:
 def resolve(space: SearchSpace, model, example_input, ignored_layers: tuple[str, ...] = ()) -> ResolvedSpace:
     """Match the space's rules against the model's prunable groups (precedence above)."""
     types = {name: type(m).__name__ for name, m in model.named_modules()}
+    traced = trace(model, example_input, ignored_layers)
     groups = []
-    for info in find_groups(model, example_input, ignored_layers):
+    for info in traced.groups:
         rule = _rule_for(space, info, types)
         if rule.active:
             groups.append(SpaceGroup(info, rule))
     blocks = ()
     if space.depth is not None:
         blocks = tuple(b for b in find_blocks(model) if space.depth.matches(b))
-    return ResolvedSpace(space, tuple(groups), blocks)
+    return ResolvedSpace(space, tuple(groups), blocks, traced.protected, traced.warnings, tuple(traced.groups))
+
+
+SETUP_TIMEOUT_S = 120.0  # the slowest torchvision model's trace on a 2-core machine took ~25 s
+
+
+def resolve_task(space: SearchSpace, task, timeout_s: float | None = SETUP_TIMEOUT_S,
+                 memory_gb: float | None = None) -> ResolvedSpace:
+    """:func:`resolve` for a task, with set-up's time and memory limits.
+
+    Raises:
+        SetupError: tracing raised, or ran out of time or memory; one line naming the
+            model, the stage, the cause, and what to try.
+    """
+    from autoprune.errors import SetupError
+    from autoprune.limits import LimitExceeded, default_setup_memory_gb, memory_limit, time_limit
+
+    memory_gb = default_setup_memory_gb() if memory_gb is None else memory_gb
+    model = f"{task.name} ({type(task.model).__name__}, input {tuple(task.input_shape)})"
+    try:
+        with time_limit(timeout_s, "tracing the model", "--setup-timeout-s"), \
+                memory_limit(int(memory_gb * 2**30), "tracing the model", "--setup-memory-gb"):
+            return resolve(space, task.model, task.example_input(1), task.ignored_layers)
+    except (TimeoutError, LimitExceeded) as exc:
+        cause, hint = str(exc), "raise the limit if the machine allows, or try a smaller input"
+    except Exception as exc:  # noqa: BLE001 - anything Torch-Pruning raises is this model's set-up failure
+        import traceback
+
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        cause = (f"Torch-Pruning's dependency graph raised {type(exc).__name__}: {first} "
+                 f"(in {Path(where.filename).parent.name}/{Path(where.filename).name}, {where.name})")
+        hint = ("Torch-Pruning cannot trace an operation of this model (the place above names it); replace "
+                "that operation in the model (e.g. a channel shuffle written with reshape), or prune "
+                "another model")
+    raise SetupError(f"cannot prepare model {model} for pruning: {cause}. Try: {hint}.") from None
 
 
 def _rule_for(space: SearchSpace, info: GroupInfo, types: dict[str, str]) -> GroupRule:

@@ -164,6 +164,7 @@ class TrialRecord:
     heads: dict[str, list[int]] | None = None
     dropped_blocks: list[str] | None = None
     skipped: dict[str, str] | None = None
+    prune_warnings: list[str] | None = None  # what Torch-Pruning warned (said once at set-up)
     evaluation: str | None = None
     zero_shot_accuracy: float | None = None
     finetune_steps: int | None = None  # the fidelity of ``accuracy`` (None: written before rungs existed)
@@ -294,6 +295,7 @@ def candidate_attrs(c: Candidate) -> dict[str, Any]:
         "heads": {k: list(v) for k, v in c.pruned.heads.items()},
         "dropped_blocks": list(c.pruned.dropped_blocks),
         "skipped": c.pruned.skipped,
+        "prune_warnings": list(c.pruned.warnings) or None,
         "evaluation": c.evaluation,
         "zero_shot_accuracy": c.zero_shot_accuracy,
         "finetune_steps": c.finetune_steps,

@@ -62,3 +62,27 @@ def test_unexportable_model_is_an_export_failure(tmp_path):
 
     with pytest.raises(ExportFailure, match="ONNX export failed"):
         to_onnx(Bad(), torch.randn(1, 3, 3), tmp_path / "e.onnx", parity_atol=1e-3)
+
+
+def test_parity_is_relative_to_the_outputs_scale(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3), nn.Flatten()).eval()
+    model[1].running_var.fill_(1e-14)  # stale statistics, as after MNASNet's fine-tune: huge outputs
+    model[1].eps = 1e-20
+    x = torch.randn(1, 3, 8, 8)
+    scale = float(model(x).abs().max())
+    assert scale > 1e5
+    art = to_onnx(model, x, tmp_path / "big.onnx", parity_atol=1e-3, parity_rtol=1e-3)
+    assert art.max_abs_diff <= 1e-3 + 1e-3 * scale
+    # the same mismatch as above is still caught: 2x is far outside any relative tolerance
+    with pytest.raises(ExportFailure, match=r"parity_rtol 0\.001 x max \|output\|"):
+        to_onnx(_TraceDiverges(), torch.ones(1, 3), tmp_path / "d.onnx", parity_atol=1e-3, parity_rtol=1e-3)
+
+
+def test_outputs_that_are_not_finite_fail_export_saying_so(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 3)).eval()
+    with torch.no_grad():
+        model[0].weight.fill_(float("nan"))
+    with pytest.raises(ExportFailure, match="not finite"):
+        to_onnx(model, torch.ones(1, 3), tmp_path / "nan.onnx", parity_atol=1e-3)
+    assert not (tmp_path / "nan.onnx").exists()

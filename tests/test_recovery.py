@@ -119,6 +119,30 @@ def test_promising_candidates_climb_every_rung_and_others_stop(ctx, tmp_path):
     assert plain.finetune_steps == 10 and plain.eval_samples == 300
 
 
+def test_batch_norm_statistics_fit_the_fine_tuned_weights(ctx):
+    """Recalibrated after the fine-tune too: with a momentum like MNASNet's 3e-4 the
+    running averages would still describe the weights before it."""
+    from autoprune.objective import prune_and_recover
+    from autoprune.recover import recalibrate_bn
+
+    slow = copy.deepcopy(ctx.task.model)
+    for m in slow.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = 3e-4
+    task = dataclasses.replace(ctx.task, model=slow)
+    plan = PruningPlan({g.info.name: GroupChoice("l1", 0.5) for g in ctx.space.groups})
+    model, _, _ = prune_and_recover(dataclasses.replace(ctx, task=task), plan, 0, {})
+    again = copy.deepcopy(model)
+    rec = ctx.space.space.recovery
+    recalibrate_bn(again, task.train, rec.bn_batches, rec.batch_size)
+    bns = [(a, b) for a, b in zip(model.modules(), again.modules(), strict=True)
+           if isinstance(a, nn.modules.batchnorm._BatchNorm)]
+    assert bns
+    for a, b in bns:
+        torch.testing.assert_close(a.running_mean, b.running_mean)
+        torch.testing.assert_close(a.running_var, b.running_var)
+
+
 @pytest.fixture(scope="module")
 def finalized(tmp_path_factory):
     """A default CLI search (finalize on) on the digits task."""

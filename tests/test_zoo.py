@@ -106,3 +106,116 @@ def test_zoo_unpruned_export_matches_pytorch(name, tmp_path):
     art = to_onnx(model, x, tmp_path / f"{name}.onnx", parity_atol=1e-3)
     scale = float(model(x).abs().max())
     assert art.max_abs_diff <= 1e-5 * max(1.0, scale)
+
+
+# -- what users bring: grouped convs, protected widths, set-up limits ----------------
+
+GROUPED = {"regnet_y_400mf": 32, "resnext50_32x4d": 32}
+
+
+@pytest.mark.parametrize("name", list(GROUPED))
+@pytest.mark.parametrize("round_to", [1, 8])
+def test_grouped_convolutions_prune_equally_in_every_group(name, round_to, tmp_path):
+    torch.manual_seed(0)
+    model = models.get_model(name, weights=None, num_classes=10).eval()
+    x = torch.randn(1, 3, GROUPED[name], GROUPED[name])
+    groups = pruning.find_groups(model, x)
+    grouped = [g for g in groups if g.channel_groups > 1]
+    assert grouped, f"{name}: no group through a grouped convolution was found"
+    plan = PruningPlan({g.name: GroupChoice("l1", 0.5) for g in groups}, round_to=round_to)
+    pruned, report = pruning.apply(model, plan, x)
+    assert pruned(x).shape == (1, 10)
+    for g in grouped:
+        before, after = report.widths.get(g.name, (g.channels, g.channels))
+        assert after % g.channel_groups == 0, (g.name, after, g.channel_groups)
+    cut = [g for g in grouped if report.widths.get(g.name, (0, 0))[1] < g.channels]
+    assert cut, "no grouped group was cut at ratio 0.5"
+    convs = [m for m in pruned.modules() if isinstance(m, torch.nn.Conv2d) and 1 < m.groups < m.out_channels]
+    assert all(m.in_channels % m.groups == 0 and m.out_channels % m.groups == 0 for m in convs)
+    art = to_onnx(pruned, x, tmp_path / f"{name}.onnx", parity_atol=1e-4, parity_rtol=1e-4)
+    assert art.params < sum(p.numel() for p in model.parameters())
+
+
+def test_output_and_input_widths_are_never_offered():
+    from user_tasks import residual_mlp_task, squeezenet_task
+
+    squeeze = squeezenet_task()  # names no ignored layer
+    traced = pruning.trace(squeeze.model, squeeze.example_input(1))
+    assert "classifier.1" in traced.protected and "output" in traced.protected["classifier.1"]
+    assert "classifier.1" not in {g.name for g in traced.groups}
+    plan = PruningPlan({g.name: GroupChoice("l1", 0.5) for g in traced.groups})
+    pruned, _ = pruning.apply(squeeze.model, plan, squeeze.example_input(1))
+    assert pruned(squeeze.example_input(2)).shape == (2, 10)
+
+    tied = residual_mlp_task()  # x + block(x): the residual width is the input's
+    traced = pruning.trace(tied.model, tied.example_input(1))
+    assert "input" in traced.protected["blocks.1.2"] and "head" in traced.protected
+    assert {g.name for g in traced.groups} == {"blocks.0.0", "blocks.1.0"}  # the hidden widths only
+    plan = PruningPlan({g.name: GroupChoice("l1", 0.5) for g in traced.groups})
+    pruned, _ = pruning.apply(tied.model, plan, tied.example_input(1))
+    assert pruned(tied.example_input(2)).shape == (2, 10)
+
+
+def test_auxiliary_heads_are_dropped_for_the_search_and_said():
+    from autoprune.recover import TrainConfig, train
+    from autoprune.tasks import load_task
+
+    task = load_task("user_tasks:googlenet_task")
+    assert task.model.aux1 is None and task.model.aux2 is None and not task.model.aux_logits
+    assert any("auxiliary heads (aux1, aux2) are dropped" in n for n in task.notes)
+    groups = pruning.find_groups(task.model, task.example_input(1))
+    pruned, _ = pruning.apply(task.model, PruningPlan({g.name: GroupChoice("l1", 0.3) for g in groups}),
+                              task.example_input(1))
+    train(pruned, task.train, TrainConfig(steps=1, batch_size=8, lr=0.01))  # failed on a channel mismatch before
+    assert pruned.eval()(task.example_input(2)).shape == (2, 10)
+
+
+def test_torch_pruning_warnings_are_captured_not_printed():
+    import warnings
+
+    model, x, ignored, _ = _model(FAST, "vit_tiny")
+    with warnings.catch_warnings(record=True) as leaked:
+        warnings.simplefilter("always")
+        traced = pruning.trace(model, x, ignored)
+        _, report = pruning.apply(model, PruningPlan({traced.groups[0].name: GroupChoice("l1", 0.3)}), x,
+                                  ignored_layers=ignored)
+    assert not [w for w in leaked if "Unwrapped parameters" in str(w.message)]
+    assert any("Unwrapped parameters" in w for w in traced.warnings)
+    assert report.warnings == traced.warnings
+    assert all("\n" not in w for w in traced.warnings)  # first lines, one each
+
+
+def test_setup_failures_are_one_line_naming_model_stage_and_cause():
+    from autoprune.errors import SetupError
+    from autoprune.space import load_space, resolve_task
+    import user_tasks
+    from user_tasks import shufflenet_task, squeezenet_task
+
+    space = load_space("default")
+    with pytest.raises(SetupError) as raised:
+        resolve_task(space, shufflenet_task())
+    msg = str(raised.value)
+    assert "\n" not in msg
+    assert "shufflenet (ShuffleNetV2, input (3, 32, 32))" in msg and "ZeroDivisionError" in msg
+    assert "index_mapping.py" in msg and "Try:" in msg
+    task = squeezenet_task()
+    with pytest.raises(SetupError, match=r"did not finish within 0\.001 s \(--setup-timeout-s\)"):
+        resolve_task(space, task, timeout_s=0.001)
+    big = user_tasks._images("squeezenet-512", task.model, size=512, n=34)  # ~25 MB per activation
+    with pytest.raises(SetupError, match=r"needed more than 0\.001 GiB \(--setup-memory-gb\)"):
+        resolve_task(space, big, memory_gb=0.001)
+    assert resolve_task(space, task).groups  # the limits are lifted afterwards
+
+
+def test_search_on_an_untraceable_model_exits_2_with_one_line(tmp_path):
+    import time
+
+    from conftest import run_cli
+
+    start = time.monotonic()
+    proc = run_cli("search", "--task", "user_tasks:shufflenet_task", "--device", "x86-ort",
+                   "--latency-budget-ms", "5", "--trials", "2", "--results-dir", str(tmp_path), "--no-finalize")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "cannot prepare model shufflenet" in proc.stderr
+    assert time.monotonic() - start < 120
+    assert not (tmp_path / "user_tasks-shufflenet_task-x86-ort" / "config.json").exists()

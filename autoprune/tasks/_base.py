@@ -38,6 +38,7 @@ class Task:
         base_accuracy: validation accuracy (%) the base model reached when it was trained.
         description: one line for listings.
         hflip: whether horizontal flips are a valid augmentation for fine-tuning.
+        notes: what autoprune changed about the task when loading it, said at set-up.
     """
 
     name: str
@@ -50,6 +51,7 @@ class Task:
     description: str = ""
     hflip: bool = False
     extra: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):

@@ -49,7 +49,7 @@ def load_task(spec: str, data_dir: str | Path | None = None) -> Task:
     data_path = Path(data_dir) if data_dir is not None else None
     check_task_spec(spec)
     if spec in BUILTIN_TASKS:
-        return BUILTIN_TASKS[spec][0](data_path)
+        return without_aux_heads(BUILTIN_TASKS[spec][0](data_path))
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -72,4 +72,40 @@ def load_task(spec: str, data_dir: str | Path | None = None) -> Task:
             f"task factory {spec!r} returned {type(task).__name__}; it must return "
             "autoprune.tasks.Task."
         )
-    return task
+    return without_aux_heads(task)
+
+
+# torchvision classifiers whose training-mode forward also runs auxiliary heads:
+# (class, the flag that returns them, the head attributes)
+AUX_HEADS = {
+    ("torchvision.models.googlenet", "GoogLeNet"): ("aux_logits", ("aux1", "aux2")),
+    ("torchvision.models.inception", "Inception3"): ("aux_logits", ("AuxLogits",)),
+}
+
+
+def without_aux_heads(task: Task) -> Task:
+    """The task with a copy of its model whose auxiliary heads are removed, if it has any.
+
+    The heads run only in training mode, so tracing (in eval mode) never sees them:
+    pruning the layers that feed them would leave them with stale input widths, and
+    the fine-tune would fail on a channel mismatch. The exported model never runs them,
+    so dropping them for the search loses nothing at deployment.
+    """
+    import copy
+    import dataclasses
+
+    key = (type(task.model).__module__, type(task.model).__name__)
+    if key not in AUX_HEADS:
+        return task
+    flag, attrs = AUX_HEADS[key]
+    present = [a for a in attrs if getattr(task.model, a, None) is not None]
+    if not present:
+        return task
+    model = copy.deepcopy(task.model)
+    setattr(model, flag, False)
+    for a in present:
+        setattr(model, a, None)
+    ignored = tuple(n for n in task.ignored_layers if not any(n == a or n.startswith(a + ".") for a in present))
+    note = (f"{key[1]}'s auxiliary heads ({', '.join(present)}) are dropped for the search: they run only in "
+            "training, and the exported model never has them")
+    return dataclasses.replace(task, model=model, ignored_layers=ignored, notes=(*task.notes, note))
