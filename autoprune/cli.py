@@ -335,8 +335,8 @@ def _count(least: int):
 
 
 def _setup_limits(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--setup-timeout-s", type=float, default=120.0, metavar="S",
-                   help="longest time tracing the model for pruning may take (default 120)")
+    s.add_argument("--setup-timeout-s", type=float, default=60.0, metavar="S",
+                   help="longest time tracing the model for pruning may take (default 60)")
     s.add_argument("--setup-memory-gb", type=float, metavar="GB",
                    help="most memory tracing the model may add (default: half of what is available)")
 

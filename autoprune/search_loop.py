@@ -43,6 +43,7 @@ from autoprune import storage
 from autoprune._config import atomic_write_text, scratch_dir
 from autoprune.device import Device
 from autoprune.errors import BudgetError, ConfigError, StudyError
+from autoprune.limits import SETUP_TIMEOUT_S
 from autoprune.trials import FailStage, TrialFailure, TrialFiles, TrialRecord
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class SearchConfig:
     min_metric: float | None = None  # least accuracy shown on the front (default: baseline - 10)
     # How long and how much memory tracing the model at set-up may take (None: no time
     # limit / half the memory available); not identity either.
-    setup_timeout_s: float | None = 120.0
+    setup_timeout_s: float | None = SETUP_TIMEOUT_S
     setup_memory_gb: float | None = None
 
     def __post_init__(self) -> None:
@@ -315,13 +316,13 @@ def _check_budget(ctx: Context, budget_ms: float, log: Callable[[str], None]) ->
                 sp = ctx.space.space
                 onnx = to_onnx(model, ctx.example_input, Path(tmp) / f"{label}.onnx", sp.parity_atol, sp.parity_rtol)
                 m = ctx.device.measure(onnx, Path(tmp)).measurement
-            except (TrialFailure, RuntimeError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever Torch-Pruning or the exporter raises, said in one line
                 if label == "unpruned":
                     raise StudyError(
                         f"the unpruned {ctx.task.name} model cannot be exported and timed on "
                         f"{ctx.device.name}: {exc}"
                     ) from None
-                log(f"[yellow]the most-pruned model failed ({exc}); budget not checked[/]")
+                log(f"[yellow]the most-pruned model failed ({type(exc).__name__}: {exc}); budget not checked[/]")
                 continue
             found[label] = (onnx, m)
     finally:
@@ -591,7 +592,7 @@ def search(
     finalize: bool = True,
     max_drop: float = 1.0,
     min_metric: float | None = None,
-    setup_timeout_s: float | None = 120.0,
+    setup_timeout_s: float | None = SETUP_TIMEOUT_S,
     setup_memory_gb: float | None = None,
 ) -> SearchResult:
     """Run (or resume) a search and return its :class:`~autoprune.results.SearchResult`.
@@ -610,7 +611,7 @@ def search(
     and the most accurate within the budget. ``min_metric`` (default: the baseline's
     accuracy less 10 points) hides lower candidates from the front and plots.
     ``setup_timeout_s`` and ``setup_memory_gb`` bound tracing the model before trial 0
-    (default: 120 s, half the memory available).
+    (default: 60 s, half the memory available).
 
     Raises:
         AutopruneError: a set-up problem (unknown names, bad files, unreachable budget,
@@ -647,7 +648,7 @@ def join(
     n_trials: int | None = None,
     data_dir: str | Path | None = None,
     progress: bool = True,
-    setup_timeout_s: float | None = 120.0,
+    setup_timeout_s: float | None = SETUP_TIMEOUT_S,
     setup_memory_gb: float | None = None,
 ) -> SearchResult:
     """Join a running study as a worker: run its trials until it holds its target.

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from autoprune._config import data_dir, load_named, stable_hash
+from autoprune.limits import SETUP_TIMEOUT_S
 from autoprune.pruning import METHODS, GroupChoice, GroupInfo, PruningPlan, find_blocks, trace
 
 SPACES_ENV = "AUTOPRUNE_SPACES_DIR"
@@ -385,9 +386,6 @@ def resolve(space: SearchSpace, model, example_input, ignored_layers: tuple[str,
     if space.depth is not None:
         blocks = tuple(b for b in find_blocks(model) if space.depth.matches(b))
     return ResolvedSpace(space, tuple(groups), blocks, traced.protected, traced.warnings, tuple(traced.groups))
-
-
-SETUP_TIMEOUT_S = 120.0  # the slowest torchvision model's trace on a 2-core machine took ~25 s
 
 
 def resolve_task(space: SearchSpace, task, timeout_s: float | None = SETUP_TIMEOUT_S,
