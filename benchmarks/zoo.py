@@ -155,6 +155,8 @@ def main() -> None:
     parser.add_argument("--max-params-m", type=float, default=150, help="skip larger models")
     parser.add_argument("--only", nargs="*", help="these models only")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/zoo.md"))
+    parser.add_argument("--rows", type=Path, help="JSON-lines file of finished models: appended as they finish, "
+                        "and read back, so a stopped run resumes where it stopped")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     add_load_arguments(parser)
     args = parser.parse_args()
@@ -166,9 +168,15 @@ def main() -> None:
 
     monitor = LoadMonitor()
     names = args.only or torchvision.models.list_models(module=torchvision.models)
+    done = {}
+    if args.rows and args.rows.exists():
+        done = {r["model"]: r for r in map(json.loads, args.rows.read_text().splitlines())}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
+            if name in done:
+                rows.append(done[name])
+                continue
             try:
                 size = param_count(name)
             except Exception as exc:  # noqa: BLE001 - the table records it
@@ -196,6 +204,9 @@ def main() -> None:
             row["outcome"] = outcome(row)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
+            if args.rows:
+                with args.rows.open("a") as fh:
+                    fh.write(json.dumps(row) + "\n")
     df = pd.DataFrame(rows)
     for col in ("groups", "grouped", "protected", "blocks"):
         if col in df:

@@ -138,3 +138,13 @@ def test_fidelity_on_a_study(digits_study, tmp_path):
     assert "Kendall's tau per rung" in text and "What distillation adds at equal steps" in text
     for rung in (40, 160, 640):
         assert re.search(rf"\|\s+{rung} \| promotion|\|\s+{rung} \| which", text), rung
+
+
+def test_zoo_on_a_model_that_searches_and_one_that_fails_clearly(tmp_path):
+    out = tmp_path / "zoo.md"
+    run_script("zoo.py", "--only", "squeezenet1_1", "shufflenet_v2_x0_5", "--out", str(out), "--allow-noisy")
+    text = out.read_text()
+    assert "searched: 1" in text and "failed clearly: 1" in text
+    row = next(line for line in text.splitlines() if line.startswith("| squeezenet1_1"))
+    assert "ok (2 of 2 pruned trials timed)" in row
+    assert re.search(r"\*\*shufflenet_v2_x0_5\*\*: FAIL cannot prepare model .*ZeroDivisionError", text)
