@@ -94,12 +94,31 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
     return int(macs)
 
 
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Silence file descriptor 1 while exporting. The dynamo exporter reports its steps
+    there, and torch 2.14's legacy exporter turns its C++ log on by mistake
+    (``setup_onnx_logging`` tests the function ``_jit_is_onnx_log_enabled``, not its
+    result), so a refused model prints its whole TorchScript graph."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(io.StringIO()):
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _export(model: nn.Module, example_input: torch.Tensor, dynamo: bool) -> bytes:
     """The checked ONNX bytes of ``model`` from one of torch's two exporters."""
     import onnx
 
-    with warnings.catch_warnings(), torch.no_grad(), _mha_fastpath_off(), \
-            contextlib.redirect_stdout(io.StringIO()):  # the dynamo exporter reports its steps on stdout
+    with warnings.catch_warnings(), torch.no_grad(), _mha_fastpath_off(), _quiet_stdout():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
         if dynamo:
             program = torch.onnx.export(model, (example_input,), None, input_names=[INPUT_NAME],

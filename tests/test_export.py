@@ -86,3 +86,14 @@ def test_outputs_that_are_not_finite_fail_export_saying_so(tmp_path):
     with pytest.raises(ExportFailure, match="not finite"):
         to_onnx(model, torch.ones(1, 3), tmp_path / "nan.onnx", parity_atol=1e-3)
     assert not (tmp_path / "nan.onnx").exists()
+
+
+def test_a_model_the_legacy_exporter_refuses_goes_through_the_dynamo_exporter(tmp_path, capfd):
+    """AlexNet and VGG below 224x224: adaptive pooling to a size that does not divide
+    its input, which the legacy exporter refuses (and dumps its graph to stdout for)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d((3, 3)), nn.Flatten()).eval()
+    x = torch.randn(1, 3, 4, 4)
+    art = to_onnx(model, x, tmp_path / "pool.onnx", parity_atol=1e-5)
+    assert art.output_shape == (1, 36) and art.max_abs_diff < 1e-5
+    assert onnx.load(art.path).opset_import[0].version >= 18  # the dynamo exporter's
+    assert "Torch IR graph" not in capfd.readouterr().out

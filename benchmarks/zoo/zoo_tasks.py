@@ -14,7 +14,7 @@ from autoprune.tasks import Split, Task
 
 # models that need a larger input than 64x64: Inception >= 75; MaxViT's four stages must
 # each split into 7x7 windows (224 / 4 / 2**k)
-SIZE = {"inception_v3": 96, "maxvit_t": 224}
+SIZE = {"inception_v3": 96, "maxvit_t": 224, "vit_h_14": 56}  # ViT-H: patches of 14
 DEFAULT_SIZE = 64
 
 
