@@ -412,11 +412,15 @@ def resolve_task(space: SearchSpace, task, timeout_s: float | None = SETUP_TIMEO
 
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         where = traceback.extract_tb(exc.__traceback__)[-1]
-        cause = (f"Torch-Pruning's dependency graph raised {type(exc).__name__}: {first} "
-                 f"(in {Path(where.filename).parent.name}/{Path(where.filename).name}, {where.name})")
-        hint = ("Torch-Pruning cannot trace an operation of this model (the place above names it); replace "
-                "that operation in the model (e.g. a channel shuffle written with reshape), or prune "
-                "another model")
+        place = f"{Path(where.filename).parent.name}/{Path(where.filename).name}, {where.name}"
+        if "torch_pruning" in Path(where.filename).parts:
+            cause = f"Torch-Pruning's dependency graph raised {type(exc).__name__}: {first} (in {place})"
+            hint = ("Torch-Pruning cannot trace an operation of this model (the place above names it); replace "
+                    "that operation in the model (e.g. a channel shuffle written with reshape), or prune "
+                    "another model")
+        else:  # the model's own forward on the example input, or copying it
+            cause = f"running the model on one example input raised {type(exc).__name__}: {first} (in {place})"
+            hint = "check that the task's input_shape is what the model's forward expects"
     raise SetupError(f"cannot prepare model {model} for pruning: {cause}. Try: {hint}.") from None
 
 
