@@ -44,7 +44,6 @@ PROFILE = HERE / "zoo" / "zoo-x86-ort.yaml"
 
 def plans(name: str) -> dict:
     """In a child: trace ``name`` with set-up's limits, then prune it three ways and export."""
-    import torch
     from zoo_tasks import make_task
 
     from autoprune import pruning
