@@ -49,6 +49,13 @@ class BackendError(AutopruneError):
     """A backend or its runtime provider is not available on this machine."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ("" if it has none): library messages
+    can run to pages (a traced graph, a stack), and a user-facing line quotes one."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def did_you_mean(name: str, known: list[str]) -> str:
     """Return ' Known: a, b, c.' plus a close match if there is one."""
     import difflib

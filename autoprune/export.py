@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from autoprune._config import sha256_file
+from autoprune.errors import first_line
 
 INPUT_NAME, OUTPUT_NAME, OPSET = "input", "output", 17
 DYNAMO_OPSET = 18  # the dynamo exporter's lowest
@@ -157,13 +158,12 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: Path, parity_at
     try:
         blob = _export(model, example_input, dynamo=False)
     except Exception as exc:  # noqa: BLE001 - any exporter failure is this candidate's failure
-        legacy = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        legacy = f"{type(exc).__name__}: {first_line(exc)}"
         try:
             blob = _export(model, example_input, dynamo=True)
         except Exception as again:  # noqa: BLE001
-            first = str(again).strip().splitlines()[0] if str(again).strip() else ""
             raise ExportFailure(f"ONNX export failed: {legacy}; the dynamo exporter too: "
-                                f"{type(again).__name__}: {first}") from exc
+                                f"{type(again).__name__}: {first_line(again)}") from exc
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

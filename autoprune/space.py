@@ -396,7 +396,7 @@ def resolve_task(space: SearchSpace, task, timeout_s: float | None = SETUP_TIMEO
         SetupError: tracing raised, or ran out of time or memory; one line naming the
             model, the stage, the cause, and what to try.
     """
-    from autoprune.errors import SetupError
+    from autoprune.errors import SetupError, first_line
     from autoprune.limits import LimitExceeded, default_setup_memory_gb, memory_limit, time_limit
 
     memory_gb = default_setup_memory_gb() if memory_gb is None else memory_gb
@@ -410,7 +410,7 @@ def resolve_task(space: SearchSpace, task, timeout_s: float | None = SETUP_TIMEO
     except Exception as exc:  # noqa: BLE001 - anything Torch-Pruning raises is this model's set-up failure
         import traceback
 
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        first = first_line(exc)[:200]
         where = traceback.extract_tb(exc.__traceback__)[-1]
         place = f"{Path(where.filename).parent.name}/{Path(where.filename).name}, {where.name}"
         if "torch_pruning" in Path(where.filename).parts:

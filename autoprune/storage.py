@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from autoprune import trials
-from autoprune.errors import StudyError
+from autoprune.errors import StudyError, first_line
 from autoprune.trials import TrialRecord, mark_interrupted
 
 HEARTBEAT_S = 5  # a running trial's owner writes a heartbeat this often
@@ -69,7 +69,7 @@ def open_storage(url: str):
                 _with_driver(url), engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                 heartbeat_stale_trial_callback=stale))
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by backend
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc) or type(exc).__name__
         secret = _password(url)
         if secret:
             first = first.replace(secret, "***")
