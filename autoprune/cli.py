@@ -171,6 +171,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         min_metric=args.min_metric,
         setup_timeout_s=args.setup_timeout_s,
         setup_memory_gb=args.setup_memory_gb,
+        precisions=None if args.precision is None else [p.strip() for p in args.precision.split(",") if p.strip()],
     )
     _print_front(result)
     _print_recommendation(result)
@@ -253,7 +254,8 @@ def _print_front(result) -> None:
     table = Table(title=title, title_justify="left")
     headers = {"trial": "trial", "accuracy": "acc %", "accuracy_drop": "drop", "latency_ms": "latency ms",
                "latency_p90_ms": "p90 ms", "speedup": "speedup", "size_mb": "size MB",
-               "macs_ratio": "MACs", "params": "params", "sparsity": "zeros", "round_to": "round_to",
+               "macs_ratio": "MACs", "params": "params", "sparsity": "zeros", "precision": "precision",
+               "round_to": "round_to",
                "methods": "methods", "fidelity": "figures"}
     others = device_columns(result.front)
     for col in FRONT_COLUMNS:
@@ -268,11 +270,19 @@ def _print_front(result) -> None:
             str(int(r["trial"])), f"{r['accuracy']:.2f}", f"{r['accuracy_drop']:+.2f}",
             f"{r['latency_ms']:.3f}", f"{r['latency_p90_ms']:.3f}", f"{r['speedup']:.2f}x", *there,
             f"{r['size_mb']:.3f}", f"{r['macs_ratio']:.2f}", f"{int(r['params']):,}", f"{r['sparsity']:.0%}",
-            str(r["round_to"]), str(r["methods"]), str(r["fidelity"]),
+            str(r.get("precision") or "float32"), _whole(r["round_to"]), str(r["methods"]), str(r["fidelity"]),
         )
     out.print(table)
     if result.front.empty:
         out.print("[yellow]no trial met the latency budget yet; run more trials or raise the budget[/]")
+
+
+def _whole(value) -> str:
+    """A count as text (pandas turns a column with a gap into floats: 16.0)."""
+    try:
+        return str(int(value))
+    except (TypeError, ValueError):
+        return "-"
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -302,6 +312,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     out.print(f"checksums ok; output shape {tuple(res['output_shape'])}; latency median "
               f"{res['latency_median_ms']:.3f} ms, p90 {res['latency_p90_ms']:.3f} ms over {res['runs']} runs "
               f"(search measured {res['manifest']['metrics']['latency_ms']:.3f} ms)")
+    if res.get("agreement"):
+        a, precision = res["agreement"], (res["manifest"].get("precision") or {}).get("precision", "float32")
+        top1 = f"same top class on {a['top1_agreement']:.0%}, " if "top1_agreement" in a else ""
+        out.print(f"check against the float model ({precision} package) on {a['examples']} validation inputs: "
+                  f"{top1}max |difference| {a['max_abs_diff']:.3g}", highlight=False)
     out.print(f"digest {res['digest']} " + ("(as expected)" if args.expect_digest else
               "(compare it with the one `autoprune export` printed, or pass --expect-digest)"), highlight=False)
     if args.save_output:
@@ -389,7 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "gp", "random"),
                    help="Optuna sampler (default tpe; see results/benchmarks/samplers.md)")
     s.add_argument("--no-warm-start", action="store_true",
-                   help="do not start with the uniform 50%% and 30%% L1 plans")
+                   help="do not start with the uniform 50%% and 30%% L1 plans (and the unpruned model at INT8)")
+    s.add_argument("--precision", metavar="LIST",
+                   help="numeric precisions to search, comma-separated among float32, int8 (static, calibrated "
+                        "on training inputs), int8-dynamic (linear layers), float16 (default: the space's "
+                        "`precision.choices`, e.g. float32,int8; float32 is always offered, as the baseline's). "
+                        "Only those the device profile supports (`precision.supported`)")
     s.add_argument("--data-dir", help="dataset folder (default: the Debian package's)")
     s.add_argument("--no-finalize", action="store_true",
                    help="stop after the trials: skip the full fine-tune, full validation and paired re-timing of "

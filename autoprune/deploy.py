@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from autoprune.results import SearchResult
 
 SCHEMA = "autoprune.deploy/1"
+CHECK_FILE = "check.npz"  # validation inputs and the float model's outputs (`autoprune run` compares)
+CHECK_EXAMPLES = 8
 VERSIONED = ("autoprune", "torch", "torch-pruning", "onnx", "onnxruntime", "optuna", "numpy",
              "apache-tvm", "apache-tvm-ffi")
 
@@ -127,6 +129,31 @@ def _figures(row, base, final: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def _float_accuracy(row, final: dict[str, Any] | None) -> float | None:
+    """A quantized model's float model's accuracy, at the same fidelity as ``accuracy``."""
+    value = final.get("final_float_accuracy") if final is not None else row.get("float_accuracy")
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else float(value)
+
+
+def _check_inputs(task, batch: int) -> np.ndarray:
+    """The first validation inputs, a whole number of batches (at least one)."""
+    n = max(batch, CHECK_EXAMPLES // batch * batch)
+    x = task.val.x[:n].numpy().astype(np.float32)
+    if len(x) < n:  # a tiny validation split: repeat it to fill the batch
+        x = np.resize(x, (n, *x.shape[1:])).astype(np.float32)
+    return x
+
+
+def check_agreement(run, inputs: np.ndarray, expected: np.ndarray, batch: int) -> dict[str, Any]:
+    """How the artifact's outputs (``run``: one batch in, one out) follow ``expected``:
+    max |difference|, and for class scores the share of examples with the same top class."""
+    got = np.concatenate([run(inputs[i:i + batch]) for i in range(0, len(inputs), batch)])
+    out: dict[str, Any] = {"examples": len(got), "max_abs_diff": float(np.max(np.abs(got - expected)))}
+    if got.ndim == 2 and got.shape[1] > 1:
+        out["top1_agreement"] = float(np.mean(got.argmax(1) == expected.argmax(1)))
+    return out
+
+
 def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
     """Write trial ``trial`` of ``result`` as a deploy package in ``out`` (must be new or empty).
 
@@ -190,13 +217,27 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
         torch.export.save(program, staging / "model.pt2")
         with torch.no_grad():
             expected = model(example).numpy()
+        # a few validation inputs with the float model's outputs: `autoprune run` checks
+        # the artifact against them (for a quantized model, how closely it follows the float one)
+        check_x = _check_inputs(task, profile.batch_size)
+        with torch.no_grad():
+            check_y = np.concatenate([model(torch.from_numpy(check_x[i:i + profile.batch_size])).numpy()
+                                      for i in range(0, len(check_x), profile.batch_size)])
+        np.savez(staging / CHECK_FILE, inputs=check_x, float_outputs=check_y)
         artifact = staging / Path(built.artifact_path).name
         runtime: dict[str, Any] = {"backend": profile.backend, "artifact": artifact.name,
                                    **device.backend.runtime_info(built, profile)}
         parity: float | None = None  # an artifact for another machine cannot be run here
+        agreement: dict[str, Any] | None = None
         if device.runs_here():
-            got = device.load(artifact, runtime)(example.numpy())
+            run = device.load(artifact, runtime)
+            got = run(example.numpy())
             parity = float(np.max(np.abs(got - expected)))
+            agreement = check_agreement(run, check_x, check_y, profile.batch_size)
+        precision = record.precision or "float32"
+        quantization = dict(record.quantization or {"precision": "float32"})
+        if final and final.get("calibration_samples"):  # finalize calibrated the fine-tuned weights again
+            quantization["calibration_samples"] = int(final["calibration_samples"])
 
         base = result.baseline
         manifest: dict[str, Any] = {
@@ -208,12 +249,17 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
             "input": {"name": INPUT_NAME, "shape": list(example.shape), "dtype": "float32"},
             "output": {"name": OUTPUT_NAME, "shape": list(expected.shape)},
             "plan": plan.to_dict(),
+            "precision": quantization,  # how the model was quantized (calibration method and samples), or float32
+            "check": {"file": CHECK_FILE, "examples": int(len(check_x)),
+                      "against": "the pruned float32 PyTorch model's outputs on validation inputs",
+                      "agreement_at_export": agreement},
             "metrics": {**_figures(row, base, final),
                 "size_mb": float(row["size_mb"]),
                 "macs": int(row["macs"]),
                 "params": int(row["params"]),
                 "latency_budget_ms": result.budget_ms,
                 "export_parity_max_abs_diff": parity,
+                **({"float_accuracy": _float_accuracy(row, final)} if precision != "float32" else {}),
             },
             "finalized": final,  # longer fine-tune and paired re-measurement, or null
             "device": {"name": profile.name, "hash": profile.hash, "profile": profile.to_dict()},
@@ -383,6 +429,10 @@ def run_package(folder: str | Path, input_path: str | Path | None = None, runs: 
         return run(x)
 
     out = run_once()
+    agreement = None
+    check = manifest.get("check")
+    if isinstance(check, dict) and check.get("file") in manifest["files"]:
+        agreement = _agreement(folder / check["file"], run, spec["shape"])
     for _ in range(5):
         run_once()
     times = []
@@ -399,4 +449,19 @@ def run_package(folder: str | Path, input_path: str | Path | None = None, runs: 
         "manifest": manifest,
         "digest": package_digest(folder),
         "note": note,
+        "agreement": agreement,
     }
+
+
+def _agreement(path: Path, run, shape: list[int]) -> dict[str, Any]:
+    """The package's own check: its artifact on the kept validation inputs, against the
+    float model's outputs (the file's checksum was verified with the others)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            inputs, expected = data["inputs"], data["float_outputs"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise PackageError(f"{path} cannot be read ({exc}); the package is damaged.") from None
+    if inputs.ndim != len(shape) or list(inputs.shape[1:]) != list(shape[1:]) or len(inputs) % shape[0]:
+        raise PackageError(f"{path} holds inputs of shape {list(inputs.shape)}, not batches of {shape}; "
+                           "the package is damaged.")
+    return check_agreement(run, inputs.astype(np.float32), expected, shape[0])

@@ -95,7 +95,7 @@ def fine_tune(model, task, rec, steps: int, masks, distill, seed: int) -> None:
 
 
 def finalize_member(model, plan, task, space, device, base_model, distill, steps: int, searched: int, *,
-                    seed: int, out, tag: str) -> dict:
+                    seed: int, out, tag: str, calibration_seed: int = 0) -> dict:
     """Fine-tune one candidate (``searched`` steps so far) for ``steps`` more, score it on
     the whole validation set, export it to ``out`` (a :class:`TrialFiles`), and time it
     right after timing ``base_model`` again. Returns its final figures.
@@ -106,16 +106,30 @@ def finalize_member(model, plan, task, space, device, base_model, distill, steps
     import torch
 
     from autoprune import pruning
-    from autoprune.evaluate import accuracy
+    from autoprune.evaluate import accuracy, onnx_accuracy
     from autoprune.export import to_onnx
+    from autoprune.quantize import calibration_inputs, quantize
 
     start = time.perf_counter()
-    if not plan.is_identity:
+    if plan.is_identity:  # nothing was pruned (e.g. the unpruned model at INT8): the user's weights stand
+        steps = 0
+    else:
         masks = pruning.restore_masks(model, plan, task.example_input(1), task.ignored_layers)
         fine_tune(model, task, space.recovery, steps, masks, distill, seed=seed)
     acc = accuracy(model, task.val, None)
     example = task.example_input(device.profile.batch_size)
-    onnx = to_onnx(model, example, out.onnx, space.parity_atol, space.parity_rtol)
+    precision = plan.precision
+    float_path = out.onnx if precision == "float32" else out.float_onnx
+    onnx = to_onnx(model, example, float_path, space.parity_atol, space.parity_rtol)
+    quantization = None
+    float_acc = None
+    if precision != "float32":  # calibrated again for the fine-tuned weights, then scored as it ships
+        pc = space.precision
+        made = quantize(onnx, precision, out.onnx, calibration=calibration_inputs(task.train, pc.calibration_samples,
+                                                                                   seed=calibration_seed),
+                        method=pc.calibration, percentile=pc.percentile, int8=device.profile.precision.int8)
+        onnx, quantization, float_acc = made.artifact, made.settings, acc
+        acc = onnx_accuracy(onnx.path, task.val, None)
     torch.save(model.state_dict(), out.state)
     base_onnx = to_onnx(base_model, example, out.dir / "baseline.onnx", space.parity_atol, space.parity_rtol)
     # paired: the baseline is timed again just before the candidate
@@ -130,6 +144,9 @@ def finalize_member(model, plan, task, space, device, base_model, distill, steps
         "final_latency_ci_low_ms": m.ci_low_ms, "final_latency_ci_high_ms": m.ci_high_ms,
         "final_latency_cv": m.cv, "final_latency_runs": m.runs, "baseline_latency_ms": base_ms,
         "paired_speedup": base_ms / m.median_ms, "seconds": round(time.perf_counter() - start, 1),
+        "precision": precision, "final_float_accuracy": float_acc,
+        **({"calibration": quantization.get("calibration"), "calibration_samples":
+            quantization.get("calibration_samples")} if quantization else {}),
     }
 
 
@@ -182,7 +199,8 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
         searched = int(record.finetune_steps or 0) if record is not None else 0
         try:
             figures = finalize_member(model, plan, task, space, device, base_model, distill, steps, searched,
-                                      seed=n + steps, out=files, tag=f"trial {n}")
+                                      seed=n + steps, out=files, tag=f"trial {n}",
+                                      calibration_seed=int(result.identity.get("seed", 0)))
         except TrialFailure as exc:
             raise StudyError(f"trial {n} could not be timed again: {exc}; its search-time figures stand. Run "
                              f"`autoprune finalize {result.study_dir}` to try again.") from None
@@ -190,7 +208,8 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
         figures = {"trial": n, "search_accuracy": row["accuracy"], "search_latency_ms": row["latency_ms"],
                    **figures, "baseline_accuracy": base_full, "accuracy_drop": base_full - acc}
         atomic_write_text(done, json.dumps(figures, indent=1))
-        log(f"trial {n}: accuracy {row['accuracy']:.2f}% ({searched} steps, search subset) -> {acc:.2f}% "
+        at = "" if figures["precision"] == "float32" else f" at {figures['precision']}"
+        log(f"trial {n}{at}: accuracy {row['accuracy']:.2f}% ({searched} steps, search subset) -> {acc:.2f}% "
             f"(+{steps} steps, all {len(task.val)} validation images); latency {m_ms:.3f} ms, "
             f"baseline again {base_ms:.3f} ms: {base_ms / m_ms:.2f}x")
     df = read_final(result.study_dir)

@@ -27,11 +27,12 @@ import torch
 
 from autoprune import pruning
 from autoprune.device import Device
-from autoprune.evaluate import accuracy
+from autoprune.evaluate import accuracy, onnx_accuracy
 from autoprune.export import OnnxArtifact, count_params, to_onnx
 from autoprune.limits import time_limit
 from autoprune.measure import Measurement, MeasurementCache
 from autoprune.profiles import DeviceProfile
+from autoprune.quantize import Quantized, calibration_inputs, quantize
 from autoprune.recover import Distill, TrainConfig, recalibrate_bn, train
 from autoprune.space import ResolvedSpace
 from autoprune.tasks import Task
@@ -150,6 +151,35 @@ class Context:
         if rec.distill_weight <= 0:
             return None
         return Distill(self.task.model, rec.distill_weight, rec.distill_temperature)
+
+    @functools.cached_property
+    def calibration_inputs(self):
+        """The training inputs INT8 activation ranges are calibrated on: the space's
+        ``calibration_samples``, drawn once per search (the same for every candidate)."""
+        return calibration_inputs(self.task.train, self.space.space.precision.calibration_samples, self.seed)
+
+
+def export_candidate(ctx: Context, model, precision: str, path: Path, times: dict[str, float],
+                     latency_only: bool = False) -> Quantized:
+    """Export ``model`` (float32, parity-checked against PyTorch) and bring it to
+    ``precision``: ``path`` is the candidate as it is built and timed; a quantized
+    candidate's float export is kept beside it (``model.float.onnx``).
+
+    ``latency_only``: the file is only timed (staged evaluation's shape-only model), so
+    INT8 calibrates on one batch: activation ranges do not change the graph or its speed.
+    """
+    sp = ctx.space.space
+    float_path = path if precision == "float32" else path.with_name(path.stem + ".float.onnx")
+    with _stage("export", times):
+        onnx = to_onnx(model, ctx.example_input, float_path, sp.parity_atol, sp.parity_rtol)
+    if precision == "float32":
+        return Quantized(onnx, {"precision": "float32"})
+    calib = ctx.calibration_inputs
+    if latency_only:
+        calib = calib[:ctx.profile.batch_size]
+    with _stage("quantize", times):
+        return quantize(onnx, precision, path, calibration=calib, method=sp.precision.calibration,
+                        percentile=sp.precision.percentile, int8=ctx.profile.precision.int8)
 
 
 @contextlib.contextmanager
@@ -289,9 +319,7 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         # dense-kernel latency depends on nothing else, so this is the trial's latency.
         with _stage("prune", times, ctx.space.space.prune_timeout_s):
             shaped, _ = prune(ctx, plan.shape_only(), seed)
-        with _stage("export", times):
-            early = to_onnx(shaped, ctx.example_input, files.onnx, ctx.space.space.parity_atol,
-                            ctx.space.space.parity_rtol)
+        early = export_candidate(ctx, shaped, plan.precision, files.onnx, times, latency_only=True).artifact
         latency, cached, info = measure(ctx, early, trial_dir, times, number)
         build_info.update(info)
         over = ctx.stager.skip_recovery(latency.median_ms)
@@ -316,11 +344,16 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         rungs, stopped = climb(ctx, model, report.masks, latency.median_ms, rungs, seed, times)
         steps = max(rungs)
         acc = rungs[steps]
+    exported = export_candidate(ctx, model, plan.precision, files.onnx, times)
+    onnx = exported.artifact
     with _stage("export", times):
-        onnx = to_onnx(model, ctx.example_input, files.onnx, ctx.space.space.parity_atol,
-                       ctx.space.space.parity_rtol)
         torch.save(model.state_dict(), files.state)
         files.plan.write_text(json.dumps(plan.to_dict(), indent=1))
+    float_acc = None
+    if plan.precision != "float32":  # the candidate's accuracy is the quantized model's own
+        float_acc = acc
+        with _stage("evaluate", times):
+            acc = onnx_accuracy(onnx.path, ctx.task.val, rec.eval_samples)
     if early is None or early.arch_hash != onnx.arch_hash:
         latency, cached, build_info = measure(ctx, onnx, trial_dir, times, number)
     also = {device.name: measure_on(ctx, device, onnx, trial_dir, times, number) for device in ctx.also}
@@ -341,6 +374,9 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         eval_samples=min(len(ctx.task.val), rec.eval_samples or len(ctx.task.val)),
         rung_accuracy=rungs,
         promotion=stopped,
+        precision=plan.precision,
+        quantization=exported.settings if plan.precision != "float32" else {},
+        float_accuracy=float_acc,
     )
 
 

@@ -196,6 +196,45 @@ class RpcSettings:
         return (*self.address(tracker), os.environ.get("AUTOPRUNE_DEVICE_KEY") or self.key)
 
 
+@dataclass(frozen=True)
+class Int8Settings:
+    """How this device's INT8 candidates are quantized: ONNX Runtime's QDQ format,
+    ``activation_type`` / ``weight_type`` as its kernels run fastest here (on x86 with
+    VNNI, uint8 activations with int8 weights; int8 x int8 was slower than float32 in
+    ``results/benchmarks/int8.md``), per-channel weight scales. ``round_to``: the channel
+    multiple INT8 candidates keep (the space's choice is raised to a multiple of it)."""
+
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    weight_type: Literal["int8", "uint8"] = "int8"
+    per_channel: bool = True
+    round_to: int = 1
+
+    def __post_init__(self) -> None:
+        if self.round_to < 1:
+            raise ValueError(f"`round_to >= 1` must hold, but got {self.round_to}.")
+
+
+@dataclass(frozen=True)
+class PrecisionSettings:
+    """Which numeric precisions this device runs well (``supported``); a search offers
+    the space's choices that are among them."""
+
+    supported: tuple[str, ...] = ("float32",)
+    int8: Int8Settings = field(default_factory=Int8Settings)
+
+    def __post_init__(self) -> None:
+        from autoprune.quantize import PRECISIONS
+
+        unknown = [p for p in self.supported if p not in PRECISIONS]
+        if unknown or not self.supported:
+            raise ValueError(f"`supported` must list precisions among {', '.join(PRECISIONS)}, "
+                             f"but got {list(self.supported)}.")
+
+    def round_to(self, precision: str) -> int:
+        """The channel multiple candidates of ``precision`` keep on this device (1: any)."""
+        return self.int8.round_to if precision.startswith("int8") else 1
+
+
 # The sections a backend or runner of the same name reads its settings from, and what
 # a profile must give when that section has no usable default.
 SECTIONS = {
@@ -218,6 +257,7 @@ class DeviceProfile:
     tvm: TvmSettings | None = None  # required when backend is tvm
     measurement: MeasureConfig = field(default_factory=MeasureConfig)
     rpc: RpcSettings | None = None  # required by the rpc runner
+    precision: PrecisionSettings = field(default_factory=PrecisionSettings)
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -259,6 +299,8 @@ class DeviceProfile:
             data["rpc"] = {"key": data["rpc"]["key"]}
         if not data["onnxruntime"]["io_binding"]:
             data["onnxruntime"].pop("io_binding")
+        if self.precision == PrecisionSettings():
+            data.pop("precision")
         return stable_hash(data)
 
 

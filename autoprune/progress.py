@@ -53,7 +53,7 @@ class SearchProgress:
         if record.complete:
             lat, acc = record.latency_ms or 0.0, record.accuracy or 0.0
             mark = "[green]within budget[/]" if lat <= budget_ms else "[yellow]over budget[/]"
-            extra = ""
+            extra = f"  {record.precision}" if record.precision not in (None, "float32") else ""
             if str(record.evaluation or "full").startswith("zero-shot"):
                 extra += "  [dim]zero-shot (fine-tune skipped)[/]"
             elif record.finetune_steps:  # the accuracy's fidelity: how many steps it rests on

@@ -81,6 +81,7 @@ class PruningPlan:
     groups: Mapping[str, GroupChoice] = field(default_factory=dict)
     round_to: int = 1
     drop_blocks: tuple[str, ...] = ()
+    precision: str = "float32"  # numeric precision of the exported candidate (autoprune.quantize)
 
     def __post_init__(self) -> None:
         if self.round_to < 1:
@@ -96,7 +97,10 @@ class PruningPlan:
             groups[k] = {"method": c.method, "ratio": c.ratio}
             if c.round_to is not None:
                 groups[k]["round_to"] = c.round_to
-        return {"round_to": self.round_to, "drop_blocks": list(self.drop_blocks), "groups": groups}
+        out = {"round_to": self.round_to, "drop_blocks": list(self.drop_blocks), "groups": groups}
+        if self.precision != "float32":  # plans written before precisions existed read back the same
+            out["precision"] = self.precision
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PruningPlan:
@@ -104,7 +108,8 @@ class PruningPlan:
             k: GroupChoice(v["method"], float(v["ratio"]), v.get("round_to"))
             for k, v in data["groups"].items()
         }
-        return cls(groups, int(data.get("round_to", 1)), tuple(data.get("drop_blocks", ())))
+        return cls(groups, int(data.get("round_to", 1)), tuple(data.get("drop_blocks", ())),
+                   str(data.get("precision", "float32")))
 
     def shape_only(self) -> PruningPlan:
         """The plan that gives the same layer shapes without needing scores or data:
@@ -114,7 +119,7 @@ class PruningPlan:
         for k, c in self.groups.items():
             kind = METHODS[c.method].kind
             groups[k] = GroupChoice("l1", c.ratio, c.round_to) if kind == "structured" else GroupChoice("none", 0.0)
-        return PruningPlan(groups, self.round_to, self.drop_blocks)
+        return PruningPlan(groups, self.round_to, self.drop_blocks, self.precision)
 
 
 # -- method registry ----------------------------------------------------------------

@@ -36,7 +36,7 @@ REPORT_NAME = "report.html"
 _COLUMNS = (
     "trial", "state", "baseline", "accuracy", "accuracy_drop", "latency_ms", "latency_ci_low_ms",
     "latency_ci_high_ms", "latency_noisy", "latency_cached", "size_mb", "speedup", "feasible",
-    "fail_stage", "fail_reason",
+    "fail_stage", "fail_reason", "precision", "float_accuracy", "calibration",
 )
 _NUMERIC = ("accuracy", "accuracy_drop", "latency_ms", "latency_ci_low_ms", "latency_ci_high_ms", "size_mb", "speedup")
 
@@ -301,8 +301,11 @@ def _front_section(page: _Page, result: SearchResult, df: pd.DataFrame, front: p
         page.note("No completed trial has a measured accuracy and latency, so there is nothing to plot.")
         return
     hover = ("trial %{customdata[0]}<br>accuracy %{y:.2f}%<br>latency %{x:.3f} ms<br>"
-             "size %{customdata[1]:.3f} MB<br>speed-up %{customdata[2]:.2f}x<extra></extra>")
-    cols = ["trial", "size_mb", "speedup"]
+             "size %{customdata[1]:.3f} MB<br>speed-up %{customdata[2]:.2f}x<br>precision %{customdata[3]}"
+             "<extra></extra>")
+    df = df.assign(precision=df["precision"].fillna("float32"))
+    front = front.assign(precision=front["precision"].fillna("float32") if "precision" in front else "float32")
+    cols = ["trial", "size_mb", "speedup", "precision"]
     on_front = complete["trial"].isin(front["trial"])
     fig = go.Figure()
     other = complete[~on_front & complete["feasible"]]
@@ -464,3 +467,22 @@ def _methods_section(page: _Page, df: pd.DataFrame, front: pd.DataFrame,
     page.figure(fig)
     table = counts.pivot(index="method", columns="trials", values="count").fillna(0).astype(int)
     page.table(table.rename_axis(index=None, columns=None), index=True)
+    _precision_table(page, df, front)
+
+
+def _precision_table(page: _Page, df: pd.DataFrame, front: pd.DataFrame) -> None:
+    """Which numeric precisions were tried and which reached the front; for quantized
+    candidates, what quantization cost against their own float model."""
+    complete = df[(df["state"] == "COMPLETE") & ~df["baseline"]].assign(
+        precision=lambda d: d["precision"].fillna("float32"))
+    if complete.empty:
+        return
+    on_front = complete["trial"].isin(front["trial"])
+    lost = pd.to_numeric(complete["float_accuracy"], errors="coerce") - complete["accuracy"]
+    table = complete.assign(on_front=on_front, lost=lost).groupby("precision").agg(
+        trials=("trial", "size"), front_members=("on_front", "sum"),
+        median_points_lost_to_quantization=("lost", "median")).reset_index()
+    page.parts.append("<h3>Numeric precision</h3>")
+    page.note("Points lost to quantization: the float model's accuracy less the quantized model's own, on the "
+              "same validation subset (empty for float32).")
+    page.table(table.round(3))

@@ -24,7 +24,7 @@ from autoprune.trials import TrialRecord
 
 FRONT_COLUMNS = [
     "trial", "accuracy", "accuracy_drop", "latency_ms", "latency_p90_ms", "speedup",
-    "size_mb", "macs_ratio", "params", "sparsity", "round_to", "methods", "fidelity",
+    "size_mb", "macs_ratio", "params", "sparsity", "precision", "round_to", "methods", "fidelity",
 ]
 DEFAULT_MAX_DROP = 1.0  # accuracy points: the recommended pick's allowance
 DEFAULT_SHOWN_DROP = 10.0  # candidates further below the baseline leave the shown front and plots
@@ -94,6 +94,9 @@ def _row(r: TrialRecord) -> dict[str, Any]:
         "dropped_blocks": " ".join(plan.get("drop_blocks", [])),
         "parity_max_abs_diff": r.parity_max_abs_diff,
         "round_to": plan.get("round_to"),
+        "precision": (r.precision or "float32") if r.complete else plan.get("precision", "float32"),
+        "float_accuracy": r.float_accuracy,  # a quantized candidate's float model (``accuracy`` is its own)
+        "calibration": (r.quantization or {}).get("calibration"),
         "fail_stage": r.fail_stage.value if r.fail_stage else None,
         "fail_reason": r.fail_reason,
         "duration_s": r.duration_s,

@@ -85,6 +85,9 @@ class SearchConfig:
     # limit / half the memory available); not identity either.
     setup_timeout_s: float | None = SETUP_TIMEOUT_S
     setup_memory_gb: float | None = None
+    # The precisions to search, overriding the space's `precision.choices` (identity:
+    # recorded in config.json when given)
+    precisions: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
@@ -100,6 +103,13 @@ class SearchConfig:
         for name, budget in self.also:
             if budget is not None and not (budget > 0 and math.isfinite(budget)):
                 raise ConfigError(f"the latency budget for {name} must be a positive number of ms, got {budget}.")
+        if self.precisions is not None:
+            from autoprune.quantize import PRECISIONS
+
+            unknown = [p for p in self.precisions if p not in PRECISIONS]
+            if unknown or not self.precisions:
+                raise ConfigError(f"--precision takes a comma-separated list of {', '.join(PRECISIONS)}; "
+                                  f"got {','.join(self.precisions) or 'nothing'}.")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
         if not (self.latency_budget_ms > 0 and math.isfinite(self.latency_budget_ms)):
@@ -204,6 +214,7 @@ def _identity(config: SearchConfig, device: Device, space: SearchSpace, also: li
         "seed": config.seed,
         "sampler": config.sampler,
         **extra,  # absent for one device, so older studies keep their identity
+        **({"precisions": list(config.precisions)} if config.precisions else {}),
     }
 
 
@@ -267,6 +278,14 @@ def _prepare(setup: _Setup, log: Callable[[str], None]) -> Context:
     for note in task.notes:
         log(note)
     resolved = resolve_task(setup.space, task, config.setup_timeout_s, config.setup_memory_gb)
+    try:
+        resolved = resolved.offer(setup.device.profile, config.precisions)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} Choose --precision among those, or another --device.") from None
+    dropped = [p for p in (config.precisions or setup.space.precision.choices) if p not in resolved.precisions]
+    if dropped:
+        log(f"precision {', '.join(dropped)} not offered: {setup.device.name} supports "
+            f"{', '.join(setup.device.profile.precision.supported)}")
     log_trace(resolved, log)
     if not resolved.groups:
         raise ConfigError(
@@ -302,8 +321,7 @@ def _check_budget(ctx: Context, budget_ms: float, log: Callable[[str], None]) ->
     Returns the measurements by cache key, so that trial 0 need not time the unpruned
     model again.
     """
-    from autoprune.export import to_onnx
-    from autoprune.objective import prune
+    from autoprune.objective import export_candidate, prune
     from autoprune.pruning import PruningPlan
 
     log("measuring the unpruned and the most-pruned model to check the budget")
@@ -313,8 +331,8 @@ def _check_budget(ctx: Context, budget_ms: float, log: Callable[[str], None]) ->
         for label, plan in (("unpruned", PruningPlan()), ("smallest", ctx.space.smallest_plan())):
             try:
                 model, _ = prune(ctx, plan, ctx.seed)
-                sp = ctx.space.space
-                onnx = to_onnx(model, ctx.example_input, Path(tmp) / f"{label}.onnx", sp.parity_atol, sp.parity_rtol)
+                onnx = export_candidate(ctx, model, plan.precision, Path(tmp) / f"{label}.onnx", {},
+                                        latency_only=True).artifact
                 m = ctx.device.measure(onnx, Path(tmp)).measurement
             except Exception as exc:  # noqa: BLE001 - whatever Torch-Pruning or the exporter raises, said in one line
                 if label == "unpruned":
@@ -525,8 +543,14 @@ def open_session(config: SearchConfig, *, worker: bool = False, store=None,
     ctx = _prepare(setup, log)
     store = store or storage.open_storage(url)
     queue = [{"params": ctx.space.baseline_params(), "baseline": True}]
-    if config.warm_start:  # the uniform plans a user would try by hand come next
-        queue += [{"params": ctx.space.uniform_params(r), "warm_start": f"uniform l1 {r}"} for r in WARM_START_RATIOS]
+    if config.warm_start:  # the plans a user would try by hand come next
+        fast = ctx.space.fastest_precision
+        if fast != "float32":  # the unpruned model quantized: what a user gets without pruning
+            queue.append({"params": {**ctx.space.baseline_params(), "precision": fast},
+                          "warm_start": f"unpruned {fast}"})
+        label = "" if fast == "float32" else f" {fast}"
+        queue += [{"params": ctx.space.uniform_params(r, precision=fast), "warm_start": f"uniform l1 {r}{label}"}
+                  for r in WARM_START_RATIOS]
     study = storage.create(store, config.name, sampler=make_sampler(config.sampler, config.seed),
                            directions=wanted, wanted=setup.identity,
                            metric_names=[*OBJECTIVES, *(f"latency_ms@{d.name}" for d in setup.also)], queue=queue)
@@ -594,6 +618,7 @@ def search(
     min_metric: float | None = None,
     setup_timeout_s: float | None = SETUP_TIMEOUT_S,
     setup_memory_gb: float | None = None,
+    precisions: list[str] | tuple[str, ...] | None = None,
 ) -> SearchResult:
     """Run (or resume) a search and return its :class:`~autoprune.results.SearchResult`.
 
@@ -611,7 +636,9 @@ def search(
     and the most accurate within the budget. ``min_metric`` (default: the baseline's
     accuracy less 10 points) hides lower candidates from the front and plots.
     ``setup_timeout_s`` and ``setup_memory_gb`` bound tracing the model before trial 0
-    (default: 60 s, half the memory available).
+    (default: 60 s, half the memory available). ``precisions`` (e.g. ``["float32",
+    "int8"]``) overrides the space's precision choices; only those the device profile
+    supports are offered.
 
     Raises:
         AutopruneError: a set-up problem (unknown names, bad files, unreachable budget,
@@ -636,6 +663,7 @@ def search(
         min_metric=None if min_metric is None else float(min_metric),
         setup_timeout_s=setup_timeout_s,
         setup_memory_gb=setup_memory_gb,
+        precisions=None if precisions is None else tuple(precisions),
     )
     return _execute(config, target=config.n_trials, worker=False, progress=progress)
 
@@ -689,6 +717,7 @@ def join(
         storage=storage, seed=identity["seed"], data_dir=None if data_dir is None else str(data_dir),
         sampler=identity.get("sampler", "tpe"),
         also=tuple((given, budget) for _, _, budget, given in identity.get("also", [])),
+        precisions=tuple(identity["precisions"]) if identity.get("precisions") else None,
         setup_timeout_s=setup_timeout_s, setup_memory_gb=setup_memory_gb,
     )
     return _execute(config, target=target, worker=True, progress=progress, store=store)

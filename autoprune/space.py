@@ -30,8 +30,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import itertools
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -221,6 +223,28 @@ class StagingConfig:
 
 
 @dataclass(frozen=True)
+class PrecisionConfig:
+    """The numeric precisions the search chooses between, per candidate (see
+    ``autoprune/quantize.py``), and how INT8 is calibrated. Only the choices the
+    device profile supports (``precision.supported``) are offered."""
+
+    choices: tuple[str, ...] = ("float32",)
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_samples: int = 200  # training inputs the activation ranges are taken from
+    percentile: float = 99.999  # the percentile method's cut
+
+    def __post_init__(self) -> None:
+        from autoprune.quantize import PRECISIONS
+
+        unknown = [p for p in self.choices if p not in PRECISIONS]
+        if unknown or not self.choices:
+            raise ValueError(f"`choices` must list precisions among {', '.join(PRECISIONS)}, "
+                             f"but got {list(self.choices)}.")
+        if self.calibration_samples < 1 or not 50 < self.percentile <= 100:
+            raise ValueError("`calibration_samples >= 1` and `50 < percentile <= 100` must hold.")
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     name: str
     description: str = ""
@@ -235,6 +259,7 @@ class SearchSpace:
     parity_atol: float = 1e-3  # a candidate fails export if |ONNX - PyTorch| exceeds
     parity_rtol: float = 1e-3  # parity_atol + parity_rtol x max |PyTorch output|
     prune_timeout_s: float | None = 300.0  # surgery taking longer fails the trial; null = none
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -262,7 +287,8 @@ class SearchSpace:
 
 
 # keys added after studies existed, hashed only when not at their default
-_ADDED_LATER = {"parity_rtol": 1e-3}
+_ADDED_LATER = {"parity_rtol": 1e-3, "precision": {"choices": ("float32",), "calibration": "minmax",
+                                                    "calibration_samples": 200, "percentile": 99.999}}
 
 
 @dataclass(frozen=True)
@@ -281,6 +307,37 @@ class ResolvedSpace:
     protected: dict[str, str] = field(default_factory=dict)  # groups never offered -> why
     warnings: tuple[str, ...] = ()  # Torch-Pruning's warnings while tracing (first lines)
     found: tuple[GroupInfo, ...] = ()  # every prunable group, searched or not
+    # the precisions offered (the space's choices the device supports; see offer()) and
+    # the channel multiple each needs on the device
+    precisions: tuple[str, ...] = ("float32",)
+    precision_round_to: dict[str, int] = field(default_factory=dict)
+
+    def offer(self, profile, only: tuple[str, ...] | None = None) -> ResolvedSpace:
+        """This space for ``profile``: its precision choices (or ``only``, e.g. from
+        ``--precision``) that the device supports, float32 always among them.
+
+        Raises:
+            ValueError: a precision in ``only`` is not supported; the message names what is.
+        """
+        import dataclasses
+
+        wanted = only or self.space.precision.choices
+        supported = profile.precision.supported
+        missing = [p for p in wanted if p not in supported]
+        if only and missing:
+            raise ValueError(f"device profile {profile.name!r} does not run precision {', '.join(missing)}; it "
+                             f"supports {', '.join(supported)} (its `precision.supported`).")
+        # float32 always: the baseline (trial 0) is the user's model as it is
+        offered = ("float32", *(p for p in wanted if p in supported and p != "float32"))
+        return dataclasses.replace(self, precisions=offered,
+                                   precision_round_to={p: profile.precision.round_to(p) for p in offered})
+
+    def _round(self, value: int | None, precision: str) -> int | None:
+        """``value`` raised to a multiple of what ``precision``'s kernels need here."""
+        need = self.precision_round_to.get(precision, 1)
+        if value is None or need == 1:
+            return value
+        return value * need // math.gcd(value, need)
 
     def suggest(self, trial: Any) -> PruningPlan:
         """Ask an Optuna trial for a method (and ratio) per group, round_to, and which
@@ -307,7 +364,13 @@ class ResolvedSpace:
         if len(self.space.round_to) > 1:
             round_to = trial.suggest_categorical("round_to", list(self.space.round_to))
         drops = tuple(b for b in self.blocks if trial.suggest_categorical(f"{b}.drop", [False, True]))
-        return PruningPlan(choices, round_to, drops)
+        precision = self.precisions[0]
+        if len(self.precisions) > 1:
+            precision = trial.suggest_categorical("precision", list(self.precisions))
+        if self.precision_round_to.get(precision, 1) > 1:
+            choices = {k: dataclasses.replace(c, round_to=self._round(c.round_to, precision))
+                       for k, c in choices.items()}
+        return PruningPlan(choices, self._round(round_to, precision), drops, precision)
 
     def baseline_params(self) -> dict[str, Any]:
         """Optuna parameters of the unpruned model (enqueued as trial 0)."""
@@ -323,9 +386,11 @@ class ResolvedSpace:
         if len(self.space.round_to) > 1:
             params["round_to"] = min(self.space.round_to)
         params.update({f"{b}.drop": False for b in self.blocks})
+        if len(self.precisions) > 1:
+            params["precision"] = "float32"
         return params
 
-    def uniform_params(self, ratio: float, method: str = "l1") -> dict[str, Any]:
+    def uniform_params(self, ratio: float, method: str = "l1", precision: str | None = None) -> dict[str, Any]:
         """Optuna parameters of 'every group cut by ``ratio``', what users try by hand.
 
         The ratio is clipped to each group's range and step; a group whose rule does not
@@ -344,7 +409,16 @@ class ResolvedSpace:
         if len(self.space.round_to) > 1:
             params["round_to"] = max(self.space.round_to)
         params.update({f"{b}.drop": False for b in self.blocks})
+        if len(self.precisions) > 1:
+            params["precision"] = precision if precision in self.precisions else self.precisions[0]
         return params
+
+    @property
+    def fastest_precision(self) -> str:
+        """The offered precision most likely fastest (INT8 static, else the first), for
+        the reachable-latency check; the check measures it, so a wrong guess costs only
+        a looser refusal."""
+        return "int8" if "int8" in self.precisions else self.precisions[0]
 
     def smallest_plan(self) -> PruningPlan:
         """The most aggressive plan the space allows (for the reachable-latency check)."""
@@ -353,9 +427,10 @@ class ResolvedSpace:
             methods = [m for m in g.rule.methods if m != "none"]
             structured = [m for m in methods if METHODS[m].kind == "structured"]
             if structured or methods:  # a structured method shrinks latency most
-                group_round = max(g.rule.round_to) if g.rule.round_to else None
+                group_round = self._round(max(g.rule.round_to) if g.rule.round_to else None, self.fastest_precision)
                 choices[g.info.name] = GroupChoice((structured or methods)[0], g.rule.ratio.high, group_round)
-        return PruningPlan(choices, max(self.space.round_to), self.blocks)
+        return PruningPlan(choices, self._round(max(self.space.round_to), self.fastest_precision), self.blocks,
+                           self.fastest_precision)
 
 
 def spaces_dir() -> Path:

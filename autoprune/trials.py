@@ -36,6 +36,7 @@ class FailStage(str, enum.Enum):
     SCREEN = "screen"  # staged evaluation's zero-shot accuracy
     EVALUATE = "evaluate"
     EXPORT = "export"
+    QUANTIZE = "quantize"  # the float export to the candidate's precision (INT8 calibration)
     BUILD = "build"
     MEASURE = "measure"
     INTERRUPTED = "interrupted"
@@ -68,6 +69,11 @@ class TrialFiles:
     @property
     def onnx(self) -> Path:
         return self.dir / "model.onnx"
+
+    @property
+    def float_onnx(self) -> Path:
+        """The float32 export a quantized candidate (``model.onnx``) was made from."""
+        return self.dir / "model.float.onnx"
 
     @property
     def state(self) -> Path:
@@ -107,6 +113,9 @@ class Candidate:
     eval_samples: int | None = None  # validation examples ``accuracy`` was scored on
     rung_accuracy: dict[int, float] = field(default_factory=dict)  # total steps -> accuracy at that rung
     promotion: str | None = None  # why it stopped before the last rung (None: it reached it, or no rungs)
+    precision: str = "float32"
+    quantization: dict[str, Any] = field(default_factory=dict)  # how it was quantized (autoprune.quantize)
+    float_accuracy: float | None = None  # a quantized candidate's float model, before quantization
 
 
 # the per-device figures recorded for every further device, as ``<key>@<profile>``
@@ -171,6 +180,9 @@ class TrialRecord:
     eval_samples: int | None = None
     rung_accuracy: dict[str, float] | None = None  # total steps (as text: JSON keys) -> accuracy
     promotion: str | None = None
+    precision: str | None = None  # None: written before precisions existed (float32)
+    quantization: dict[str, Any] | None = None
+    float_accuracy: float | None = None  # the float model's accuracy when ``accuracy`` is a quantized one's
     constraint_violation: str | None = None
     stage_s: dict[str, float] | None = None
     build: dict[str, Any] = field(default_factory=dict)
@@ -302,6 +314,9 @@ def candidate_attrs(c: Candidate) -> dict[str, Any]:
         "eval_samples": c.eval_samples,
         "rung_accuracy": {str(k): v for k, v in c.rung_accuracy.items()},
         "promotion": c.promotion,
+        "precision": c.precision,
+        "quantization": c.quantization or None,
+        "float_accuracy": c.float_accuracy,
         "constraint_violation": c.violation,
         "stage_s": c.stage_s,
         **{f"build_{k}": v for k, v in c.build_info.items()},

@@ -1,0 +1,179 @@
+"""Numeric precision of a candidate: the exported float32 ONNX model, quantized or cast.
+
+A precision is chosen per candidate (``PruningPlan.precision``), sampled by Optuna with
+the pruning plan, and applied after the float model's export and parity check:
+
+- ``float32``: the export as it is;
+- ``int8``: ONNX Runtime static quantization in the QDQ format, weights per channel,
+  activation and weight types from the device profile (``precision.int8``), activation
+  ranges calibrated on the task's training inputs by the space's method (``minmax``,
+  ``entropy`` or ``percentile``);
+- ``int8-dynamic``: ONNX Runtime dynamic quantization of the linear layers only
+  (``MatMul``/``Gemm``: weights int8, activations quantized at run time); convolutions
+  stay float, since ``ConvInteger`` is slower than float convolution on CPUs;
+- ``float16``: every float tensor cast to half precision (inputs and outputs stay
+  float32), for devices whose profile says they run it (GPUs).
+
+Why one precision per candidate, not per group: a float island inside an INT8 graph
+costs a DequantizeLinear/QuantizeLinear pair at each border, and ONNX Runtime then runs
+the float operator between them; a per-group choice would double the search space per
+group for models whose groups are mostly too small to repay the borders. The choice is
+recorded on the trial with how it was calibrated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gzip
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from autoprune.export import OnnxArtifact
+    from autoprune.profiles import Int8Settings
+
+PRECISIONS = ("float32", "int8", "int8-dynamic", "float16")
+CALIBRATIONS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """A candidate at its precision: the artifact to build and time, and what was done."""
+
+    artifact: OnnxArtifact
+    settings: dict[str, Any]  # precision, format, types, calibration method and samples
+
+
+@contextlib.contextmanager
+def _quiet():
+    """ONNX Runtime's quantizer logs a pre-processing hint through the root logger on
+    every call; that is advice for hand-run scripts, not for a search's screen."""
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(before)
+
+
+def quantize(float_onnx: OnnxArtifact, precision: str, out: Path, *, calibration: np.ndarray | None = None,
+             method: str = "minmax", percentile: float = 99.999, int8: Int8Settings | None = None) -> Quantized:
+    """Write ``float_onnx`` at ``precision`` to ``out``; return it as an artifact.
+
+    ``calibration``: the inputs static INT8 calibrates on (shape ``(n, *input)``; fed
+    one batch of the model's own batch size at a time). For ``float32`` the float
+    file is the candidate itself (``out`` is not written).
+
+    Raises:
+        ValueError: an unknown precision or calibration method, or INT8 static without
+            calibration inputs.
+    """
+    from autoprune.export import INPUT_NAME
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    if precision == "float32":
+        return Quantized(float_onnx, {"precision": "float32"})
+    import onnxruntime.quantization as q
+
+    from autoprune.profiles import Int8Settings
+
+    int8 = int8 or Int8Settings()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.onnx")
+    src = str(float_onnx.path)
+    types = {"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}
+    if precision == "int8":
+        if method not in CALIBRATIONS:
+            raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATIONS)}.")
+        if calibration is None or len(calibration) == 0:
+            raise ValueError("INT8 static quantization needs calibration inputs.")
+        batch = float_onnx.input_shape[0] if float_onnx.input_shape else 1
+        batches = [calibration[i:i + batch] for i in range(0, len(calibration) - batch + 1, batch)]
+        reader = _Reader(INPUT_NAME, [np.ascontiguousarray(b, dtype=np.float32) for b in batches])
+        methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+                   "percentile": q.CalibrationMethod.Percentile}
+        extra = {"CalibPercentile": percentile} if method == "percentile" else {}
+        with _quiet():
+            q.quantize_static(src, str(tmp), reader, quant_format=q.QuantFormat.QDQ, per_channel=int8.per_channel,
+                              activation_type=types[int8.activation_type], weight_type=types[int8.weight_type],
+                              calibrate_method=methods[method], extra_options=extra)
+        settings = {"precision": "int8", "format": "QDQ", "activation_type": int8.activation_type,
+                    "weight_type": int8.weight_type, "per_channel": int8.per_channel, "calibration": method,
+                    "calibration_samples": len(batches) * batch,
+                    **({"percentile": percentile} if method == "percentile" else {})}
+    elif precision == "int8-dynamic":
+        with _quiet():
+            q.quantize_dynamic(src, str(tmp), weight_type=types[int8.weight_type],
+                               op_types_to_quantize=["MatMul", "Gemm"])
+        settings = {"precision": "int8-dynamic", "format": "dynamic (MatMul/Gemm)",
+                    "weight_type": int8.weight_type}
+    else:  # float16
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(onnx.load(src), keep_io_types=True)
+        onnx.save(model, str(tmp))
+        settings = {"precision": "float16", "format": "cast (inputs and outputs float32)"}
+    tmp.replace(out)
+    return Quantized(_artifact(float_onnx, out), settings)
+
+
+def _artifact(float_onnx: OnnxArtifact, path: Path) -> OnnxArtifact:
+    """The quantized file as an artifact: its own bytes and hashes, the float model's
+    counts (MACs and parameters do not change with precision) and export parity."""
+    from autoprune._config import sha256_file
+    from autoprune.export import architecture_hash
+
+    blob = path.read_bytes()
+    return dataclasses.replace(float_onnx, path=str(path), sha256=sha256_file(path), arch_hash=architecture_hash(blob),
+                               bytes=len(blob), gzip_bytes=len(gzip.compress(blob, compresslevel=6, mtime=0)))
+
+
+def calibration_inputs(train, samples: int, seed: int = 0) -> np.ndarray:
+    """The training inputs INT8 activation ranges are calibrated on: ``samples`` of
+    ``train`` (a task split) drawn with ``seed``; the same for every candidate of a search
+    and for its finalize."""
+    import torch
+
+    n = min(samples, len(train))
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:n]
+    return train.x[idx].numpy()
+
+
+class _Reader:
+    """ONNX Runtime's calibration data reader over a list of input batches."""
+
+    def __init__(self, name: str, batches: list[np.ndarray]) -> None:
+        self._it = iter([{name: b} for b in batches])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+
+def agreement(path: str | Path, inputs: np.ndarray, expected: np.ndarray, providers=("CPUExecutionProvider",)
+              ) -> dict[str, float]:
+    """How closely the model at ``path`` follows ``expected`` (the float model's outputs
+    for ``inputs``, one batch per row group): max |difference| and, for class scores,
+    the share of examples whose top class is the same."""
+    import onnxruntime as ort
+
+    from autoprune.export import INPUT_NAME
+
+    session = ort.InferenceSession(str(path), providers=list(providers))
+    batch = session.get_inputs()[0].shape[0]
+    batch = batch if isinstance(batch, int) and batch > 0 else len(inputs)
+    got = np.concatenate([session.run(None, {INPUT_NAME: inputs[i:i + batch]})[0]
+                          for i in range(0, len(inputs) - batch + 1, batch)])
+    expected = expected[:len(got)]
+    out = {"max_abs_diff": float(np.max(np.abs(got - expected))), "examples": len(got)}
+    if got.ndim >= 2 and got.shape[1] > 1:
+        out["top1_agreement"] = float(np.mean(got.argmax(1) == expected.argmax(1)))
+    return out
