@@ -52,12 +52,16 @@ class Quantized:
 @contextlib.contextmanager
 def _quiet():
     """ONNX Runtime's quantizer logs a pre-processing hint through the root logger on
-    every call; that is advice for hand-run scripts, not for a search's screen."""
+    every call, and its histogram calibrators print their progress: advice and chatter
+    for hand-run scripts, not for a search's screen."""
+    import io
+
     root = logging.getLogger()
     before = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(before)
 
@@ -88,7 +92,7 @@ def quantize(float_onnx: OnnxArtifact, precision: str, out: Path, *, calibration
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.onnx")
-    src = str(float_onnx.path)
+    src = _without_shared_initializers(Path(float_onnx.path), out.with_suffix(".pre.onnx"))
     types = {"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}
     if precision == "int8":
         if method not in CALIBRATIONS:
@@ -123,7 +127,35 @@ def quantize(float_onnx: OnnxArtifact, precision: str, out: Path, *, calibration
         onnx.save(model, str(tmp))
         settings = {"precision": "float16", "format": "cast (inputs and outputs float32)"}
     tmp.replace(out)
+    if src != str(float_onnx.path):
+        Path(src).unlink(missing_ok=True)
     return Quantized(_artifact(float_onnx, out), settings)
+
+
+def _without_shared_initializers(path: Path, out: Path) -> str:
+    """The float model with every ``Identity`` of an initializer replaced by a copy of it.
+
+    torch's exporter shares equal weight tensors (a fresh model's zero biases, say) and
+    reads the copies through ``Identity`` nodes; ONNX Runtime's quantizer then finds no
+    initializer behind those inputs, leaves the biases float and the convolutions
+    unfused (ResNet-18 at INT8 ran slower than at float32), or fails outright (the
+    QOperator format). Returns the path to quantize (``path`` itself when nothing is shared).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    shared = [n for n in graph.node if n.op_type == "Identity" and n.input[0] in inits]
+    if not shared:
+        return str(path)
+    for node in shared:
+        copy = numpy_helper.from_array(numpy_helper.to_array(inits[node.input[0]]), node.output[0])
+        graph.initializer.append(copy)
+        graph.node.remove(node)
+    onnx.save(model, str(out))
+    return str(out)
 
 
 def _artifact(float_onnx: OnnxArtifact, path: Path) -> OnnxArtifact:

@@ -551,6 +551,7 @@ def open_session(config: SearchConfig, *, worker: bool = False, store=None,
         label = "" if fast == "float32" else f" {fast}"
         queue += [{"params": ctx.space.uniform_params(r, precision=fast), "warm_start": f"uniform l1 {r}{label}"}
                   for r in WARM_START_RATIOS]
+    queue = queue[:config.n_trials]  # a queued trial beyond the target would wait in the storage for ever
     study = storage.create(store, config.name, sampler=make_sampler(config.sampler, config.seed),
                            directions=wanted, wanted=setup.identity,
                            metric_names=[*OBJECTIVES, *(f"latency_ms@{d.name}" for d in setup.also)], queue=queue)

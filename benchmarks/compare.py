@@ -38,7 +38,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import LoadMonitor, add_load_arguments, facts, load_summary, write_report
 
-ARMS = ("autoprune", "uniform", "random")
+ARMS = ("autoprune", "uniform", "random", "int8-only", "uniform-int8")
 UNIFORM_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 DROPS = (0.5, 1.0)  # accuracy points below the baseline
 
@@ -107,14 +107,19 @@ class SearchArm:
 
 
 class UniformArm:
-    """Plans cutting every group by one ratio (L1, round_to 8), run by ``run_candidate``."""
+    """Plans cutting every group by one ratio (L1, round_to 8), run by ``run_candidate``.
 
-    def __init__(self, root: Path, ctx, ratios: tuple[float, ...], seed: int) -> None:
+    ``precision``: the candidates' precision (the baseline stays float32); ``unpruned``
+    adds the unpruned model at that precision (the INT8-only arm: quantization alone).
+    """
+
+    def __init__(self, root: Path, ctx, ratios: tuple[float, ...], seed: int, name: str = "uniform",
+                 precision: str = "float32", unpruned: bool = False) -> None:
         from autoprune.objective import Context, Stager
         from autoprune.pruning import GroupChoice, PruningPlan
 
-        self.name = "uniform"
-        self.root = root / "uniform"
+        self.name = name
+        self.root = root / name
         # every uniform candidate climbs every recovery rung (no judge cuts it short), so
         # it reaches the final fine-tune with at least the search's longest recovery
         self.ctx = Context(ctx.task, ctx.device, ctx.space, cache=None, seed=seed,
@@ -122,8 +127,13 @@ class UniformArm:
         self.seed = seed
         names = [g.info.name for g in ctx.space.groups]
         self.queue: list[tuple[str, object]] = [("baseline", PruningPlan())]
+        if unpruned:
+            self.queue.append((f"unpruned {precision}", PruningPlan(precision=precision)))
+        at = "" if precision == "float32" else f" {precision}"
+        round_to = ctx.space._round(8, precision)  # 8, raised to what the precision's kernels want here
         self.queue += [
-            (f"l1 {r:g}", PruningPlan({n: GroupChoice("l1", r) for n in names}, round_to=8))
+            (f"l1 {r:g}{at}", PruningPlan({n: GroupChoice("l1", r) for n in names}, round_to=round_to,
+                                          precision=precision))
             for r in ratios
         ]
         self.queue.append(("baseline (again, at the end)", PruningPlan()))
@@ -154,7 +164,8 @@ class UniformArm:
                 "trial": n,
                 "label": label,
                 "state": "COMPLETE",
-                "baseline": plan.is_identity,
+                "baseline": plan.is_identity and plan.precision == "float32",
+                "precision": plan.precision,
                 "accuracy": c.accuracy,
                 "finetune_steps": c.finetune_steps,
                 "latency_ms": c.latency.median_ms,
@@ -217,7 +228,7 @@ def finalize_arms(frames: dict[str, pd.DataFrame], root: Path, ctx, members: int
             try:
                 f = finalize_member(model, plan, task, space, device, task.model, ctx.distill, steps,
                                     searched, seed=int(row.trial) + steps, out=files.final,
-                                    tag=f"{arm} {int(row.trial)}")
+                                    tag=f"{arm} {int(row.trial)}", calibration_seed=ctx.seed)
             except TrialFailure as exc:
                 log(f"{arm} trial {int(row.trial)}: final timing failed: {exc}")
                 continue
@@ -259,9 +270,10 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"autoprune": "tab:blue", "uniform": "tab:orange", "random": "tab:green"}
+    colors = {"autoprune": "tab:blue", "uniform": "tab:orange", "random": "tab:green", "int8-only": "tab:red",
+              "uniform-int8": "tab:purple"}
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    for arm in ARMS:
+    for arm in fronts:
         a, f = alls[arm], fronts[arm]
         ax.scatter(a["latency_ms"], a["accuracy"], s=14, alpha=0.3, color=colors[arm])
         f = f.sort_values("latency_ms")
@@ -349,7 +361,11 @@ def main() -> None:
         "autoprune": SearchArm("autoprune", root, args, "tpe", True),
         "random": SearchArm("random", root, args, "random", False),
     }
-    arms["uniform"] = UniformArm(root, arms["autoprune"].session.ctx, ratios, args.seed)
+    ctx = arms["autoprune"].session.ctx
+    arms["uniform"] = UniformArm(root, ctx, ratios, args.seed)
+    if "int8" in ctx.space.precisions:  # what a user gets from quantization alone, and with uniform pruning
+        arms["int8-only"] = UniformArm(root, ctx, (), args.seed, "int8-only", "int8", unpruned=True)
+        arms["uniform-int8"] = UniformArm(root, ctx, ratios, args.seed, "uniform-int8", "int8")
     tl_csv = root / "timeline.csv"
     timeline = pd.read_csv(tl_csv).to_dict("records") if tl_csv.is_file() else []
     loads = [row["load1"] for row in timeline]
@@ -407,8 +423,9 @@ def main() -> None:
                           log=lambda msg: print(f"[final] {msg}", file=sys.stderr, flush=True), steps=final_steps)
     final_s = time.time() - t_final
     final.to_csv(root / "final.csv", index=False)
+    present = [n for n in ARMS if n in frames]
     final_rows = []
-    for n in ARMS:
+    for n in present:
         f = final[final["arm"] == n] if not final.empty else final
         row = {"arm": n, "finalized": len(f)}
         for d in DROPS:
@@ -425,12 +442,14 @@ def main() -> None:
         row["final HV / (base acc x baseline latency)"] = hypervolume_2d(pts, 1.0) / base_full
         final_rows.append(row)
     final_df = pd.DataFrame(final_rows)
-    ratio = {d: final_df.set_index("arm").loc["autoprune", f"_x{d:g}"] / final_df.set_index("arm").loc["uniform", f"_x{d:g}"]
-             for d in DROPS}
+    by_arm = final_df.set_index("arm")
+    ratio = {d: by_arm.loc["autoprune", f"_x{d:g}"] / by_arm.loc["uniform", f"_x{d:g}"] for d in DROPS}
+    over_int8 = ({d: by_arm.loc["autoprune", f"_x{d:g}"] / by_arm.loc["int8-only", f"_x{d:g}"] for d in DROPS}
+                 if "int8-only" in by_arm.index else None)
     final_df = final_df[[c for c in final_df.columns if not c.startswith("_x")]]
 
     summary = []
-    for n in ARMS:
+    for n in present:
         df, f = ok[n], fronts[n]
         own_base = bases[bases["arm"] == n]["latency_ms"].median()
         row = {
@@ -472,7 +491,7 @@ def main() -> None:
     )
     every[[*cols, "label"]].to_csv(out.with_suffix(".csv"), index=False)
     front_tables = []
-    for n in ARMS:
+    for n in present:
         f = fronts[n].copy()
         f["accuracy_%"] = f["accuracy"]
         f["drop_pt"] = base_acc - f["accuracy"]
@@ -493,6 +512,9 @@ def main() -> None:
             ].to_markdown(index=False, floatfmt=".3f")
         )
     times = pd.DataFrame(timeline).groupby("arm")["s"].agg(["count", "median", "sum"])
+    int8_line = "" if over_int8 is None else (
+        f" Against quantization alone (the INT8-only arm), autoprune's best within 1 pt is {over_int8[1.0]:.2f}x "
+        f"its speed-up (within 0.5 pt: {over_int8[0.5]:.2f}x): what pruning adds on top of INT8.")
     ctx_task = arms["autoprune"].session.ctx.task
     final_rec = arms["autoprune"].session.ctx.space.space.recovery
     text = f"""# autoprune search vs uniform pruning vs random search (interleaved)
@@ -511,7 +533,8 @@ def main() -> None:
 Arms, all measured by the same runner (x86-ort: ONNX Runtime CPU, 1 thread, median of
 3 timing processes):
 
-- **autoprune**: TPE + warm start (uniform L1 0.5 and 0.3 enqueued after the baseline),
+- **autoprune**: TPE + warm start (the unpruned model at INT8, then uniform L1 0.5 and 0.3 at
+  INT8, enqueued after the baseline),
   exactly the study `autoprune search` creates (TPE's first 8 trials are its random
   start-up, as in the CLI); {len(frames["autoprune"])} trials including the baseline.
 - **uniform**: every group cut by L1 at one ratio ({", ".join(f"{r:g}" for r in ratios)}),
@@ -520,6 +543,14 @@ Arms, all measured by the same runner (x86-ort: ONNX Runtime CPU, 1 thread, medi
   and again at the end. {len(frames["uniform"])} candidates.
 - **random**: Optuna RandomSampler, same space, {len(frames["random"])} trials, baseline enqueued,
   no warm start.
+- **int8-only**: the unpruned model quantized by ONNX Runtime (static QDQ, per-channel,
+  u8 activations and s8 weights, minmax calibration on 200 training images): what a user
+  does without autoprune. Plus the float baseline at the start and at the end.
+- **uniform-int8**: the uniform arm's plans with round_to 16 (the profile's INT8
+  channel multiple), quantized the same way.
+  The two searches choose float32 or INT8 per candidate (the default space's
+  `precision.choices`); a quantized candidate's accuracy is its own (ONNX Runtime), after
+  its float model's recovery.
 
 **Drift control.** The arms ran in turns, one candidate at a time: each round runs one
 autoprune trial and one random trial, with the uniform candidates spread evenly over the
@@ -549,7 +580,7 @@ speed-up); {final_s / 60:.1f} min. Baseline accuracy on the whole set
 {final_df.to_markdown(index=False, floatfmt=".3f")}
 
 autoprune's best speed-up within 1 pt is {ratio[1.0]:.2f}x uniform's (within 0.5 pt:
-{ratio[0.5]:.2f}x). The hypervolume here is over the finalized points with latency as a
+{ratio[0.5]:.2f}x).{int8_line} The hypervolume here is over the finalized points with latency as a
 share of the paired baseline's (reference 1.0, accuracy 0), normalised by the baseline's
 accuracy.
 
@@ -578,7 +609,7 @@ steps). Only the verdict above compares like with like.
 {chr(10).join(front_tables)}
 
 All candidates: [`{out.with_suffix(".csv").name}`](./{out.with_suffix(".csv").name}).
-Studies (not committed): `{root}/autoprune`, `{root}/random`, `{root}/uniform`.
+Studies (not committed): {", ".join(f"`{root}/{n}`" for n in present)}.
 """
     write_report(out, text, monitor, args.allow_noisy or getattr(args, "quick", False))
     print(text)

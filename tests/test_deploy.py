@@ -23,7 +23,7 @@ def test_package_has_every_file_with_checksums(package):
     out, member = package
     manifest = verify_package(out)
     assert manifest["trial"] == member and manifest["schema"] == "autoprune.deploy/1"
-    assert set(manifest["files"]) == {"model.onnx", "model.opt.onnx", "model.pt2"}
+    assert set(manifest["files"]) == {"model.onnx", "model.opt.onnx", "model.pt2", "check.npz"}
     for key in ("torch", "onnxruntime", "onnx", "optuna", "python"):
         assert key in manifest["versions"]
     assert manifest["device"]["name"] == "x86-ort" and len(manifest["device"]["hash"]) == 64

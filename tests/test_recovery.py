@@ -157,7 +157,9 @@ def finalized(tmp_path_factory):
 def test_search_finalizes_by_default_and_recommends(finalized):
     folder, proc, _ = finalized
     final = pd.read_csv(folder / "final.csv")
-    assert len(final) >= 1 and (final["final_steps"] == 800).all() and (final["final_batch_size"] == 128).all()
+    pruned = final[final["search_steps"] > 0]  # the unpruned model at INT8 has nothing to recover
+    assert len(pruned) >= 1 and (pruned["final_steps"] == 800).all() and (final["final_batch_size"] == 128).all()
+    assert (final[final["search_steps"] == 0]["final_steps"] == 0).all()
     assert (final["eval_samples"] == 360).all()  # the whole digits validation split
     assert "finalizing the front" in proc.stderr
     out = " ".join(proc.stdout.split())
@@ -165,13 +167,31 @@ def test_search_finalizes_by_default_and_recommends(finalized):
     assert "autoprune export" in out
     front = pd.read_csv(folder / "pareto.csv")
     finals = front[front["trial"].isin(final["trial"])]
-    assert not finals.empty and finals["fidelity"].str.match(r"final: \d+\+800 steps, 360 images").all()
+    assert not finals.empty and finals["fidelity"].str.match(r"final: (\d+\+800|0\+0) steps, 360 images").all()
     others = front[~front["trial"].isin(final["trial"]) & ~front["baseline"]]
     assert others["fidelity"].str.startswith("search").all()
     for _, row in final.iterrows():  # the front shows the final figures of a finalized member
         shown = front[front["trial"] == row["trial"]].iloc[0]
         assert shown["accuracy"] == pytest.approx(row["final_accuracy"])
         assert shown["search_accuracy"] == pytest.approx(row["search_accuracy"])
+
+
+def test_int8_members_are_finalized_at_int8(finalized):
+    """A quantized member is calibrated again after its final fine-tune and scored as it ships."""
+    from autoprune.evaluate import onnx_accuracy
+    from autoprune.tasks import load_task
+
+    folder, _, _ = finalized
+    final = pd.read_csv(folder / "final.csv")
+    int8 = final[final["precision"] == "int8"]
+    assert not int8.empty, final[["trial", "precision"]]
+    val = load_task("digits").val
+    for _, row in int8.iterrows():
+        out = folder / "trials" / str(int(row["trial"])) / "final"
+        assert row["calibration"] == "minmax" and row["calibration_samples"] == 200
+        assert (out / "model.float.onnx").is_file()
+        assert row["final_accuracy"] == pytest.approx(onnx_accuracy(out / "model.onnx", val))
+        assert row["final_float_accuracy"] == row["final_float_accuracy"]  # recorded
 
 
 def test_an_interrupted_finalize_resumes(finalized, tmp_path):

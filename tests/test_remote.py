@@ -259,6 +259,11 @@ def test_search_on_the_emulated_board(board, backend, tmp_path):
     base = trials.set_index("trial").loc[0]
     assert 0.3 < base["latency_ms"] < 200, base["latency_ms"]
     assert result.front is not None and len(result.front) >= 1
+    if backend == "ort":  # INT8 through ONNX Runtime's aarch64 integer kernels (functional: emulated timings)
+        int8 = trials[trials["precision"] == "int8"]
+        assert len(int8) >= 1 and (int8["state"] == "COMPLETE").all()
+    else:  # TVM profiles offer float32 only (its Relax import runs QDQ as float ops)
+        assert (trials["precision"] == "float32").all()
     if backend == "tvm":
         built = trials["build_target"].dropna()  # trials whose latency came from the cache built nothing
         assert len(built) >= 1 and built.str.contains("aarch64").all()

@@ -71,8 +71,14 @@ def test_new_profiles_parse():
     assert cuda.tvm.target == {"kind": "cuda", "arch": "sm_80"} and cuda.tvm.gpu_schedule == "dlight"
     ort_gpu = load_profile("gpu-cuda-ort")
     assert ort_gpu.onnxruntime.providers[0] == "CUDAExecutionProvider" and ort_gpu.onnxruntime.io_binding
-    # profiles from before TVM keep their hash (studies are keyed by it)
-    assert load_profile("x86-ort").hash == "7d1597d9d3e28090addbe23c7926b0e90e7d32481fb3321059e5c39775fbb493"
+    # profiles from before TVM (and without a precision section) keep their hash (studies are keyed by it)
+    import dataclasses
+
+    from autoprune.profiles import PrecisionSettings
+
+    plain = dataclasses.replace(load_profile("x86-ort"), precision=PrecisionSettings())
+    assert plain.hash == "7d1597d9d3e28090addbe23c7926b0e90e7d32481fb3321059e5c39775fbb493"
+    assert load_profile("x86-ort").hash != plain.hash  # which precisions run is part of what is measured
 
 
 def test_tvm_profile_needs_a_tvm_section(tmp_path):
