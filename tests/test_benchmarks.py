@@ -98,6 +98,15 @@ def test_realization_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_int8_quick(tmp_path):
+    out = tmp_path / "int8.md"
+    run_script("int8.py", "--quick", "--no-tvm", "--allow-noisy", "--out", str(out))
+    text = out.read_text()
+    assert "## Latency by format" in text and "int8 QDQ u8s8 per-channel minmax" in text
+    assert "## INT8 convolution latency against channel count" in text
+
+
+@pytest.mark.slow
 def test_precision_quick(tmp_path):
     out = tmp_path / "precision.md"
     run_script("precision.py", "--quick", "--out", str(out))
