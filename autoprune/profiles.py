@@ -232,7 +232,7 @@ class PrecisionSettings:
 
     def round_to(self, precision: str) -> int:
         """The channel multiple candidates of ``precision`` keep on this device (1: any)."""
-        return self.int8.round_to if precision.startswith("int8") else 1
+        return self.int8.round_to if precision == "int8" else 1  # int8-dynamic leaves convolutions float
 
 
 # The sections a backend or runner of the same name reads its settings from, and what

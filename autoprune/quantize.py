@@ -100,6 +100,8 @@ def quantize(float_onnx: OnnxArtifact, precision: str, out: Path, *, calibration
         if calibration is None or len(calibration) == 0:
             raise ValueError("INT8 static quantization needs calibration inputs.")
         batch = float_onnx.input_shape[0] if float_onnx.input_shape else 1
+        if len(calibration) < batch:  # fewer samples than one batch of the model: repeat them
+            calibration = np.resize(calibration, (batch, *calibration.shape[1:]))
         batches = [calibration[i:i + batch] for i in range(0, len(calibration) - batch + 1, batch)]
         reader = _Reader(INPUT_NAME, [np.ascontiguousarray(b, dtype=np.float32) for b in batches])
         methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
@@ -147,7 +149,8 @@ def _without_shared_initializers(path: Path, out: Path) -> str:
     model = onnx.load(str(path))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    shared = [n for n in graph.node if n.op_type == "Identity" and n.input[0] in inits]
+    outputs = {o.name for o in graph.output}
+    shared = [n for n in graph.node if n.op_type == "Identity" and n.input[0] in inits and n.output[0] not in outputs]
     if not shared:
         return str(path)
     for node in shared:
@@ -188,24 +191,3 @@ class _Reader:
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
-
-
-def agreement(path: str | Path, inputs: np.ndarray, expected: np.ndarray, providers=("CPUExecutionProvider",)
-              ) -> dict[str, float]:
-    """How closely the model at ``path`` follows ``expected`` (the float model's outputs
-    for ``inputs``, one batch per row group): max |difference| and, for class scores,
-    the share of examples whose top class is the same."""
-    import onnxruntime as ort
-
-    from autoprune.export import INPUT_NAME
-
-    session = ort.InferenceSession(str(path), providers=list(providers))
-    batch = session.get_inputs()[0].shape[0]
-    batch = batch if isinstance(batch, int) and batch > 0 else len(inputs)
-    got = np.concatenate([session.run(None, {INPUT_NAME: inputs[i:i + batch]})[0]
-                          for i in range(0, len(inputs) - batch + 1, batch)])
-    expected = expected[:len(got)]
-    out = {"max_abs_diff": float(np.max(np.abs(got - expected))), "examples": len(got)}
-    if got.ndim >= 2 and got.shape[1] > 1:
-        out["top1_agreement"] = float(np.mean(got.argmax(1) == expected.argmax(1)))
-    return out
