@@ -6,7 +6,7 @@ setup:
 
 # A short search on the reference task; prints the Pareto front.
 demo: setup
-	.venv/bin/autoprune search --task fashion-mnist --device x86-ort --latency-budget-ms 0.8 --trials 20
+	.venv/bin/autoprune search --task fashion-mnist --device x86-ort --latency-budget-ms 0.2 --trials 20
 
 # The whole suite, slow tests included (what CI runs).
 test: setup

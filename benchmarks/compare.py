@@ -546,8 +546,8 @@ Arms, all measured by the same runner (x86-ort: ONNX Runtime CPU, 1 thread, medi
 - **int8-only**: the unpruned model quantized by ONNX Runtime (static QDQ, per-channel,
   u8 activations and s8 weights, minmax calibration on 200 training images): what a user
   does without autoprune. Plus the float baseline at the start and at the end.
-- **uniform-int8**: the uniform arm's plans with round_to 16 (the profile's INT8
-  channel multiple), quantized the same way.
+- **uniform-int8**: the uniform arm's plans (round_to 8, already a multiple of the
+  profile's INT8 channel multiple, 4), quantized the same way.
   The two searches choose float32 or INT8 per candidate (the default space's
   `precision.choices`); a quantized candidate's accuracy is its own (ONNX Runtime), after
   its float model's recovery.
