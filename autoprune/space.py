@@ -319,8 +319,6 @@ class ResolvedSpace:
         Raises:
             ValueError: a precision in ``only`` is not supported; the message names what is.
         """
-        import dataclasses
-
         wanted = only or self.space.precision.choices
         supported = profile.precision.supported
         missing = [p for p in wanted if p not in supported]

@@ -120,10 +120,11 @@ def test_four_workers_run_exactly_the_requested_trials(postgres_url, tmp_path):
     trials = study.get_trials()
     assert len(trials) == 12, [(t.number, t.state.name) for t in trials]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    # the queued trials (baseline and the three warm starts) ran once each, not once per worker
+    # the queued trials (baseline and the two warm starts) ran once each, not once per worker
+    # (QUICK_PROFILE has no precision section: float32 only, so no INT8 warm start)
     assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
     assert sorted(t.user_attrs["warm_start"] for t in trials if t.user_attrs.get("warm_start")) == [
-        "uniform l1 0.3 int8", "uniform l1 0.5 int8", "unpruned int8"]
+        "uniform l1 0.3", "uniform l1 0.5"]
     owners = {t.user_attrs["owner"] for t in trials}
     assert len(owners) >= 3, owners  # the workers really shared the work
     for t in trials:
