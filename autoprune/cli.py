@@ -33,11 +33,11 @@ def cmd_devices(args: argparse.Namespace) -> int:
         raise ConfigError(f"unexpected {args.name!r}: did you mean `autoprune devices check {args.name}`?")
 
     table = Table(title="device profiles", title_justify="left")
-    for col in ("name", "backend", "runner", "batch", "description"):
+    for col in ("name", "backend", "runner", "batch", "precisions", "description"):
         table.add_column(col)
     for name in available_profiles():
         p = load_profile(name)
-        table.add_row(name, p.backend, p.runner, str(p.batch_size), p.description)
+        table.add_row(name, p.backend, p.runner, str(p.batch_size), ", ".join(p.precision.supported), p.description)
     out.print(table)
     return 0
 

@@ -148,9 +148,14 @@ def test_precision_flag_mistakes_are_one_line(tmp_path, argv, said):
     assert not (tmp_path / "r" / "digits-x86-ort").exists() or not any((tmp_path / "r").rglob("trials"))
 
 
-def test_help_and_space_show_the_precision_choice():
+def test_help_and_device_list_show_the_precision_choice():
     proc = run_cli("search", "--help")
     assert proc.returncode == 0 and "--precision" in proc.stdout and "int8" in proc.stdout
+    proc = run_cli("devices")
+    assert proc.returncode == 0
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("│ x86-ort "))
+    assert "float32, int8" in row
+    assert "int8" not in next(line for line in proc.stdout.splitlines() if line.startswith("│ x86-tvm "))
 
 
 # -- in a search -----------------------------------------------------------------------
