@@ -210,7 +210,7 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
         atomic_write_text(done, json.dumps(figures, indent=1))
         at = "" if figures["precision"] == "float32" else f" at {figures['precision']}"
         log(f"trial {n}{at}: accuracy {row['accuracy']:.2f}% ({searched} steps, search subset) -> {acc:.2f}% "
-            f"(+{steps} steps, all {len(task.val)} validation images); latency {m_ms:.3f} ms, "
+            f"(+{figures['final_steps']} steps, all {len(task.val)} validation images); latency {m_ms:.3f} ms, "
             f"baseline again {base_ms:.3f} ms: {base_ms / m_ms:.2f}x")
     df = read_final(result.study_dir)
     if not df.empty:  # every row against the same, latest full-set baseline accuracy

@@ -303,7 +303,7 @@ def _front_section(page: _Page, result: SearchResult, df: pd.DataFrame, front: p
     hover = ("trial %{customdata[0]}<br>accuracy %{y:.2f}%<br>latency %{x:.3f} ms<br>"
              "size %{customdata[1]:.3f} MB<br>speed-up %{customdata[2]:.2f}x<br>precision %{customdata[3]}"
              "<extra></extra>")
-    df = df.assign(precision=df["precision"].fillna("float32"))
+    complete = complete.assign(precision=complete["precision"].fillna("float32"))  # studies from before precisions
     front = front.assign(precision=front["precision"].fillna("float32") if "precision" in front else "float32")
     cols = ["trial", "size_mb", "speedup", "precision"]
     on_front = complete["trial"].isin(front["trial"])
