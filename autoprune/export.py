@@ -17,6 +17,7 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,6 +69,14 @@ def architecture_hash(model_bytes: bytes) -> str:
         init.dims.extend(shape)
     proto.producer_version = ""
     return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
+
+
+def file_facts(path: Path, blob: bytes) -> dict[str, Any]:
+    """The :class:`OnnxArtifact` fields that describe the written file ``path`` (holding
+    ``blob``): its path, sha256, architecture hash, size and gzip-compressed size (the
+    ``size_metric: gzip`` objective)."""
+    return {"path": str(path), "sha256": sha256_file(path), "arch_hash": architecture_hash(blob),
+            "bytes": len(blob), "gzip_bytes": len(gzip.compress(blob, compresslevel=6, mtime=0))}
 
 
 @contextlib.contextmanager
@@ -187,11 +196,7 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: Path, parity_at
     tmp.replace(path)
     params, nonzero = count_params(model)
     return OnnxArtifact(
-        path=str(path),
-        sha256=sha256_file(path),
-        arch_hash=architecture_hash(blob),
-        bytes=len(blob),
-        gzip_bytes=len(gzip.compress(blob, compresslevel=6, mtime=0)),
+        **file_facts(path, blob),
         macs=count_macs(model, example_input),
         params=params,
         nonzero_params=nonzero,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gzip
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,13 +53,13 @@ def _quiet():
     """ONNX Runtime's quantizer logs a pre-processing hint through the root logger on
     every call, and its histogram calibrators print their progress: advice and chatter
     for hand-run scripts, not for a search's screen."""
-    import io
+    from autoprune.export import _quiet_stdout
 
     root = logging.getLogger()
     before = root.level
     root.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet_stdout():
             yield
     finally:
         root.setLevel(before)
@@ -164,12 +163,9 @@ def _without_shared_initializers(path: Path, out: Path) -> str:
 def _artifact(float_onnx: OnnxArtifact, path: Path) -> OnnxArtifact:
     """The quantized file as an artifact: its own bytes and hashes, the float model's
     counts (MACs and parameters do not change with precision) and export parity."""
-    from autoprune._config import sha256_file
-    from autoprune.export import architecture_hash
+    from autoprune.export import file_facts
 
-    blob = path.read_bytes()
-    return dataclasses.replace(float_onnx, path=str(path), sha256=sha256_file(path), arch_hash=architecture_hash(blob),
-                               bytes=len(blob), gzip_bytes=len(gzip.compress(blob, compresslevel=6, mtime=0)))
+    return dataclasses.replace(float_onnx, **file_facts(path, path.read_bytes()))
 
 
 def calibration_inputs(train, samples: int, seed: int = 0) -> np.ndarray:
