@@ -197,6 +197,8 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
             )
         files = TrialFiles.of(result.study_dir, trial)
         final = _final_row(result, trial)  # `autoprune finalize` ran: package its weights
+        if final is not None:  # and build as finalize did (TVM: its harder tuning, already in the database)
+            device = Device.of(profile.for_finalize())
         onnx_src = files.final.onnx if final else files.onnx
         record = result.record(trial)
         assert record is not None  # the row above exists

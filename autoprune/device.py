@@ -59,13 +59,15 @@ class Device:
 
     @classmethod
     def open(cls, name_or_path: str | Path, budget_ms: float | None = None, *, check: bool = True,
-             fresh: bool = False) -> Device:
+             fresh: bool = False, final: bool = False) -> Device:
         """Load a profile and create its backend and runner.
 
         Args:
             check: run the backend's and runner's set-up checks (installed runtime,
                 reachable tracker) now.
             fresh: never use the measurement cache (re-timing is the point).
+            final: build as ``finalize`` does (TVM: tuned harder, see
+                :meth:`DeviceProfile.for_finalize`).
 
         Raises:
             AutopruneError: unknown profile, missing runtime, unreachable device.
@@ -75,6 +77,8 @@ class Device:
         profile = load_profile(name_or_path)
         if fresh:
             profile = dataclasses.replace(profile, measurement=dataclasses.replace(profile.measurement, cache=False))
+        if final:
+            profile = profile.for_finalize()
         device = cls.of(profile, budget_ms)
         if check:
             device.check_available()

@@ -177,8 +177,9 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     if chosen.empty:
         raise StudyError(f"{results_dir} has no feasible front member to finalize (run more trials, raise the "
                          "budget, or name --trials).")
-    # a fresh measurement every time: the point is to time again, not to reuse
-    device = Device.open(result.identity["device"], fresh=True)
+    # a fresh measurement every time: the point is to time again, not to reuse; and a
+    # TVM library tuned harder than the search's (the one that is deployed)
+    device = Device.open(result.identity["device"], fresh=True, final=True)
 
     base_model, task, _ = rebuild_model(result, int(base["trial"]), final=False)
     base_full = accuracy(base_model, task.val, None)

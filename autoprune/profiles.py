@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,34 +98,55 @@ class OrtSettings:
 
 @dataclass(frozen=True)
 class TuningSettings:
-    """MetaSchedule tuning done while building each candidate (TVM on a CPU this machine has).
+    """MetaSchedule tuning done while building each candidate (TVM on a CPU).
 
     Records go to a database shared by every candidate (and every study) built for the
-    same resolved target, so a layer shape tuned once is never tuned again: candidates
-    of one search share most shapes, because ``round_to`` limits the channel counts.
-    Each new task gets ``trials_per_task`` trials, and a candidate tunes at most
-    ``max_trials // trials_per_task`` new tasks (the largest first); the others keep the
-    default schedule. ``max_trials: 0`` turns tuning off: whatever the database already
-    holds is still applied.
+    same resolved target, so a layer shape tuned once is not tuned again: candidates of
+    one search share most shapes when ``round_to`` keeps channel counts to a small set.
+    A task counts as tuned once the database holds ``trials_per_task`` measured
+    schedules of it; a candidate tops up its untuned tasks, the largest first, with at
+    most ``max_trials`` trials in all (MetaSchedule's gradient task scheduler shares
+    them out); tasks the budget does not reach keep TVM's default schedule.
+    ``max_trials: 0`` turns tuning off: whatever the database holds is still applied.
+    ``finalize`` tunes each front member harder: every task up to
+    ``final_trials_per_task`` (at most ``final_max_trials`` trials a member), so the
+    deployed library is the well-tuned one. On a board (the ``rpc`` runner) the
+    schedules are cross-compiled here and measured on the board through the tracker.
     """
 
     max_trials: int = 64
     trials_per_task: int = 8
-    # "evolutionary" with a small population: at 8 trials a task a large one only
-    # spends time in the cost model (57 s a task against 8 s here).
+    final_trials_per_task: int = 64
+    final_max_trials: int = 2048
+    # "evolutionary": MetaSchedule's evolutionary search with its XGBoost cost model
     strategy: Literal["evolutionary", "replay-trace"] = "evolutionary"
     population: int = 64
+    # weights stored in the blocked layout the tuned kernel reads, rewritten once at
+    # build time (MetaSchedule's RewriteLayout + Relax's SplitLayoutRewritePreproc)
+    prepack_weights: bool = True
+    round_to: int = 1  # channel multiple this device's candidates keep (fewer shapes: more reuse)
     database: str | None = None  # a folder; null = $AUTOPRUNE_CACHE/tvm-tuning/<target key>
     builder_timeout_s: float = 120.0
+    runner_timeout_s: float = 60.0  # one schedule's measurement (on a board: its RPC session)
 
     def __post_init__(self) -> None:
-        if self.max_trials < 0 or self.trials_per_task < 1:
+        if self.max_trials < 0 or self.trials_per_task < 1 or self.final_trials_per_task < 1 \
+                or self.final_max_trials < 0:
             raise ValueError(
-                f"`max_trials >= 0` and `trials_per_task >= 1` must hold, but got "
-                f"(max_trials={self.max_trials}, trials_per_task={self.trials_per_task})."
+                f"`max_trials >= 0`, `final_max_trials >= 0`, `trials_per_task >= 1` and "
+                f"`final_trials_per_task >= 1` must hold, but got (max_trials={self.max_trials}, "
+                f"trials_per_task={self.trials_per_task}, final_max_trials={self.final_max_trials}, "
+                f"final_trials_per_task={self.final_trials_per_task})."
             )
         if self.population < 8:
             raise ValueError(f"`population >= 8` must hold, but got {self.population}.")
+        if self.round_to < 1:
+            raise ValueError(f"`round_to >= 1` must hold, but got {self.round_to}.")
+
+    def for_finalize(self) -> TuningSettings:
+        """The budget a finalized front member (and its paired baseline) is tuned with."""
+        return dataclasses.replace(self, trials_per_task=max(self.trials_per_task, self.final_trials_per_task),
+                                   max_trials=self.final_max_trials if self.max_trials else 0)
 
 
 @dataclass(frozen=True)
@@ -281,6 +303,21 @@ class DeviceProfile:
         """Threads the timed runtime uses (set in the timing process's environment)."""
         return self.settings.threads
 
+    def round_to(self, precision: str) -> int:
+        """The channel multiple candidates of ``precision`` keep on this device (1: any):
+        what its INT8 kernels need, and what the TVM tuning database reuses best."""
+        need = self.precision.round_to(precision)
+        if self.tvm is not None and self.tvm.tuning.round_to > 1:
+            need = math.lcm(need, self.tvm.tuning.round_to)
+        return need
+
+    def for_finalize(self) -> DeviceProfile:
+        """This profile as ``finalize`` builds with it: TVM tuned harder (the rest as is)."""
+        if self.tvm is None:
+            return self
+        tvm = dataclasses.replace(self.tvm, tuning=self.tvm.tuning.for_finalize())
+        return dataclasses.replace(self, tvm=tvm)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -293,6 +330,12 @@ class DeviceProfile:
         # keyed by their hash) written before them keep their hash.
         if data["tvm"] is None:
             data.pop("tvm")
+        else:
+            defaults = dataclasses.asdict(TuningSettings())
+            for key in ("final_trials_per_task", "final_max_trials", "prepack_weights", "round_to",
+                        "runner_timeout_s"):
+                if data["tvm"]["tuning"][key] == defaults[key]:
+                    data["tvm"]["tuning"].pop(key)
         if data["rpc"] is None:
             data.pop("rpc")
         else:

@@ -328,7 +328,7 @@ class ResolvedSpace:
         # float32 always: the baseline (trial 0) is the user's model as it is
         offered = ("float32", *(p for p in wanted if p in supported and p != "float32"))
         return dataclasses.replace(self, precisions=offered,
-                                   precision_round_to={p: profile.precision.round_to(p) for p in offered})
+                                   precision_round_to={p: profile.round_to(p) for p in offered})
 
     def _round(self, value: int | None, precision: str) -> int | None:
         """``value`` raised to a multiple of what ``precision``'s kernels need here."""

@@ -250,7 +250,8 @@ def test_devices_check_reports_the_emulated_board(board):
 @pytest.mark.slow
 @emulated
 @pytest.mark.parametrize("backend", ["ort", "tvm"])
-def test_search_on_the_emulated_board(board, backend, tmp_path):
+def test_search_on_the_emulated_board(board, backend, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOPRUNE_CACHE", str(tmp_path / "cache"))  # a fresh tuning database: tuning happens
     result = autoprune.search(finalize=False, task="digits", device=f"emulated-a72-{backend}", latency_budget_ms=50.0,
                               n_trials=3, results_dir=tmp_path / "results", progress=False)
     trials = result.trials
@@ -267,6 +268,13 @@ def test_search_on_the_emulated_board(board, backend, tmp_path):
     if backend == "tvm":
         built = trials["build_target"].dropna()  # trials whose latency came from the cache built nothing
         assert len(built) >= 1 and built.str.contains("aarch64").all()
+        # MetaSchedule measured schedules on the board (cross-compiled here) and the
+        # candidates were built with them
+        builds = [result.record(int(n)).build for n in built.index.map(lambda i: trials.loc[i, "trial"])]
+        tuned = [b for b in builds if b.get("tasks_tuned")]
+        assert tuned, builds
+        assert all(b["tuned_on"] == "board (rpc)" for b in tuned)
+        assert sum(b["tasks_tuned"] + b["tasks_reused"] for b in builds) > 0
 
 
 @pytest.mark.slow

@@ -24,8 +24,10 @@ builder process, so a fast ``f_build`` is used; and apache-tvm-ffi must be 0.1.1
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import platform
 import shutil
 import sys
@@ -147,6 +149,23 @@ def _fast_build(mod, target, _params):
     return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
 
 
+def _export(cross_compiler: str, mod) -> str:
+    """MetaSchedule export for a board: a shared library linked by the cross compiler
+    (its default is a tar of object files, which the board would need a compiler for)."""
+    from tvm.support import cc
+
+    path = os.path.join(tempfile.mkdtemp(prefix="autoprune-ms-"), "candidate.so")
+    mod.export_library(path, fcompile=cc.cross_compiler(cross_compiler))
+    return path
+
+
+def _records(database, mod, enough: int) -> int:
+    """How many measured schedules of ``mod`` the database holds (counted up to ``enough``)."""
+    if not database.has_workload(mod):
+        return 0
+    return len(database.get_top_k(database.commit_workload(mod), enough))
+
+
 def _input_specs(model, batch_size: int) -> list[dict[str, Any]]:
     """Graph inputs (initializers excluded) with dynamic dims set to the batch size."""
     from onnx import helper
@@ -214,6 +233,32 @@ def run_library(vm, dev, inputs: list) -> list:
     return [o.numpy() for o in outs]
 
 
+def relax_module(onnx_path: str | Path, profile: DeviceProfile):
+    """The ONNX file as the Relax module whose fused TIR functions are tuned and
+    compiled for the profile's target, and its input specs."""
+    import onnx
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    assert profile.tvm is not None
+    target_dict = resolve_target(profile.tvm)
+    model = onnx.load(str(onnx_path))
+    specs = _input_specs(model, profile.batch_size)
+    mod = from_onnx(model, shape_dict={s["name"]: s["shape"] for s in specs}, keep_params_in_input=False)
+    with tvm.target.Target(target_dict):
+        mod = tvm.transform.Sequential([
+            relax.transform.DecomposeOpsForInference(),  # BatchNorm etc. into plain ops
+            relax.transform.CanonicalizeBindings(),
+            relax.get_pipeline("zero"),  # legalise and fuse: the TIR functions to schedule
+        ])(mod)
+        if target_dict["kind"] not in GPU_KINDS and profile.tvm.tuning.prepack_weights:
+            # mark the weights as free to change layout: a tuned schedule may then read
+            # them blocked (RewriteLayout), and _tune_and_apply folds them so
+            mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+    return mod, specs
+
+
 class TvmBackend(Backend):
     """The artifact is a compiled shared library: a Relax VM executable for the profile's target."""
 
@@ -271,25 +316,14 @@ class TvmBackend(Backend):
         return BuildResult(str(path), None, time.perf_counter() - start, info)
 
     def _build(self, onnx_art: OnnxArtifact, profile: DeviceProfile, out_dir: Path, info: dict[str, Any]) -> Path:
-        import onnx
         import tvm
-        from tvm import relax
-        from tvm.relax.frontend.onnx import from_onnx
 
         assert profile.tvm is not None
         settings = profile.tvm
         target_dict = resolve_target(settings)
         target = tvm.target.Target(target_dict)
         info["target"] = json.dumps(target_dict, sort_keys=True)
-        model = onnx.load(onnx_art.path)
-        specs = _input_specs(model, profile.batch_size)
-        mod = from_onnx(model, shape_dict={s["name"]: s["shape"] for s in specs}, keep_params_in_input=False)
-        with target:
-            mod = tvm.transform.Sequential([
-                relax.transform.DecomposeOpsForInference(),  # BatchNorm etc. into plain ops
-                relax.transform.CanonicalizeBindings(),
-                relax.get_pipeline("zero"),  # legalise and fuse: the TIR functions to schedule
-            ])(mod)
+        mod, specs = relax_module(onnx_art.path, profile)
 
         if target_dict["kind"] in GPU_KINDS:
             from tvm.s_tir import dlight
@@ -332,8 +366,10 @@ class TvmBackend(Backend):
 
     def _tune_and_apply(self, mod, target, target_dict: dict[str, Any], profile: DeviceProfile,
                         info: dict[str, Any]):
-        """Tune the tasks the database lacks (within budget), then apply the database."""
+        """Top up the tasks the database has too few records of (within budget), then
+        apply the database, and fold the weights into the layouts the schedules read."""
         _light_tensor_intrin()
+        import tvm
         from tvm import relax
         from tvm.s_tir import meta_schedule as ms
         from tvm.s_tir.analysis import estimate_tir_flops
@@ -344,13 +380,22 @@ class TvmBackend(Backend):
         db_dir.mkdir(parents=True, exist_ok=True)
         database = ms.database.JSONDatabase(work_dir=str(db_dir), module_equality="structural")
         tasks = ms.relax_integration.extract_tasks(mod, target)
-        in_db = [database.query_tuning_record(t.dispatched[0], target, t.task_name) is not None for t in tasks]
-        known = [t for t, hit in zip(tasks, in_db, strict=True) if hit]
-        new = [t for t, hit in zip(tasks, in_db, strict=True) if not hit]
-        # Tuning needs the code to run here; a cross target only applies what it has.
-        budget_tasks = tuning.max_trials // tuning.trials_per_task if runs_here(target_dict) else 0
-        new.sort(key=lambda t: -estimate_tir_flops(t.dispatched[0]) * t.weight)  # largest first
-        chosen = new[:budget_tasks]
+        # A task is tuned once the database holds trials_per_task measured schedules of it
+        # (finalize asks for more than the search). Records are counted, not just looked
+        # up, so a task tuned briefly during the search is topped up, never started over.
+        need = [tuning.trials_per_task - _records(database, t.dispatched[0], tuning.trials_per_task) for t in tasks]
+        known = [t for t, n in zip(tasks, need, strict=True) if n <= 0]
+        # Tuning measures schedules where the code runs: here, or on the board (rpc).
+        can_tune = runs_here(target_dict) or profile.runner == "rpc"
+        budget = tuning.max_trials if can_tune else 0
+        todo = sorted(((t, n) for t, n in zip(tasks, need, strict=True) if n > 0),
+                      key=lambda tn: -estimate_tir_flops(tn[0].dispatched[0]) * tn[0].weight)  # largest first
+        chosen, trials = [], 0
+        for task, n in todo:
+            if trials + n > budget:
+                break
+            chosen.append(task)
+            trials += n
         t0 = time.perf_counter()
         if chosen:
             # MetaSchedule's console handler takes this logger's level; at its default
@@ -361,20 +406,20 @@ class TvmBackend(Backend):
                             ms.search_strategy.EvolutionarySearch(
                                 population_size=tuning.population,
                                 init_min_unmeasured=max(8, tuning.population // 4),
-                                genetic_num_iters=2,
+                                genetic_num_iters=4,  # MetaSchedule's default; 2 left schedules near random
                             ))
                 contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                     chosen, work_dir=work, strategy=strategy, num_threads=profile.tvm.num_threads, seed=0,
                 )
                 ms.tune.tune_tasks(
                     tasks=contexts, task_weights=weights, work_dir=work,
-                    max_trials_global=len(chosen) * tuning.trials_per_task,
-                    max_trials_per_task=tuning.trials_per_task,
-                    num_trials_per_iter=tuning.trials_per_task,
-                    # two workers: compiling candidates is the slow part on a 2-core machine
-                    builder=ms.builder.LocalBuilder(f_build=_fast_build, timeout_sec=tuning.builder_timeout_s,
-                                                    max_workers=2),
-                    runner=ms.runner.LocalRunner(timeout_sec=60),
+                    max_trials_global=trials,
+                    max_trials_per_task=max(n for _, n in todo[:len(chosen)]),
+                    # a round of 16: enough for the cost model to learn between rounds,
+                    # few enough that a small task's budget is not spent in one blind round
+                    num_trials_per_iter=min(16, tuning.trials_per_task),
+                    builder=self._tuning_builder(profile, tuning),
+                    runner=self._tuning_runner(profile, tuning),
                     database=database,
                     cost_model="random" if tuning.strategy == "replay-trace" else "xgb",
                 )
@@ -382,16 +427,49 @@ class TvmBackend(Backend):
             "tasks": len(tasks),
             "tasks_reused": len(known),
             "tasks_tuned": len(chosen),
-            "tasks_default": len(new) - len(chosen),
-            "tuning_trials": len(chosen) * tuning.trials_per_task,
+            "tasks_default": len(todo) - len(chosen),
+            "tuning_trials": trials,
             "tuning_s": round(time.perf_counter() - t0, 3),
             "db_reuse_rate": round(len(known) / len(tasks), 4) if tasks else 1.0,
             "database": str(db_dir),
             "schedule": "metaschedule",
+            "prepacked": tuning.prepack_weights,
+            "tuned_on": ("board (rpc)" if profile.runner == "rpc" else "host") if chosen else None,
         })
         with target, database:
             mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+        if tuning.prepack_weights:
+            # the weights are constants: rewriting them into the schedules' layouts
+            # happens once here, not at every inference
+            with target:
+                mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
+                                                relax.transform.FoldConstant()])(mod)
         return mod
+
+    @staticmethod
+    def _tuning_builder(profile: DeviceProfile, tuning):
+        from tvm.s_tir import meta_schedule as ms
+
+        assert profile.tvm is not None
+        cc = profile.tvm.cross_compiler
+        # two workers: compiling candidates is the slow part on a 2-core machine
+        return ms.builder.LocalBuilder(f_build=_fast_build, f_export=functools.partial(_export, cc) if cc else None,
+                                       timeout_sec=tuning.builder_timeout_s, max_workers=2)
+
+    @staticmethod
+    def _tuning_runner(profile: DeviceProfile, tuning):
+        from tvm.s_tir import meta_schedule as ms
+
+        if profile.runner != "rpc":
+            return ms.runner.LocalRunner(timeout_sec=tuning.runner_timeout_s)
+        assert profile.rpc is not None
+        host, port, key = profile.rpc.resolved()
+        # the board the candidates are timed on measures the schedules too: the same
+        # tracker and key, one session at a time (a board's cores are what is tuned for)
+        config = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key,
+                                     session_timeout_sec=int(tuning.runner_timeout_s))
+        return ms.runner.RPCRunner(config, ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50),
+                                   max_workers=1)
 
     @staticmethod
     def _reference_outputs(onnx_path: str, specs: list[dict[str, Any]]) -> list:
