@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape  # messages quote `pip install -e .[tvm]`: not markup
 from rich.table import Table
 
 from autoprune.errors import AutopruneError, ConfigError
@@ -45,7 +46,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def _check_device(name: str) -> int:
     from autoprune.devices import check_device
 
-    report = check_device(name, log=lambda msg: err.print(f"[dim]{msg}[/]", highlight=False))
+    report = check_device(name, log=lambda msg: err.print(f"[dim]{escape(msg)}[/]", highlight=False))
     table = Table(title=f"device {report.profile}", title_justify="left", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
@@ -205,7 +206,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     from autoprune.finalize import finalize
 
     df = finalize(args.results, steps=args.steps, trials=args.trials, members=args.members,
-                  log=lambda m: err.print(f"[dim]autoprune:[/] {m}", highlight=False))
+                  log=lambda m: err.print(f"[dim]autoprune:[/] {escape(m)}", highlight=False))
     table = Table(title=f"finalized front of {args.results} (written to final.csv)", title_justify="left")
     cols = {"trial": "trial", "finetune_steps": "steps (all)", "search_accuracy": "search acc %",
             "final_accuracy": "final acc %",
@@ -308,7 +309,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--save-output: the folder {args.save_output.parent} does not exist; create it first.")
     res = run_package(args.package, args.input, runs=args.runs, expect_digest=args.expect_digest)
     if res["note"]:
-        err.print(f"[dim]autoprune:[/] {res['note']}", highlight=False)
+        err.print(f"[dim]autoprune:[/] {escape(res['note'])}", highlight=False)
     out.print(f"checksums ok; output shape {tuple(res['output_shape'])}; latency median "
               f"{res['latency_median_ms']:.3f} ms, p90 {res['latency_p90_ms']:.3f} ms over {res['runs']} runs "
               f"(search measured {res['manifest']['metrics']['latency_ms']:.3f} ms)")
@@ -494,13 +495,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except AutopruneError as exc:
-        err.print(f"[bold red]autoprune: error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]autoprune: error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except Exception as exc:  # noqa: BLE001 - only the machine's refusals become one line; the rest is a bug
         message = _machine_refused(exc)
         if message is None:
             raise
-        err.print(f"[bold red]autoprune: error:[/] {message}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]autoprune: error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("autoprune: interrupted. Finished trials are saved; run the same command to resume.")

@@ -189,6 +189,21 @@ def test_gpu_profiles_without_a_gpu_stop_at_set_up(name, message):
         backends.create(profile.backend).check_available(profile)
 
 
+@pytest.mark.skipif(HAS_GPU, reason="this machine has a GPU")
+@pytest.mark.parametrize("name, extra", [("gpu-cuda-tvm", "[tvm]"), ("gpu-cuda-ort", "[gpu]")])
+def test_gpu_search_without_a_gpu_is_one_sentence(name, extra, tmp_path):
+    """From the command line: exit 2, the whole message (rich markup must not eat the
+    ``[tvm]`` of ``pip install -e .[tvm]``), no traceback, nothing written."""
+    from conftest import run_cli
+
+    proc = run_cli("search", "--task", "digits", "--device", name, "--latency-budget-ms", "1", "--trials", "2",
+                   "--results-dir", str(tmp_path / "results"))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("autoprune: error: ") and "Traceback" not in proc.stderr
+    assert f"pip install -e .{extra}" in proc.stderr and "To fix" in proc.stderr
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
 @pytest.mark.slow
 def test_search_export_and_run_with_x86_tvm(tmp_path, monkeypatch):
     """A short digits search on x86-tvm, then export and `autoprune run`.
