@@ -81,6 +81,30 @@ def test_new_profiles_parse():
     assert load_profile("x86-ort").hash != plain.hash  # which precisions run is part of what is measured
 
 
+def test_finalize_tunes_harder_and_round_to_reaches_the_space(digits_task):
+    from autoprune.space import load_space, resolve
+
+    x86 = load_profile("x86-tvm")
+    tuning = x86.tvm.tuning
+    final = x86.for_finalize().tvm.tuning
+    assert final.trials_per_task == tuning.final_trials_per_task > tuning.trials_per_task
+    assert final.max_trials == tuning.final_max_trials and final.database == tuning.database
+    # a profile that does not tune (ARM boards without the rpc runner's budget) stays untuned
+    off = dataclasses.replace(x86, tvm=dataclasses.replace(x86.tvm, tuning=dataclasses.replace(tuning, max_trials=0)))
+    assert off.for_finalize().tvm.tuning.max_trials == 0
+    assert load_profile("x86-ort").for_finalize() == load_profile("x86-ort")
+    # the profile's round_to raises every candidate's channel multiple (the space offers 1 and 8)
+    assert x86.round_to("float32") == tuning.round_to > 1
+    space = resolve(load_space("default"), digits_task.model, digits_task.example_input(1),
+                    digits_task.ignored_layers).offer(x86)
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(10):
+        plan = space.suggest(study.ask())
+        assert plan.round_to % tuning.round_to == 0
+
+
 def test_tvm_profile_needs_a_tvm_section(tmp_path):
     from autoprune.errors import ConfigError
 
@@ -217,7 +241,8 @@ def test_search_export_and_run_with_x86_tvm(tmp_path, monkeypatch):
 
     monkeypatch.setenv("AUTOPRUNE_CACHE", str(tmp_path / "cache"))
     text = (REPO / "device_profiles" / "x86-tvm.yaml").read_text()
-    text = text.replace("max_trials: 48", "max_trials: 0")
+    assert "max_trials: 256 " in text
+    text = text.replace("max_trials: 256 ", "max_trials: 0 ")
     text = text.replace("sessions: 3 ", "sessions: 1 ")
     device = tmp_path / "x86-tvm.yaml"
     device.write_text(text)

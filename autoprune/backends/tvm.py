@@ -246,13 +246,16 @@ def relax_module(onnx_path: str | Path, profile: DeviceProfile):
     model = onnx.load(str(onnx_path))
     specs = _input_specs(model, profile.batch_size)
     mod = from_onnx(model, shape_dict={s["name"]: s["shape"] for s in specs}, keep_params_in_input=False)
+    cpu = target_dict["kind"] not in GPU_KINDS
+    if cpu and profile.tvm.layout == "NHWC":  # see TvmSettings.layout
+        mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
     with tvm.target.Target(target_dict):
         mod = tvm.transform.Sequential([
             relax.transform.DecomposeOpsForInference(),  # BatchNorm etc. into plain ops
             relax.transform.CanonicalizeBindings(),
             relax.get_pipeline("zero"),  # legalise and fuse: the TIR functions to schedule
         ])(mod)
-        if target_dict["kind"] not in GPU_KINDS and profile.tvm.tuning.prepack_weights:
+        if cpu and profile.tvm.tuning.prepack_weights:
             # mark the weights as free to change layout: a tuned schedule may then read
             # them blocked (RewriteLayout), and _tune_and_apply folds them so
             mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
@@ -408,8 +411,10 @@ class TvmBackend(Backend):
                                 init_min_unmeasured=max(8, tuning.population // 4),
                                 genetic_num_iters=4,  # MetaSchedule's default; 2 left schedules near random
                             ))
+                # num_threads: the search's own (sampling, evolving, the cost model), every
+                # core of this machine; the schedules' cores are the target's num-cores
                 contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                    chosen, work_dir=work, strategy=strategy, num_threads=profile.tvm.num_threads, seed=0,
+                    chosen, work_dir=work, strategy=strategy, num_threads=os.cpu_count() or 1, seed=0,
                 )
                 ms.tune.tune_tasks(
                     tasks=contexts, task_weights=weights, work_dir=work,
