@@ -116,11 +116,14 @@ class TuningSettings:
 
     max_trials: int = 64
     trials_per_task: int = 8
-    final_trials_per_task: int = 64
+    final_trials_per_task: int = 32
     final_max_trials: int = 2048
     # "evolutionary": MetaSchedule's evolutionary search with its XGBoost cost model
     strategy: Literal["evolutionary", "replay-trace"] = "evolutionary"
-    population: int = 64
+    # candidates the cost model ranks per round (the search samples them on every core);
+    # at 8 trials a task 512 against 64 was within noise for 2.4x the tuning time
+    # (results/benchmarks/tvm_vs_ort.md): kept for the larger finalize budgets
+    population: int = 512
     # weights stored in the blocked layout the tuned kernel reads, rewritten once at
     # build time (MetaSchedule's RewriteLayout + Relax's SplitLayoutRewritePreproc)
     prepack_weights: bool = True
@@ -164,9 +167,9 @@ class TvmSettings:
     cross_compiler: str | None = None  # e.g. aarch64-linux-gnu-gcc; null = the host's compiler
     gpu_schedule: Literal["dlight"] = "dlight"  # GPU kernels: dlight's default GPU rules
     # CPU convolutions in channels-last: MetaSchedule vectorises over channels (multiples
-    # of 16 with round_to) instead of rows of 7-28 pixels; 1.79 against 2.45 ms at the same
-    # budget on the reference model (results/benchmarks/tvm_vs_ort.md). Transposes are
-    # added only at the model's edges.
+    # of 16 with round_to) instead of rows of 7-28 pixels; half the latency of NCHW at the
+    # same budget on the reference model (results/benchmarks/tvm_vs_ort.md). Transposes
+    # are added only at the model's edges.
     layout: Literal["NHWC", "NCHW"] = "NHWC"
     tuning: TuningSettings = field(default_factory=TuningSettings)
     parity_atol: float = 1e-3  # max |TVM - ONNX Runtime| (plus parity_rtol x max |ORT|)

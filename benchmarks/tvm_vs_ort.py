@@ -111,7 +111,7 @@ def factors(onnx, ort_p: DeviceProfile, tvm_p: DeviceProfile, tmp: Path, steps: 
         add(f"TVM tuned {per_task}/task, the x86-tvm profile (topped up)", res, f"{per_task}/task", total)
     applied = build_and_time(onnx, tvm_profile(tvm_p, tmp / "db-profile", first), tmp / "applied")
     add(f"the same database, rebuilt at {first}/task (tuned now: {applied['tasks_tuned']}, "
-        f"reused: {applied['tasks_reused']}/{applied['tasks']})", applied, "0")
+        f"reused: {applied['tasks_reused']}/{applied['tasks']})", applied, "0", applied["tuning_s"])
     return rows
 
 

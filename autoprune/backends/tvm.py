@@ -166,6 +166,25 @@ def _records(database, mod, enough: int) -> int:
     return len(database.get_top_k(database.commit_workload(mod), enough))
 
 
+ASKED_FILE = "autoprune-asked.json"  # task (structural hash) -> the most trials_per_task it was tuned to
+
+
+def _asked(db_dir: Path) -> dict[str, int]:
+    try:
+        return json.loads((db_dir / ASKED_FILE).read_text())
+    except (OSError, ValueError):
+        return {}  # none yet, or half-written by a crash: the records still count
+
+
+def _remember_asked(db_dir: Path, keys: set[str], trials_per_task: int) -> None:
+    from autoprune._config import atomic_write_text
+
+    # read again just before writing: another worker may have added to it meanwhile
+    asked = _asked(db_dir)
+    asked.update({k: max(asked.get(k, 0), trials_per_task) for k in keys})
+    atomic_write_text(db_dir / ASKED_FILE, json.dumps(asked, sort_keys=True))
+
+
 def _input_specs(model, batch_size: int) -> list[dict[str, Any]]:
     """Graph inputs (initializers excluded) with dynamic dims set to the batch size."""
     from onnx import helper
@@ -373,6 +392,7 @@ class TvmBackend(Backend):
         apply the database, and fold the weights into the layouts the schedules read."""
         _light_tensor_intrin()
         import tvm
+        import tvm_ffi
         from tvm import relax
         from tvm.s_tir import meta_schedule as ms
         from tvm.s_tir.analysis import estimate_tir_flops
@@ -386,7 +406,13 @@ class TvmBackend(Backend):
         # A task is tuned once the database holds trials_per_task measured schedules of it
         # (finalize asks for more than the search). Records are counted, not just looked
         # up, so a task tuned briefly during the search is topped up, never started over.
-        need = [tuning.trials_per_task - _records(database, t.dispatched[0], tuning.trials_per_task) for t in tasks]
+        # Some tasks (a reshape, a small pooling) have fewer distinct schedules than that:
+        # MetaSchedule stops short, so what was asked of a task is kept beside the records.
+        asked = _asked(db_dir)
+        keys = [str(tvm_ffi.structural_hash(t.dispatched[0])) for t in tasks]
+        need = [0 if asked.get(k, 0) >= tuning.trials_per_task else
+                tuning.trials_per_task - _records(database, t.dispatched[0], tuning.trials_per_task)
+                for t, k in zip(tasks, keys, strict=True)]
         known = [t for t, n in zip(tasks, need, strict=True) if n <= 0]
         # Tuning measures schedules where the code runs: here, or on the board (rpc).
         can_tune = runs_here(target_dict) or profile.runner == "rpc"
@@ -428,6 +454,8 @@ class TvmBackend(Backend):
                     database=database,
                     cost_model="random" if tuning.strategy == "replay-trace" else "xgb",
                 )
+            tuned = {k for t, k in zip(tasks, keys, strict=True) if any(t is c for c in chosen)}
+            _remember_asked(db_dir, tuned, tuning.trials_per_task)
         info.update({
             "tasks": len(tasks),
             "tasks_reused": len(known),
