@@ -121,8 +121,8 @@ class TuningSettings:
     # "evolutionary": MetaSchedule's evolutionary search with its XGBoost cost model
     strategy: Literal["evolutionary", "replay-trace"] = "evolutionary"
     # candidates the cost model ranks per round (the search samples them on every core);
-    # at 8 trials a task 512 against 64 was within noise for 2.4x the tuning time
-    # (results/benchmarks/tvm_vs_ort.md): kept for the larger finalize budgets
+    # at 8 trials a task 512 against 64 took 2.4x the tuning time for 1-25% lower
+    # latency, varying between runs (results/benchmarks/tvm_vs_ort.md)
     population: int = 512
     # weights stored in the blocked layout the tuned kernel reads, rewritten once at
     # build time (MetaSchedule's RewriteLayout + Relax's SplitLayoutRewritePreproc)

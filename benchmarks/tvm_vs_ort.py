@@ -84,7 +84,7 @@ def factors(onnx, ort_p: DeviceProfile, tvm_p: DeviceProfile, tmp: Path, steps: 
     rows = []
 
     def add(label: str, res: dict, trials: str = "0", tuning_s: float = 0.0) -> None:
-        rows.append({"arm": label, "trials": trials, "tuning_s": tuning_s, **res})
+        rows.append({**res, "arm": label, "trials": trials, "tuning_s": tuning_s})  # cumulative, not res's own
         print(f"{label}: {res['median_ms']:.3f} ms (tuning {tuning_s:.0f} s)", flush=True)
 
     add("ONNX Runtime (x86-ort), 1 thread", build_and_time(onnx, ort_p, tmp / "ort"))

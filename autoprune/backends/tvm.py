@@ -4,12 +4,14 @@ Build: ONNX -> Relax (``from_onnx``) -> the ``zero`` pipeline (fused TIR functio
 -> schedules -> ``tvm.compile`` for the profile's target -> ``export_library``
 (cross-compiled when the profile names a cross compiler). Schedules come from:
 
-- CPU (llvm): MetaSchedule. Untuned Relax is 40-50x slower than ONNX Runtime here
-  (convolutions are left unscheduled), so each candidate's new tasks are tuned and the
-  records go to a tuning database shared by every candidate built for the same
-  resolved target. Pruned candidates share most layer shapes (``round_to`` limits
-  them), so later candidates mostly reuse records. Tasks the budget does not reach keep
-  TVM's default schedule.
+- CPU (llvm): convolutions channels-last (NHWC), weights pre-packed into the layouts
+  the tuned schedules read, and MetaSchedule. Untuned Relax is 50-100x slower than
+  ONNX Runtime here (convolutions are left unscheduled), so each candidate's tasks are
+  topped up to ``trials_per_task`` records in a tuning database shared by every
+  candidate built for the same resolved target (``finalize`` asks for more). Pruned
+  candidates share most layer shapes (``round_to`` limits them), so later candidates
+  mostly reuse records. Tasks the budget does not reach keep TVM's default schedule.
+  On a board (the ``rpc`` runner) the schedules are measured there.
 - GPU (cuda): dlight's default GPU rules; there is no GPU here to tune on.
 
 Every build that can run on this machine is checked against ONNX Runtime on a random
@@ -417,14 +419,16 @@ class TvmBackend(Backend):
         # Tuning measures schedules where the code runs: here, or on the board (rpc).
         can_tune = runs_here(target_dict) or profile.runner == "rpc"
         budget = tuning.max_trials if can_tune else 0
-        todo = sorted(((t, n) for t, n in zip(tasks, need, strict=True) if n > 0),
-                      key=lambda tn: -estimate_tir_flops(tn[0].dispatched[0]) * tn[0].weight)  # largest first
-        chosen, trials = [], 0
-        for task, n in todo:
+        todo = sorted(((t, n, k) for t, n, k in zip(tasks, need, keys, strict=True) if n > 0),
+                      key=lambda tnk: -estimate_tir_flops(tnk[0].dispatched[0]) * tnk[0].weight)  # largest first
+        chosen, chosen_keys, trials, most = [], set(), 0, 0
+        for task, n, key in todo:
             if trials + n > budget:
                 break
             chosen.append(task)
+            chosen_keys.add(key)
             trials += n
+            most = max(most, n)
         t0 = time.perf_counter()
         if chosen:
             # MetaSchedule's console handler takes this logger's level; at its default
@@ -435,7 +439,7 @@ class TvmBackend(Backend):
                             ms.search_strategy.EvolutionarySearch(
                                 population_size=tuning.population,
                                 init_min_unmeasured=max(8, tuning.population // 4),
-                                genetic_num_iters=4,  # MetaSchedule's default; 2 left schedules near random
+                                genetic_num_iters=4,  # MetaSchedule's default
                             ))
                 # num_threads: the search's own (sampling, evolving, the cost model), every
                 # core of this machine; the schedules' cores are the target's num-cores
@@ -445,17 +449,15 @@ class TvmBackend(Backend):
                 ms.tune.tune_tasks(
                     tasks=contexts, task_weights=weights, work_dir=work,
                     max_trials_global=trials,
-                    max_trials_per_task=max(n for _, n in todo[:len(chosen)]),
-                    # a round of 16: enough for the cost model to learn between rounds,
-                    # few enough that a small task's budget is not spent in one blind round
+                    max_trials_per_task=most,
+                    # the cost model is retrained between rounds of up to 16 trials
                     num_trials_per_iter=min(16, tuning.trials_per_task),
                     builder=self._tuning_builder(profile, tuning),
                     runner=self._tuning_runner(profile, tuning),
                     database=database,
                     cost_model="random" if tuning.strategy == "replay-trace" else "xgb",
                 )
-            tuned = {k for t, k in zip(tasks, keys, strict=True) if any(t is c for c in chosen)}
-            _remember_asked(db_dir, tuned, tuning.trials_per_task)
+            _remember_asked(db_dir, chosen_keys, tuning.trials_per_task)
         info.update({
             "tasks": len(tasks),
             "tasks_reused": len(known),
