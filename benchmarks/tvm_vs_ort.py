@@ -119,11 +119,9 @@ def reuse(task, tvm_p: DeviceProfile, tmp: Path, round_tos: list[int], n: int, s
     """Database reuse across ``n`` sampled candidates at each ``round_to``."""
     import optuna
     import tvm
-    import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.analysis import estimate_tir_flops
 
-    from autoprune.backends.tvm import relax_module, resolve_target
+    from autoprune.backends.tvm import relax_module, resolve_target, task_cost, task_key
     from autoprune.pruning import apply
     from autoprune.space import load_space, resolve
 
@@ -138,8 +136,8 @@ def reuse(task, tvm_p: DeviceProfile, tmp: Path, round_tos: list[int], n: int, s
                                                                                                       round_to=r)))
         space = base.offer(prof)
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-        seen_all: set[int] = set()  # every task of every earlier candidate tuned
-        seen_budget: set[int] = set()  # tuned under the per-candidate budget, largest first
+        seen_all: set[str] = set()  # every task of every earlier candidate tuned
+        seen_budget: set[str] = set()  # tuned under the per-candidate budget, largest first
         tasks_after = reused_all = reused_budget = 0
         widths: set[tuple] = set()
         for i in range(n):
@@ -150,14 +148,14 @@ def reuse(task, tvm_p: DeviceProfile, tmp: Path, round_tos: list[int], n: int, s
             onnx = to_onnx(pruned, example, tmp / f"r{r}-{i}.onnx", 1e-3)
             mod, _ = relax_module(onnx.path, prof)
             tasks = ms.relax_integration.extract_tasks(mod, target)
-            keys = [tvm_ffi.structural_hash(t.dispatched[0]) for t in tasks]  # as the database matches
+            keys = [task_key(t) for t in tasks]
             if i >= 5:
                 tasks_after += len(keys)
                 reused_all += sum(k in seen_all for k in keys)
                 reused_budget += sum(k in seen_budget for k in keys)
             seen_all.update(keys)
             new = sorted(((t, k) for t, k in zip(tasks, keys, strict=True) if k not in seen_budget),
-                         key=lambda tk: -estimate_tir_flops(tk[0].dispatched[0]) * tk[0].weight)
+                         key=lambda tk: -task_cost(tk[0]))
             seen_budget.update(k for _, k in new[:tuning.max_trials // tuning.trials_per_task])
         out.append({"round_to": r, "candidates": n, "tasks_after": tasks_after,
                     "reuse_all": reused_all / tasks_after, "reuse_budget": reused_budget / tasks_after,

@@ -168,6 +168,21 @@ def _records(database, mod, enough: int) -> int:
     return len(database.get_top_k(database.commit_workload(mod), enough))
 
 
+def task_key(task) -> str:
+    """A tuning task's identity as the database matches it (structural)."""
+    import tvm_ffi
+
+    return str(tvm_ffi.structural_hash(task.dispatched[0]))
+
+
+def task_cost(task) -> float:
+    """What tuning a task is worth: its FLOPs times how often the model calls it (the
+    order tasks are tuned in, largest first)."""
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    return estimate_tir_flops(task.dispatched[0]) * task.weight
+
+
 ASKED_FILE = "autoprune-asked.json"  # task (structural hash) -> the most trials_per_task it was tuned to
 
 
@@ -394,10 +409,8 @@ class TvmBackend(Backend):
         apply the database, and fold the weights into the layouts the schedules read."""
         _light_tensor_intrin()
         import tvm
-        import tvm_ffi
         from tvm import relax
         from tvm.s_tir import meta_schedule as ms
-        from tvm.s_tir.analysis import estimate_tir_flops
 
         assert profile.tvm is not None
         tuning = profile.tvm.tuning
@@ -411,7 +424,7 @@ class TvmBackend(Backend):
         # Some tasks (a reshape, a small pooling) have fewer distinct schedules than that:
         # MetaSchedule stops short, so what was asked of a task is kept beside the records.
         asked = _asked(db_dir)
-        keys = [str(tvm_ffi.structural_hash(t.dispatched[0])) for t in tasks]
+        keys = [task_key(t) for t in tasks]
         need = [0 if asked.get(k, 0) >= tuning.trials_per_task else
                 tuning.trials_per_task - _records(database, t.dispatched[0], tuning.trials_per_task)
                 for t, k in zip(tasks, keys, strict=True)]
@@ -420,7 +433,7 @@ class TvmBackend(Backend):
         can_tune = runs_here(target_dict) or profile.runner == "rpc"
         budget = tuning.max_trials if can_tune else 0
         todo = sorted(((t, n, k) for t, n, k in zip(tasks, need, keys, strict=True) if n > 0),
-                      key=lambda tnk: -estimate_tir_flops(tnk[0].dispatched[0]) * tnk[0].weight)  # largest first
+                      key=lambda tnk: -task_cost(tnk[0]))  # largest first
         chosen, chosen_keys, trials, most = [], set(), 0, 0
         for task, n, key in todo:
             if trials + n > budget:
