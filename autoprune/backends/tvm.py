@@ -26,6 +26,7 @@ builder process, so a fast ``f_build`` is used; and apache-tvm-ffi must be 0.1.1
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -74,6 +75,42 @@ def target_arch(target: dict[str, Any]) -> str:
     """The machine the code runs on: the triple's first part, or this machine's."""
     triple = target.get("mtriple")
     return triple.split("-")[0] if triple else platform.machine()
+
+
+def _raised_in(exc: BaseException) -> str:
+    """Where in Python an error was raised: TVM's own messages often do not say, and a
+    failed trial's reason is all a user has to go on."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f" (raised in {Path(last.filename).parent.name}/{Path(last.filename).name}:{last.lineno}, {last.name})"
+
+
+@contextlib.contextmanager
+def _meta_schedule_logging():
+    """MetaSchedule's loggers, quiet and configurable.
+
+    Its console handler takes the ``tvm.s_tir.meta_schedule`` logger's level; at its
+    default (DEBUG) every tuning round prints tables and XGBoost lines into the search.
+    And its ``create_loggers`` re-configures that logger with the *names* of the handlers
+    it already has: one without a name (pytest attaches its capture handlers to every
+    non-propagating logger, and so may a user's application) fails every later tuning
+    with "'NoneType' object has no attribute 'format'". Those are set aside while
+    MetaSchedule configures its loggers, and put back after.
+    """
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    logger.setLevel(logging.WARNING)
+    unnamed = [h for h in logger.handlers if not h.get_name()]
+    for handler in unnamed:
+        logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in unnamed:
+            logger.addHandler(handler)
 
 
 def runs_here(target: dict[str, Any]) -> bool:
@@ -349,7 +386,8 @@ class TvmBackend(Backend):
         try:
             path = self._build(onnx, profile, Path(out_dir), info)
         except Exception as exc:  # noqa: BLE001 - an unbuildable candidate fails its trial
-            return BuildResult(None, f"{type(exc).__name__}: {exc}", time.perf_counter() - start, info)
+            return BuildResult(None, f"{type(exc).__name__}: {exc}{_raised_in(exc)}",
+                               time.perf_counter() - start, info)
         if "error" in info:  # built, but wrong: a failed build all the same
             return BuildResult(None, info.pop("error"), time.perf_counter() - start, info)
         return BuildResult(str(path), None, time.perf_counter() - start, info)
@@ -444,10 +482,7 @@ class TvmBackend(Backend):
             most = max(most, n)
         t0 = time.perf_counter()
         if chosen:
-            # MetaSchedule's console handler takes this logger's level; at its default
-            # (DEBUG) every tuning round prints tables and XGBoost lines into the search.
-            logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-            with tempfile.TemporaryDirectory(prefix="autoprune-tune-") as work:
+            with _meta_schedule_logging(), tempfile.TemporaryDirectory(prefix="autoprune-tune-") as work:
                 strategy = (ms.search_strategy.ReplayTrace() if tuning.strategy == "replay-trace" else
                             ms.search_strategy.EvolutionarySearch(
                                 population_size=tuning.population,
