@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = [
-    "AutopruneError", "Device", "SearchResult", "TrialRecord", "export_trial", "join", "load_profile", "load_space",
-    "load_task", "run_package", "search",
+    "AutopruneError", "Device", "Metric", "SearchResult", "Split", "Task", "TrialRecord", "export_trial", "join",
+    "load_profile", "load_space", "load_task", "run_package", "search", "write_report",
 ]
 
 _LAZY = {
@@ -32,17 +32,23 @@ _LAZY = {
     "load_task": ("autoprune.tasks", "load_task"),
     "run_package": ("autoprune.deploy", "run_package"),
     "AutopruneError": ("autoprune.errors", "AutopruneError"),
+    "Task": ("autoprune.tasks", "Task"),
+    "Split": ("autoprune.tasks", "Split"),
+    "Metric": ("autoprune.evaluate", "Metric"),
+    "write_report": ("autoprune.report", "write_report"),
 }
 
 if TYPE_CHECKING:
     from autoprune.deploy import export_trial, run_package
     from autoprune.device import Device
     from autoprune.errors import AutopruneError
+    from autoprune.evaluate import Metric
+    from autoprune.report import write_report
     from autoprune.profiles import load_profile
     from autoprune.results import SearchResult
     from autoprune.search_loop import join, search
     from autoprune.space import load_space
-    from autoprune.tasks import load_task
+    from autoprune.tasks import Split, Task, load_task
     from autoprune.trials import TrialRecord
 
 

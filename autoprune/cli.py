@@ -117,7 +117,9 @@ def cmd_groups(args: argparse.Namespace) -> int:
     from autoprune.tasks import load_task
 
     space = load_space(args.space)
-    task = load_task(args.task, args.data_dir)
+    from autoprune.tasks._loader import parse_task_args
+
+    task = load_task(args.task, args.data_dir, parse_task_args(args.task_arg))
     for note in task.notes:
         out.print(note)
     whole = resolve_task(space, task, args.setup_timeout_s, args.setup_memory_gb)
@@ -146,6 +148,7 @@ def cmd_groups(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from autoprune.search_loop import search
+    from autoprune.tasks._loader import parse_task_args
 
     devices, budgets = args.device, args.latency_budget_ms
     if len(budgets) not in (1, len(devices)):
@@ -173,6 +176,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         setup_timeout_s=args.setup_timeout_s,
         setup_memory_gb=args.setup_memory_gb,
         precisions=None if args.precision is None else [p.strip() for p in args.precision.split(",") if p.strip()],
+        task_args=parse_task_args(args.task_arg),
     )
     _print_front(result)
     _print_recommendation(result)
@@ -207,9 +211,13 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 
     df = finalize(args.results, steps=args.steps, trials=args.trials, members=args.members,
                   log=lambda m: err.print(f"[dim]autoprune:[/] {escape(m)}", highlight=False))
+    from autoprune.results import SearchResult
+
+    result = SearchResult.load(args.results)
+    short = _short(result.metric)
     table = Table(title=f"finalized front of {args.results} (written to final.csv)", title_justify="left")
-    cols = {"trial": "trial", "finetune_steps": "steps (all)", "search_accuracy": "search acc %",
-            "final_accuracy": "final acc %",
+    cols = {"trial": "trial", "finetune_steps": "steps (all)", "search_accuracy": f"search {short}",
+            "final_accuracy": f"final {short}",
             "accuracy_drop": "drop", "search_latency_ms": "search ms", "final_latency_ms": "final ms",
             "baseline_latency_ms": "baseline ms", "paired_speedup": "speedup"}
     for c in cols.values():
@@ -220,10 +228,14 @@ def cmd_finalize(args: argparse.Namespace) -> int:
                       f"{r['accuracy_drop']:+.2f}", f"{r['search_latency_ms']:.3f}", f"{r['final_latency_ms']:.3f}",
                       f"{r['baseline_latency_ms']:.3f}", f"{r['paired_speedup']:.2f}x")
     out.print(table)
-    from autoprune.results import SearchResult
-
-    _print_recommendation(SearchResult.load(args.results))
+    _print_recommendation(result)
     return 0
+
+
+def _short(metric) -> str:
+    """A column title for the metric: 'acc %' for top-1 accuracy, else e.g. 'mIoU %'."""
+    name = "acc" if metric.name == "accuracy" else metric.name
+    return f"{name} {metric.unit}".strip()
 
 
 def cmd_front(args: argparse.Namespace) -> int:
@@ -233,10 +245,12 @@ def cmd_front(args: argparse.Namespace) -> int:
     if args.format == "table":
         _print_front(result)
         _print_recommendation(result)
-    elif args.format == "csv":
-        sys.stdout.write(result.front.to_csv(index=False))
-    else:
-        sys.stdout.write(result.front.to_json(orient="records", indent=1) + "\n")
+    else:  # the metric's columns under its name, as in pareto.csv
+        from autoprune.results import named
+
+        front = named(result.front, result.metric)
+        sys.stdout.write(front.to_csv(index=False) if args.format == "csv"
+                         else front.to_json(orient="records", indent=1) + "\n")
     return 0
 
 
@@ -251,9 +265,10 @@ def _print_front(result) -> None:
     title = (f"Pareto front of {result.identity['study']}: budget {', '.join(budgets)} "
              f"({n_ok} complete, {n_fail} failed trials)")
     if base is not None:
-        title += f"\nbaseline (trial {int(base['trial'])}): {base['accuracy']:.2f}% at {base['latency_ms']:.3f} ms"
+        title += (f"\nbaseline (trial {int(base['trial'])}): {result.metric.name} "
+                  f"{result.metric.fmt(base['accuracy'])} at {base['latency_ms']:.3f} ms")
     table = Table(title=title, title_justify="left")
-    headers = {"trial": "trial", "accuracy": "acc %", "accuracy_drop": "drop", "latency_ms": "latency ms",
+    headers = {"trial": "trial", "accuracy": _short(result.metric), "accuracy_drop": "drop", "latency_ms": "latency ms",
                "latency_p90_ms": "p90 ms", "speedup": "speedup", "size_mb": "size MB",
                "macs_ratio": "MACs", "params": "params", "sparsity": "zeros", "precision": "precision",
                "round_to": "round_to",
@@ -278,6 +293,12 @@ def _print_front(result) -> None:
         out.print("[yellow]no trial met the latency budget yet; run more trials or raise the budget[/]")
 
 
+def _task_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="a keyword argument for the task factory (package.module:factory); repeat for more. "
+                             "Values are read as YAML scalars: size=32 is a number, root=data/x a string")
+
+
 def _whole(value) -> str:
     """A count as text (pandas turns a column with a gap into floats: 16.0)."""
     try:
@@ -293,8 +314,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = SearchResult.load(args.results, storage=args.storage)
     path = export_trial(result, args.trial, args.out)
     manifest = json.loads((path / "manifest.json").read_text())
-    m = manifest["metrics"]
-    out.print(f"exported trial {args.trial} to {path}/: accuracy {m['accuracy']:.2f}%, "
+    m, metric = manifest["metrics"], result.metric
+    out.print(f"exported trial {args.trial} to {path}/: {metric.name} {metric.fmt(m[metric.name])}, "
               f"latency {m['latency_ms']:.3f} ms ({m['speedup']:.2f}x) [{m['fidelity']}], "
               f"files: {', '.join(manifest['files'])}")
     out.print(f"digest {package_digest(path)} (give it to `autoprune run --expect-digest` where the package is used)",
@@ -384,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_methods)
     s = sub.add_parser("groups", help="list a task's prunable groups under a search space")
     s.add_argument("--task", required=True)
+    _task_args(s)
     s.add_argument("--space", default="default")
     s.add_argument("--data-dir")
     _setup_limits(s)
@@ -391,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("search", help="run or resume a search")
     s.add_argument("--task", required=True, help="built-in task name or package.module:factory")
+    _task_args(s)
     s.add_argument("--device", required=True, action="append",
                    help="device profile name or YAML path; repeat to time every candidate on several "
                         "devices (the first is the main one)")
@@ -416,7 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after the trials: skip the full fine-tune, full validation and paired re-timing of "
                         "the front's best members (run `autoprune finalize` later)")
     s.add_argument("--max-drop", type=float, default=1.0, metavar="PTS",
-                   help="accuracy points below the baseline the recommended pick may lose (default 1.0)")
+                   help="points of the task's metric below the baseline the recommended pick may lose "
+                        "(default 1.0)")
     s.add_argument("--min-metric", type=float, metavar="VALUE",
                    help="least accuracy shown on the front and plots (default: the baseline's less 10 points; "
                         "lower candidates stay in trials.csv)")

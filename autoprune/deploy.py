@@ -54,7 +54,7 @@ def rebuild_model(result: SearchResult, trial: int, final: bool = True):
     from autoprune.tasks import load_task
 
     files = TrialFiles.of(result.study_dir, trial)
-    task = load_task(result.identity["task"], result.identity.get("data_dir"))
+    task = load_task(result.identity["task"], result.identity.get("data_dir"), result.identity.get("task_args"))
     model, plan = load_candidate(task, files, final=final, label=f"trial {trial}")
     return model, task, plan
 
@@ -91,7 +91,11 @@ def _final_row(result: SearchResult, trial: int) -> dict[str, Any] | None:
     table = result.study_dir / "final.csv"
     if not (table.is_file() and TrialFiles.of(result.study_dir, trial).final.onnx.is_file()):
         return None
-    rows = pd.read_csv(table)
+    # final.csv names the metric's columns after it (final_mIoU); read them back
+    metric = result.metric
+    back = {metric.key(c): c for c in ("final_accuracy", "baseline_accuracy", "accuracy_drop", "search_accuracy",
+                                       "final_float_accuracy")}
+    rows = pd.read_csv(table).rename(columns=back)
     rows = rows[rows["trial"] == trial]
     return None if rows.empty else json.loads(rows.iloc[0].to_json())
 
@@ -255,13 +259,17 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
             "check": {"file": CHECK_FILE, "examples": int(len(check_x)),
                       "against": "the pruned float32 PyTorch model's outputs on validation inputs",
                       "agreement_at_export": agreement},
-            "metrics": {**_figures(row, base, final),
+            # what the scores are: "accuracy" (top-1, %) unless the task named its metric,
+            # and then the keys below carry its name (e.g. "mIoU", "baseline_mIoU")
+            "metric": result.metric.describe(),
+            "metrics": {**{result.metric.key(k): v for k, v in _figures(row, base, final).items()},
                 "size_mb": float(row["size_mb"]),
                 "macs": int(row["macs"]),
                 "params": int(row["params"]),
                 "latency_budget_ms": result.budget_ms,
                 "export_parity_max_abs_diff": parity,
-                **({"float_accuracy": _float_accuracy(row, final)} if precision != "float32" else {}),
+                **({result.metric.key("float_accuracy"): _float_accuracy(row, final)}
+                   if precision != "float32" else {}),
             },
             "finalized": final,  # longer fine-tune and paired re-measurement, or null
             "device": {"name": profile.name, "hash": profile.hash, "profile": profile.to_dict()},

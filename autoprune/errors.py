@@ -24,6 +24,10 @@ class DataError(TaskError):
     """A dataset is missing or unreadable."""
 
 
+class MetricError(TaskError):
+    """A task's metric returned something other than one finite number."""
+
+
 class SetupError(TaskError):
     """The model cannot be traced for pruning: Torch-Pruning failed, or took more time
     or memory than set-up is allowed."""

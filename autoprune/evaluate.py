@@ -1,53 +1,206 @@
-"""Scoring a model on the task's validation split (top-1 accuracy, in percent)."""
+"""Scoring a model on the task's validation split: the task's metric.
+
+A :class:`Metric` has a name, a unit and a direction, and ``evaluate(model, data) ->
+float``. Top-1 accuracy (in percent, higher is better) is the default for a classifier;
+``MIOU`` scores per-pixel labels. The same metric scores a quantized candidate: its ONNX
+file is wrapped as a callable (:class:`OnnxModel`) that the metric runs like a model.
+
+Example:
+    >>> error = Metric("error", unit="%", higher_is_better=False,
+    ...                evaluate=lambda model, data: 100 - top1(model, data))
+"""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-# _base, not the package: the package's loader builds the built-in tasks with ``accuracy``
-from autoprune.tasks._base import Split
+if TYPE_CHECKING:  # torch is imported where it is used: showing results stays fast
+    import torch
+
+    from autoprune.tasks._base import Split
 
 
-def accuracy(model: nn.Module, data: Split, samples: int | None = None, batch_size: int = 500) -> float:
-    """Top-1 accuracy in percent on the first ``samples`` validation examples (all if None).
+def top1(model: Callable[[torch.Tensor], torch.Tensor], data: Split, batch_size: int = 500) -> float:
+    """Top-1 accuracy in percent of ``model`` on every example of ``data``."""
+    import torch
 
-    The validation split is shuffled once when the task is built, so its first
-    ``samples`` examples are a fixed random subset: every candidate sees the same one.
-    """
-    n = len(data.x) if samples is None else min(samples, len(data.x))
-    model.eval()
     correct = 0
     with torch.no_grad():
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            pred = model(data.x[start:stop]).argmax(1)
-            correct += int((pred == data.y[start:stop]).sum())
-    return 100.0 * correct / n
+        for start in range(0, len(data), batch_size):
+            pred = model(data.x[start:start + batch_size]).argmax(1)
+            correct += int((pred == data.y[start:start + batch_size]).sum())
+    return 100.0 * correct / len(data)
+
+
+def miou(model: Callable[[torch.Tensor], torch.Tensor], data: Split, batch_size: int = 500) -> float:
+    """Mean intersection over union in percent of per-pixel labels (N, H, W) against
+    outputs (N, classes, H, W), over the classes present in the labels or predictions
+    (a class never seen and never predicted has no IoU), from one confusion matrix
+    over the whole split (not an average of per-image figures)."""
+    import torch
+
+    confusion = None
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            out = model(data.x[start:start + batch_size])
+            k = out.shape[1]
+            if confusion is None:
+                confusion = torch.zeros(k, k, dtype=torch.int64)
+            pred = out.argmax(1).flatten()
+            truth = data.y[start:start + batch_size].flatten()
+            confusion += torch.bincount(truth * k + pred, minlength=k * k).reshape(k, k)
+    assert confusion is not None
+    inter = confusion.diag().double()
+    union = confusion.sum(0).double() + confusion.sum(1).double() - inter
+    seen = union > 0
+    return float(100.0 * (inter[seen] / union[seen]).mean())
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A metric as results record it: name, unit, direction (its function stays in code)."""
+
+    name: str = "accuracy"
+    unit: str = "%"
+    higher_is_better: bool = True
+
+    @classmethod
+    def of(cls, described: dict[str, Any] | None) -> MetricInfo:
+        """From :meth:`describe`'s dict; studies from before metrics had names scored accuracy."""
+        return cls(**described) if described else cls()
+
+    @property
+    def sign(self) -> float:
+        """+1 if higher is better, -1 if lower: ``sign * (value - base)`` is the gain."""
+        return 1.0 if self.higher_is_better else -1.0
+
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+    @property
+    def optuna_direction(self) -> str:
+        return "maximize" if self.higher_is_better else "minimize"
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "unit": self.unit, "higher_is_better": self.higher_is_better}
+
+    def fmt(self, value: float | None, digits: int = 2) -> str:
+        """e.g. '91.20%'; '-' for none."""
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        return f"{value:.{digits}f}{self.unit}"
+
+    def key(self, column: str) -> str:
+        """A table column or record key under the metric's name ('accuracy_drop' ->
+        'mIoU_drop', 'final_accuracy' -> 'final_mIoU'); other columns unchanged."""
+        return column.replace("accuracy", self.name)
+
+    def label(self) -> str:
+        """An axis or column title, e.g. 'mIoU (%)'."""
+        return f"{self.name} ({self.unit})" if self.unit else self.name
+
+
+@dataclass(frozen=True)
+class Metric(MetricInfo):
+    """What a candidate is scored by.
+
+    Attributes:
+        name: shown everywhere the score is (trial lines, tables, CSV columns, plots).
+        evaluate: ``evaluate(model, data) -> float`` on a :class:`Split`; ``model`` is
+            an ``nn.Module`` in eval mode, or an :class:`OnnxModel` (also callable on a
+            batch). autoprune passes the validation subset it scores on.
+        unit: printed after the figure, e.g. ``%`` (empty for none).
+        higher_is_better: the direction; a drop against the baseline is measured in it.
+    """
+
+    # (a default only because MetricInfo's fields have them: a Metric needs its function)
+    evaluate: Callable[[Any, Split], float] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str) or "," in self.name or "@" in self.name:
+            raise ValueError(f"a metric needs a short name without commas or '@', got {self.name!r}.")
+        if not callable(self.evaluate):
+            raise TypeError(f"Metric.evaluate must be callable as evaluate(model, data), got "
+                            f"{type(self.evaluate).__name__}.")
+
+    @property
+    def info(self) -> MetricInfo:
+        return MetricInfo(self.name, self.unit, self.higher_is_better)
+
+    def __call__(self, model: Any, data: Split, samples: int | None = None) -> float:
+        """The metric on the first ``samples`` examples of ``data`` (all if None).
+
+        The validation split is shuffled once when the task is built, so its first
+        ``samples`` examples are a fixed random subset: every candidate sees the same
+        one. Raises MetricError for a value that is not a finite number.
+        """
+        import torch
+
+        from autoprune.errors import MetricError
+
+        part = data if samples is None or samples >= len(data) else data.head(samples)
+        if isinstance(model, torch.nn.Module):
+            model.eval()
+        with torch.no_grad():
+            value = self.evaluate(model, part)
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise MetricError(f"metric {self.name!r} returned {type(value).__name__} ({value!r:.60}); "
+                              "it must return one number (a float)")
+        if not math.isfinite(value):
+            raise MetricError(f"metric {self.name!r} returned {value}; it must return a finite number "
+                              "(a NaN often means an empty class or a division by zero in it)")
+        return float(value)
+
+
+ACCURACY = Metric("accuracy", "%", True, top1)
+MIOU = Metric("mIoU", "%", True, miou)
+
+
+class OnnxModel:
+    """An ONNX file run by ONNX Runtime's CPU provider, callable on a batch like a model.
+
+    A model exported at a fixed batch size runs batches of that size; a shorter batch
+    is padded and the padding's outputs dropped.
+    """
+
+    def __init__(self, path) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        spec = self.session.get_inputs()[0]
+        self.name = spec.name
+        self.batch = spec.shape[0] if isinstance(spec.shape[0], int) and spec.shape[0] > 0 else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import numpy as np
+        import torch
+
+        x = x.detach().numpy().astype(np.float32)
+        if self.batch is None:
+            return torch.from_numpy(self.session.run(None, {self.name: x})[0])
+        outs = []
+        for start in range(0, len(x), self.batch):
+            chunk = x[start:start + self.batch]
+            real = len(chunk)
+            if real < self.batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - real, axis=0)])
+            outs.append(self.session.run(None, {self.name: chunk})[0][:real])
+        return torch.from_numpy(np.concatenate(outs))
+
+
+def accuracy(model, data: Split, samples: int | None = None, batch_size: int = 500) -> float:
+    """Top-1 accuracy in percent on the first ``samples`` validation examples (all if None)."""
+    return ACCURACY(model, data, samples)
 
 
 def onnx_accuracy(path, data: Split, samples: int | None = None) -> float:
-    """Top-1 accuracy in percent of an ONNX model (e.g. a quantized candidate) on the same
-    first ``samples`` validation examples as :func:`accuracy`, run by ONNX Runtime's CPU
-    provider at the model's own batch size (the last short batch is padded and the
-    padding not scored)."""
-    import numpy as np
-    import onnxruntime as ort
-
-    n = len(data.x) if samples is None else min(samples, len(data.x))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    spec = session.get_inputs()[0]
-    batch = spec.shape[0] if isinstance(spec.shape[0], int) and spec.shape[0] > 0 else 500
-    x = data.x[:n].numpy().astype(np.float32)
-    y = data.y[:n].numpy()
-    correct = 0
-    for start in range(0, n, batch):
-        chunk = x[start:start + batch]
-        real = len(chunk)
-        if real < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
-        pred = session.run(None, {spec.name: chunk})[0][:real].argmax(1)
-        correct += int((pred == y[start:start + real]).sum())
-    return 100.0 * correct / n
+    """Top-1 accuracy in percent of an ONNX model on the same examples as :func:`accuracy`."""
+    return ACCURACY(OnnxModel(path), data, samples)

@@ -34,33 +34,37 @@ FINAL_SLACK = 3.0  # accuracy points a search-time figure may be below the pick'
 
 def choose(result, members: int, trials: list[int] | None = None) -> pd.DataFrame:
     """The rows to finalize: the named trials, or up to ``members`` of the budget-feasible
-    accuracy/latency front that is shown: the fastest ones whose search-time accuracy is
-    within ``max_drop`` + 3 points of the baseline (short recoveries understate accuracy,
-    most for the most pruned), and the most accurate one."""
+    metric/latency front that is shown: the fastest ones whose search-time figure is
+    within ``max_drop`` + 3 points of the baseline (short recoveries understate the
+    metric, most for the most pruned), and the best-scoring one."""
     if trials is not None:
         rows = result.trials[result.trials["trial"].isin(trials)]
         return rows[rows["state"] == "COMPLETE"]
     shown = result.shown(result.trials)
     rows = shown[shown["feasible"] & ~shown["baseline"].astype(bool)]
     base = result.baseline
-    return choose_rows(rows, None if base is None else float(base["accuracy"]), result.max_drop, members)
+    return choose_rows(rows, None if base is None else float(base["accuracy"]), result.max_drop, members,
+                       sign=result.metric.sign)
 
 
-def choose_rows(rows: pd.DataFrame, base_accuracy: float | None, max_drop: float, members: int) -> pd.DataFrame:
+def choose_rows(rows: pd.DataFrame, base_accuracy: float | None, max_drop: float, members: int,
+                sign: float = 1.0) -> pd.DataFrame:
     """Of ``rows`` (candidates with ``accuracy`` and ``latency_ms``), the members to
-    finalize: on their accuracy/latency front, the fastest within ``max_drop`` + 3
-    points of ``base_accuracy``, plus the most accurate; at most ``members``."""
+    finalize: on their metric/latency front, the fastest within ``max_drop`` + 3
+    points of ``base_accuracy``, plus the best-scoring; at most ``members``.
+    ``sign``: +1 where higher is better, -1 where lower is."""
     from autoprune.pareto import two_d_front
 
     if rows.empty:
         return rows
-    front = two_d_front(rows)
-    best = front.sort_values("accuracy", ascending=False).head(1)
-    near = front if base_accuracy is None else front[front["accuracy"] >= base_accuracy - max_drop - FINAL_SLACK]
+    front = two_d_front(rows, sign)
+    by_score = front.assign(_good=sign * front["accuracy"]).sort_values("_good", ascending=False).drop(columns="_good")
+    best = by_score.head(1)
+    near = front if base_accuracy is None else front[sign * (base_accuracy - front["accuracy"]) <= max_drop + FINAL_SLACK]
     fastest = near[~near["trial"].isin(best["trial"])].sort_values("latency_ms").head(members - 1)
     chosen = pd.concat([fastest, best])
-    if len(chosen) < members:  # room left: the next most accurate
-        rest = front[~front["trial"].isin(chosen["trial"])].sort_values("accuracy", ascending=False)
+    if len(chosen) < members:  # room left: the next best-scoring
+        rest = by_score[~by_score["trial"].isin(chosen["trial"])]
         chosen = pd.concat([chosen, rest.head(members - len(chosen))])
     return chosen.sort_values("latency_ms")
 
@@ -90,7 +94,7 @@ def fine_tune(model, task, rec, steps: int, masks, distill, seed: int) -> None:
     if steps <= 0:
         return
     cfg = TrainConfig(steps, rec.final_batch_size, rec.final_lr, hflip=task.hflip, seed=seed)
-    train(model, task.train, cfg, masks=masks, distill=distill)
+    train(model, task.train, cfg, masks=masks, distill=distill, loss_fn=task.loss_of)
     recalibrate_bn(model, task.train, rec.bn_batches, rec.batch_size)
 
 
@@ -106,7 +110,7 @@ def finalize_member(model, plan, task, space, device, base_model, distill, steps
     import torch
 
     from autoprune import pruning
-    from autoprune.evaluate import accuracy, onnx_accuracy
+    from autoprune.evaluate import OnnxModel
     from autoprune.export import to_onnx
     from autoprune.quantize import calibration_inputs, quantize
 
@@ -116,7 +120,7 @@ def finalize_member(model, plan, task, space, device, base_model, distill, steps
     else:
         masks = pruning.restore_masks(model, plan, task.example_input(1), task.ignored_layers)
         fine_tune(model, task, space.recovery, steps, masks, distill, seed=seed)
-    acc = accuracy(model, task.val, None)
+    acc = task.metric(model, task.val)
     example = task.example_input(device.profile.batch_size)
     precision = plan.precision
     float_path = out.onnx if precision == "float32" else out.float_onnx
@@ -129,7 +133,7 @@ def finalize_member(model, plan, task, space, device, base_model, distill, steps
                                                                                    seed=calibration_seed),
                         method=pc.calibration, percentile=pc.percentile, int8=device.profile.precision.int8)
         onnx, quantization, float_acc = made.artifact, made.settings, acc
-        acc = onnx_accuracy(onnx.path, task.val, None)
+        acc = task.metric(OnnxModel(onnx.path), task.val)
     torch.save(model.state_dict(), out.state)
     base_onnx = to_onnx(base_model, example, out.dir / "baseline.onnx", space.parity_atol, space.parity_rtol)
     # paired: the baseline is timed again just before the candidate
@@ -160,7 +164,6 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     """
     from autoprune.deploy import rebuild_model
     from autoprune.device import Device
-    from autoprune.evaluate import accuracy
     from autoprune.recover import Distill
     from autoprune.results import SearchResult
     from autoprune.space import load_space
@@ -182,7 +185,8 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     device = Device.open(result.identity["device"], fresh=True, final=True)
 
     base_model, task, _ = rebuild_model(result, int(base["trial"]), final=False)
-    base_full = accuracy(base_model, task.val, None)
+    base_full = task.metric(base_model, task.val)
+    sign = task.metric.sign
     distill = Distill(base_model, rec.distill_weight, rec.distill_temperature) if rec.distill_weight > 0 else None
     for _, row in chosen.iterrows():
         n = int(row["trial"])
@@ -207,15 +211,19 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
                              f"`autoprune finalize {result.study_dir}` to try again.") from None
         acc, m_ms, base_ms = figures["final_accuracy"], figures["final_latency_ms"], figures["baseline_latency_ms"]
         figures = {"trial": n, "search_accuracy": row["accuracy"], "search_latency_ms": row["latency_ms"],
-                   **figures, "baseline_accuracy": base_full, "accuracy_drop": base_full - acc}
+                   **figures, "baseline_accuracy": base_full,
+                   "accuracy_drop": sign * (base_full - acc)}
         atomic_write_text(done, json.dumps(figures, indent=1))
         at = "" if figures["precision"] == "float32" else f" at {figures['precision']}"
-        log(f"trial {n}{at}: accuracy {row['accuracy']:.2f}% ({searched} steps, search subset) -> {acc:.2f}% "
+        fmt = task.metric.fmt
+        log(f"trial {n}{at}: {task.metric.name} {fmt(row['accuracy'])} ({searched} steps, search subset) -> {fmt(acc)} "
             f"(+{figures['final_steps']} steps, all {len(task.val)} validation images); latency {m_ms:.3f} ms, "
             f"baseline again {base_ms:.3f} ms: {base_ms / m_ms:.2f}x")
     df = read_final(result.study_dir)
     if not df.empty:  # every row against the same, latest full-set baseline accuracy
         df["baseline_accuracy"] = base_full
-        df["accuracy_drop"] = base_full - df["final_accuracy"]
-    atomic_write_text(result.study_dir / FINAL_TABLE, df.to_csv(index=False))
+        df["accuracy_drop"] = sign * (base_full - df["final_accuracy"])
+    from autoprune.results import named
+
+    atomic_write_text(result.study_dir / FINAL_TABLE, named(df, result.metric).to_csv(index=False))
     return df

@@ -27,7 +27,7 @@ import torch
 
 from autoprune import pruning
 from autoprune.device import Device
-from autoprune.evaluate import accuracy, onnx_accuracy
+from autoprune.evaluate import OnnxModel
 from autoprune.export import OnnxArtifact, count_params, to_onnx
 from autoprune.limits import time_limit
 from autoprune.measure import Measurement, MeasurementCache
@@ -213,6 +213,7 @@ def prune(ctx: Context, plan: pruning.PruningPlan, seed: int, model=None, fracti
         fraction=fraction,
         original=original,
         masks=masks,
+        loss_fn=ctx.task.loss_of,
     )
 
 
@@ -243,7 +244,7 @@ def prune_and_recover(ctx: Context, plan: pruning.PruningPlan, seed: int, times:
                     return model, report, why
                 steps = rec.finetune_steps // k + (rec.finetune_steps % k if step == k else 0)
                 cfg = TrainConfig(steps, rec.batch_size, rec.lr, hflip=ctx.task.hflip, seed=seed + step - 1)
-                train(model, ctx.task.train, cfg, masks=report.masks, distill=ctx.distill)
+                train(model, ctx.task.train, cfg, masks=report.masks, distill=ctx.distill, loss_fn=ctx.task.loss_of)
                 # again after the fine-tune: its running averages lag its last weights, and
                 # a BN momentum like MNASNet's 3e-4 leaves them unusable (outputs of 1e14)
                 recalibrate_bn(model, ctx.task.train, rec.bn_batches, rec.batch_size)
@@ -268,10 +269,10 @@ def climb(ctx: Context, model, masks, latency_ms: float, rungs: dict[int, float]
             return rungs, why
         with _stage("recover", times):
             cfg = TrainConfig(total - steps, rec.batch_size, rec.lr, hflip=ctx.task.hflip, seed=seed + total)
-            train(model, ctx.task.train, cfg, masks=masks, distill=ctx.distill)
+            train(model, ctx.task.train, cfg, masks=masks, distill=ctx.distill, loss_fn=ctx.task.loss_of)
             recalibrate_bn(model, ctx.task.train, rec.bn_batches, rec.batch_size)
         with _stage("evaluate", times):
-            rungs[total] = accuracy(model, ctx.task.val, rec.eval_samples)
+            rungs[total] = ctx.task.metric(model, ctx.task.val, rec.eval_samples)
     return rungs, None
 
 
@@ -328,14 +329,14 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
             if over:
                 return over
             with _stage("screen", times):
-                zero["accuracy"] = accuracy(model, ctx.task.val, rec.eval_samples)
+                zero["accuracy"] = ctx.task.metric(model, ctx.task.val, rec.eval_samples)
             return ctx.stager.skip_finetune(latency.median_ms, zero["accuracy"])
 
         gate = screen if ctx.stager.skips else None
 
     model, report, skipped = prune_and_recover(ctx, plan, seed, times, gate)
     with _stage("evaluate", times):
-        acc = zero["accuracy"] if skipped and "accuracy" in zero else accuracy(model, ctx.task.val, rec.eval_samples)
+        acc = zero["accuracy"] if skipped and "accuracy" in zero else ctx.task.metric(model, ctx.task.val, rec.eval_samples)
     fine_tuned = not skipped and not plan.is_identity
     steps = rec.finetune_steps if fine_tuned else 0
     rungs = {steps: acc} if fine_tuned else {}
@@ -353,7 +354,7 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
     if plan.precision != "float32":  # the candidate's accuracy is the quantized model's own
         float_acc = acc
         with _stage("evaluate", times):
-            acc = onnx_accuracy(onnx.path, ctx.task.val, rec.eval_samples)
+            acc = ctx.task.metric(OnnxModel(onnx.path), ctx.task.val, rec.eval_samples)
     if early is None or early.arch_hash != onnx.arch_hash:
         latency, cached, build_info = measure(ctx, onnx, trial_dir, times, number)
     also = {device.name: measure_on(ctx, device, onnx, trial_dir, times, number) for device in ctx.also}

@@ -20,30 +20,36 @@ def front_numbers(study) -> list[int]:
     return [t.number for t in best]
 
 
-def two_d_front(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows not beaten on both accuracy and latency by another row, fastest first."""
-    rows = rows.sort_values(["latency_ms", "accuracy"], ascending=[True, False])
+def two_d_front(rows: pd.DataFrame, sign: float = 1.0) -> pd.DataFrame:
+    """The rows not beaten on both the metric (``accuracy``; higher is better where
+    ``sign`` is +1, lower where -1) and latency by another row, fastest first."""
+    rows = rows.assign(_good=sign * rows["accuracy"]).sort_values(["latency_ms", "_good"], ascending=[True, False])
     keep, best = [], -float("inf")
     for i, r in rows.iterrows():
-        if r["accuracy"] > best:
+        if r["_good"] > best:
             keep.append(i)
-            best = r["accuracy"]
-    return rows.loc[keep]
+            best = r["_good"]
+    return rows.loc[keep].drop(columns="_good")
 
 
-def hypervolume_2d(points: pd.DataFrame, ref_latency_ms: float) -> float:
-    """Area of the (latency, accuracy) plane that ``points`` dominate, up to a reference.
+def hypervolume_2d(points: pd.DataFrame, ref_latency_ms: float, sign: float = 1.0) -> float:
+    """Area of the (latency, metric) plane that ``points`` dominate, up to a reference.
 
     A point (l, a) dominates the box [l, ref_latency_ms] x [0, a]. The area of the
-    union of these boxes is the integral over latency x of the best accuracy reached
-    at a latency <= x: sort by latency, take the running maximum of accuracy and
-    multiply by the width to the next point (or to the reference).
+    union of these boxes is the integral over latency x of the best metric reached
+    at a latency <= x: sort by latency, take the running maximum of the metric and
+    multiply by the width to the next point (or to the reference). For a metric where
+    lower is better (``sign`` -1) the boxes reach up from the worst value of ``points``.
     """
-    p = points[(points["latency_ms"] < ref_latency_ms) & (points["accuracy"] > 0)].sort_values("latency_ms")
+    good = sign * points["accuracy"]
+    if sign < 0:
+        good = good - good.min()
+    p = points.assign(_good=good)
+    p = p[(p["latency_ms"] < ref_latency_ms) & (p["_good"] > 0)].sort_values("latency_ms")
     if p.empty:
         return 0.0
     widths = p["latency_ms"].shift(-1, fill_value=ref_latency_ms) - p["latency_ms"]
-    return float((p["accuracy"].cummax() * widths).sum())
+    return float((p["_good"].cummax() * widths).sum())
 
 
 def pick(front: pd.DataFrame, max_accuracy_drop: float | None = None) -> pd.Series | None:

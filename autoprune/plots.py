@@ -1,4 +1,4 @@
-"""Pareto plots: accuracy against measured latency, budget line and baseline marked."""
+"""Pareto plots: the task's metric against measured latency, budget line and baseline marked."""
 
 from __future__ import annotations
 
@@ -8,21 +8,24 @@ from pathlib import Path
 import pandas as pd
 
 from autoprune._config import atomic_write_bytes, atomic_write_text
+from autoprune.evaluate import MetricInfo
 
 
 def pareto_plots(trials: pd.DataFrame, front: pd.DataFrame, baseline: pd.Series | None, budget_ms: float,
-                 device: str, study: str, out_dir: Path) -> None:
+                 device: str, study: str, out_dir: Path, metric: MetricInfo | None = None) -> None:
     """Write ``pareto.png`` (matplotlib) and ``pareto.html`` (plotly, self-contained) into ``out_dir``."""
     done = trials[trials["state"] == "COMPLETE"]
     # the front line at search-time figures (one fidelity for every point); finalized
     # members' final figures are marked apart, each linked to its search-time point
     on_front = done[done["trial"].isin(set(front["trial"]) if not front.empty else set())]
     final = front[front["fidelity"].astype(str).str.startswith("final")] if "fidelity" in front else front.iloc[0:0]
-    _png(done, on_front, final, baseline, budget_ms, device, study, Path(out_dir))
-    _html(done, on_front, final, baseline, budget_ms, study, Path(out_dir))
+    metric = metric or MetricInfo()
+    _png(done, on_front, final, baseline, budget_ms, device, study, Path(out_dir), metric)
+    _html(done, on_front, final, baseline, budget_ms, study, Path(out_dir), metric)
 
 
-def _png(df, front, final, base, budget_ms: float, device: str, study: str, out_dir: Path) -> None:
+def _png(df, front, final, base, budget_ms: float, device: str, study: str, out_dir: Path,
+         metric: MetricInfo) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,8 +50,8 @@ def _png(df, front, final, base, budget_ms: float, device: str, study: str, out_
                    zorder=5, label=f"baseline ({base['latency_ms']:.3f} ms)")
     ax.axvline(budget_ms, ls="--", c="tab:green", label=f"budget {budget_ms:g} ms")
     ax.set_xlabel(f"measured latency, median (ms) on {device}")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"{study}: accuracy vs latency (grey, line: search-time figures)")
+    ax.set_ylabel(f"validation {metric.label()}, {metric.direction}")
+    ax.set_title(f"{study}: {metric.name} vs latency (grey, line: search-time figures)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -58,10 +61,11 @@ def _png(df, front, final, base, budget_ms: float, device: str, study: str, out_
     atomic_write_bytes(out_dir / "pareto.png", png.getvalue())
 
 
-def _html(df, front, final, base, budget_ms: float, study: str, out_dir: Path) -> None:
+def _html(df, front, final, base, budget_ms: float, study: str, out_dir: Path, metric: MetricInfo) -> None:
     import plotly.graph_objects as go
 
-    hover = "trial %{customdata[0]}<br>acc %{y:.2f}%<br>latency %{x:.3f} ms<br>size %{customdata[1]:.3f} MB"
+    hover = (f"trial %{{customdata[0]}}<br>{metric.name} %{{y:.2f}}{metric.unit}<br>latency %{{x:.3f}} ms<br>"
+             "size %{customdata[1]:.3f} MB")
     fig = go.Figure()
     fig.add_scatter(x=df["latency_ms"], y=df["accuracy"], mode="markers", name="trials",
                     marker={"color": "lightgray"}, customdata=df[["trial", "size_mb"]], hovertemplate=hover)
@@ -76,6 +80,6 @@ def _html(df, front, final, base, budget_ms: float, study: str, out_dir: Path) -
         fig.add_scatter(x=[base["latency_ms"]], y=[base["accuracy"]], mode="markers", name="baseline",
                         marker={"symbol": "star", "size": 14, "color": "red"})
     fig.add_vline(x=budget_ms, line_dash="dash", line_color="green", annotation_text=f"budget {budget_ms:g} ms")
-    fig.update_layout(title=f"{study}: accuracy vs measured latency",
-                      xaxis_title="latency, median (ms)", yaxis_title="validation accuracy (%)")
+    fig.update_layout(title=f"{study}: {metric.name} vs measured latency",
+                      xaxis_title="latency, median (ms)", yaxis_title=f"validation {metric.label()}, {metric.direction}")
     atomic_write_text(out_dir / "pareto.html", fig.to_html(include_plotlyjs=True, full_html=True))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from autoprune.evaluate import MetricInfo
 
 if TYPE_CHECKING:
     from autoprune.trials import TrialRecord
@@ -19,6 +20,7 @@ class SearchProgress:
         self._progress: Progress | None = None
         self._task = None
         self._best: str = ""
+        self.metric = MetricInfo()  # the task's, once it is loaded
 
     def __enter__(self) -> SearchProgress:
         return self
@@ -62,7 +64,7 @@ class SearchProgress:
                 extra += (f"  [dim]tuning {record.build.get('tuning_s', 0):.0f} s, "
                           f"{record.build.get('tasks_reused', 0)}/{record.build['tasks']} tasks reused[/]")
             self._progress.console.print(
-                f"  trial {record.number:>3}: accuracy {acc:6.2f}%  latency {lat:7.3f} ms  "
+                f"  trial {record.number:>3}: {self.metric.name} {self.metric.fmt(acc):>7}  latency {lat:7.3f} ms  "
                 f"size {record.size_mb or 0.0:.3f} MB  {mark}{extra}",
                 highlight=False,
             )

@@ -506,8 +506,12 @@ def apply(
     fraction: float = 1.0,
     original: PruneReport | None = None,
     masks: Mapping[str, torch.Tensor] | None = None,
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[nn.Module, PruneReport]:
     """Return a pruned copy of ``model`` and a :class:`PruneReport`.
+
+    ``loss_fn(model, x, y)``: what gradient (Taylor) importance differentiates on
+    ``gradient_batches``, the task's loss (cross-entropy of ``model(x)`` by default).
 
     Order: blocks are dropped first, then structured groups are scored (all on the same
     copy, so indices stay valid) and cut, then sparse groups are masked on the result.
@@ -533,7 +537,7 @@ def apply(
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         return _apply(model, plan, example_input, ignored_layers, gradient_batches, fraction, original,
-                      masks or {})
+                      masks or {}, loss_fn)
 
 
 def _apply(
@@ -545,6 +549,7 @@ def _apply(
     fraction: float,
     original: PruneReport | None,
     masks: Mapping[str, torch.Tensor],
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[nn.Module, PruneReport]:
     import torch
     from torch import nn
@@ -562,9 +567,11 @@ def _apply(
         if not gradient_batches:
             raise PruningError("a gradient-based method was chosen but no labelled batches given")
         pruned.zero_grad(set_to_none=True)
-        loss_fn = nn.CrossEntropyLoss()
         for x, y in gradient_batches:
-            loss_fn(pruned(x), y).backward()
+            if loss_fn is None:
+                nn.functional.cross_entropy(pruned(x), y).backward()
+            else:
+                loss_fn(pruned, x, y).backward()
 
     # Plan keys are root names of the unpruned model; a dropped block can move a
     # group's root, so a key also matches any member layer of a current group.

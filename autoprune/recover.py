@@ -126,13 +126,16 @@ class Distill:
 
 
 def train(model: nn.Module, data: Split, config: TrainConfig, masks: Mapping[str, torch.Tensor] | None = None,
-          progress: Callable[[int, float], None] | None = None, distill: Distill | None = None) -> float:
+          progress: Callable[[int, float], None] | None = None, distill: Distill | None = None,
+          loss_fn: LossFn | None = None) -> float:
     """Train ``model`` in place for ``config.steps`` steps; return the last loss.
 
     ``masks`` (``PruneReport.masks``) are re-applied after every optimiser step, so
     pruned weights stay zero. ``progress`` (optional) is called as
     ``progress(step, loss)`` every 20 steps. ``distill``: learn from the unpruned
-    model's outputs as well as the labels.
+    model's outputs as well as the labels. ``loss_fn(model, x, y)``: the task's loss
+    (``Task.loss_of``); cross-entropy of ``model(x)`` by default. Horizontal flips
+    (``config.hflip``) flip per-pixel labels with their images.
     """
     if config.steps == 0:
         return float("nan")
@@ -148,29 +151,48 @@ def train(model: nn.Module, data: Split, config: TrainConfig, masks: Mapping[str
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.15
     )
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = loss_fn or default_loss
     model.train()
+    distilling = distill is not None and distill.weight > 0
     if distill is not None:
         distill.teacher.eval()  # its BN statistics and dropout stay those of the trained model
-    with _seeded_rng(config.seed):
-        for step in range(config.steps):
-            idx = torch.randint(len(data.x), (config.batch_size,), generator=gen)
-            x, y = data.x[idx], data.y[idx]
-            flip = None
-            if config.hflip:
-                flip = torch.rand(len(x), generator=gen) < 0.5
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            opt.zero_grad(set_to_none=True)
-            out = model(x)
-            loss = loss_fn(out, y)
-            if distill is not None and distill.weight > 0:
-                loss = distill.loss(out, distill.teacher_out(data, idx, flip, x), loss)
-            loss.backward()
-            opt.step()
-            if masks:
-                apply_masks(model, masks)  # unstructured/N:M zeros stay zero through the fine-tune
-            sched.step()
-            if progress is not None and (step % 20 == 0 or step == config.steps - 1):
-                progress(step, loss.item())
+    outputs: list[torch.Tensor] = []
+    # the task's loss calls the model itself; the hook keeps what it returned, to distil
+    hook = model.register_forward_hook(lambda _m, _i, out: outputs.append(out)) if distilling else None
+    try:
+        with _seeded_rng(config.seed):
+            for step in range(config.steps):
+                idx = torch.randint(len(data.x), (config.batch_size,), generator=gen)
+                x, y = data.x[idx], data.y[idx]
+                flip = None
+                if config.hflip:
+                    flip = torch.rand(len(x), generator=gen) < 0.5
+                    x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
+                    if y.dim() >= 2 and y.shape[-1] == x.shape[-1]:  # per-pixel labels follow their image
+                        y = torch.where(flip.view(-1, *[1] * (y.dim() - 1)), y.flip(-1), y)
+                opt.zero_grad(set_to_none=True)
+                outputs.clear()
+                loss = loss_fn(model, x, y)
+                if distilling and outputs:
+                    assert distill is not None
+                    loss = distill.loss(outputs[-1], distill.teacher_out(data, idx, flip, x), loss)
+                loss.backward()
+                opt.step()
+                if masks:
+                    apply_masks(model, masks)  # unstructured/N:M zeros stay zero through the fine-tune
+                sched.step()
+                if progress is not None and (step % 20 == 0 or step == config.steps - 1):
+                    progress(step, loss.item())
+    finally:
+        if hook is not None:
+            hook.remove()
     model.eval()
     return loss.item()
+
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def default_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``model(x)`` against class indices ``y`` (also per pixel)."""
+    return nn.functional.cross_entropy(model(x), y)

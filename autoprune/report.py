@@ -115,6 +115,7 @@ class _Page:
     def __init__(self) -> None:
         self.parts: list[str] = []
         self._plotlyjs_done = False
+        self.metric = None  # a named metric (MetricInfo): tables show its columns under its name
 
     def section(self, title: str, intro: str = "") -> None:
         self.parts.append(f"<h2>{escape(title)}</h2>")
@@ -125,6 +126,8 @@ class _Page:
         self.parts.append(f'<p class="note">{escape(text)}</p>')
 
     def table(self, df: pd.DataFrame, index: bool = False) -> None:
+        if self.metric is not None:  # the metric's columns under its name, as in the CSV files
+            df = df.rename(columns=self.metric.key)
         self.parts.append(df.to_html(index=index, border=0, classes="table", na_rep="–", escape=True))
 
     def figure(self, fig) -> None:
@@ -150,10 +153,11 @@ def _render(result: SearchResult) -> str:
     front = front.sort_values("latency_ms")
     plans = _plans(result)
     page = _Page()
+    page.metric = result.metric if result.metric.name != "accuracy" else None
     _recommended(page, result)
     _summary(page, result, df, front)
     _front_section(page, result, result.shown(df), front)
-    _ratios_section(page, front, plans)
+    _ratios_section(page, front, plans, result.metric)
     _hypervolume_section(page, result, df)
     _latency_section(page, result, df)
     _methods_section(page, df, front, plans)
@@ -224,21 +228,24 @@ def _summary(page: _Page, result: SearchResult, df: pd.DataFrame, front: pd.Data
         ("latency budget", f"{budget:g} ms"),
     ]
     if base is not None:
-        text = (f"trial {int(base['trial'])}: {base['accuracy']:.2f}% at {base['latency_ms']:.3f} ms, "
+        text = (f"trial {int(base['trial'])}: {result.metric.name} {result.metric.fmt(base['accuracy'])} at "
+                f"{base['latency_ms']:.3f} ms, "
                 f"{base['size_mb']:.3f} MB")
         rows.append(("baseline", text))
     else:
-        rows.append(("baseline", "none completed: speed-ups and accuracy drops cannot be computed"))
+        rows.append(("baseline", f"none completed: speed-ups and {result.metric.name} drops cannot be computed"))
     rows.append(("trials", f"{len(df)} ({', '.join(f'{n} {s}' for s, n in states.items()) or 'none'})"))
     rows.append(("within the budget", f"{len(feasible)} of {len(complete)} completed"))
     rows.append(("Pareto front", f"{len(front)} trial(s)" + (f": {', '.join(str(int(t)) for t in front['trial'])}"
                                                             if len(front) else "")))
     shown = result.shown(feasible)
-    rows.append(("best speed-up within the budget", _best_speedup(shown, base)
+    rows.append(("metric", f"{result.metric.label()}, {result.metric.direction}"))
+    rows.append(("best speed-up within the budget", _best_speedup(shown, base, result.metric)
                  + " (search-time figures)"))
     if len(shown) < len(feasible):
         rows.append(("not shown", (f"{len(feasible) - len(shown)} feasible trial(s) below "
-                                   f"{result.metric_floor:.2f}% (--min-metric; they stay in trials.csv)")))
+                                   f"{result.metric.fmt(result.metric_floor)} (--min-metric; they stay in "
+                                   "trials.csv)")))
     page.section("Summary")
     page.table(pd.DataFrame(rows, columns=["", "value"]))
 
@@ -279,28 +286,30 @@ def _recommended(page: _Page, result: SearchResult) -> None:
         page.table(result.final[[c for c in cols if c in result.final]].round(3))
 
 
-def _best_speedup(feasible: pd.DataFrame, base: pd.Series | None) -> str:
+def _best_speedup(feasible: pd.DataFrame, base: pd.Series | None, metric) -> str:
     if feasible.empty:
         return "no completed trial within the budget yet"
     if base is None:
         r = feasible.sort_values("latency_ms").iloc[0]
         return f"unknown without a baseline; fastest is trial {int(r['trial'])} at {r['latency_ms']:.3f} ms"
     r = feasible.sort_values("speedup", ascending=False).iloc[0]
-    return (f"{r['speedup']:.2f}x: trial {int(r['trial'])}, {r['latency_ms']:.3f} ms, {r['accuracy']:.2f}% "
+    return (f"{r['speedup']:.2f}x: trial {int(r['trial'])}, {r['latency_ms']:.3f} ms, {metric.name} "
+            f"{metric.fmt(r['accuracy'])} "
             f"({-r['accuracy_drop']:+.2f} points vs the baseline)")
 
 
 def _front_section(page: _Page, result: SearchResult, df: pd.DataFrame, front: pd.DataFrame) -> None:
     import plotly.graph_objects as go
 
-    page.section("Accuracy against measured latency",
+    metric = result.metric
+    page.section(f"{metric.name[:1].upper()}{metric.name[1:]} against measured latency",
                  "Every completed trial; the feasible Pareto front joined by a line. Trials over the latency "
                  "budget are kept by the search but ranked behind the feasible ones.")
     complete = df[df["state"] == "COMPLETE"].dropna(subset=["accuracy", "latency_ms"])
     if complete.empty:
-        page.note("No completed trial has a measured accuracy and latency, so there is nothing to plot.")
+        page.note(f"No completed trial has a measured {metric.name} and latency, so there is nothing to plot.")
         return
-    hover = ("trial %{customdata[0]}<br>accuracy %{y:.2f}%<br>latency %{x:.3f} ms<br>"
+    hover = (f"trial %{{customdata[0]}}<br>{metric.name} %{{y:.2f}}{metric.unit}<br>latency %{{x:.3f}} ms<br>"
              "size %{customdata[1]:.3f} MB<br>speed-up %{customdata[2]:.2f}x<br>precision %{customdata[3]}"
              "<extra></extra>")
     complete = complete.assign(precision=complete["precision"].fillna("float32"))  # studies from before precisions
@@ -324,7 +333,8 @@ def _front_section(page: _Page, result: SearchResult, df: pd.DataFrame, front: p
                         marker={"symbol": "star", "size": 16, "color": "#c62828"})
     fig.add_vline(x=result.budget_ms, line_dash="dash", line_color="#2e7d32",
                   annotation_text=f"budget {result.budget_ms:g} ms")
-    fig.update_layout(xaxis_title="latency, median (ms)", yaxis_title="validation accuracy (%)", height=480)
+    fig.update_layout(xaxis_title="latency, median (ms)",
+                      yaxis_title=f"validation {metric.label()}, {metric.direction}", height=480)
     page.figure(fig)
     # Failed trials have no accuracy or latency to place on these axes.
     n_failed = int((df["state"] == "FAIL").sum())
@@ -336,7 +346,7 @@ def _front_section(page: _Page, result: SearchResult, df: pd.DataFrame, front: p
         page.note("No completed trial is within the budget, so there is no front yet.")
 
 
-def _ratios_section(page: _Page, front: pd.DataFrame, plans: dict[int, dict[str, dict[str, Any]]]) -> None:
+def _ratios_section(page: _Page, front: pd.DataFrame, plans: dict[int, dict[str, dict[str, Any]]], metric) -> None:
     import plotly.graph_objects as go
 
     page.section("Pruning ratios of the front",
@@ -356,7 +366,7 @@ def _ratios_section(page: _Page, front: pd.DataFrame, plans: dict[int, dict[str,
     ratio = tidy.pivot(index="trial", columns="group", values="ratio").reindex(index=members, columns=groups)
     method = tidy.pivot(index="trial", columns="group", values="method").reindex(index=members, columns=groups)
     info = front.set_index("trial").loc[members]
-    labels = [f"trial {n} · {info.loc[n, 'latency_ms']:.3f} ms · {info.loc[n, 'accuracy']:.1f}%" for n in members]
+    labels = [f"trial {n} · {info.loc[n, 'latency_ms']:.3f} ms · {metric.fmt(info.loc[n, 'accuracy'], 1)}" for n in members]
     fig = go.Figure(go.Heatmap(
         z=ratio.to_numpy(), x=groups, y=labels, text=method.fillna("").to_numpy(), zmin=0, zmax=1,
         colorscale="Blues", texttemplate="%{text}<br>%{z:.2f}", colorbar={"title": "ratio"},
@@ -380,10 +390,12 @@ def _hypervolume_section(page: _Page, result: SearchResult, df: pd.DataFrame) ->
         counts = "within the budget and faster than the baseline"
     else:
         ref, ref_text, counts = budget, f"the budget, {budget:g} ms (there is no baseline)", "within the budget"
+    m = result.metric
     page.section("Hypervolume history",
-                 "How much of the accuracy/latency plane the trials so far dominate (accuracy maximised, "
-                 f"latency minimised), after each trial. Reference point: 0% accuracy and latency {ref_text}. "
-                 f"Shown as a share of the box 0..{ref:.3f} ms x 0..100%, so 1 would be 100% accuracy at no "
+                 f"How much of the {m.name}/latency plane the trials so far dominate ({m.name} "
+                 f"{'maximised' if m.higher_is_better else 'minimised'}, "
+                 f"latency minimised), after each trial. Reference point: {m.name} 0 and latency {ref_text}. "
+                 f"Shown as a share of the box 0..{ref:.3f} ms x 0..100, so 1 would be 100{m.unit} {m.name} at no "
                  f"latency; a trial adds to it only if it is {counts}. Size, the third objective, is left out "
                  "so that the number stays readable.")
     complete = df[(df["state"] == "COMPLETE")].dropna(subset=["accuracy", "latency_ms"])
@@ -394,7 +406,7 @@ def _hypervolume_section(page: _Page, result: SearchResult, df: pd.DataFrame) ->
     box = ref * 100.0
     history = pd.DataFrame({
         "trial": numbers,
-        "hypervolume": [hypervolume_2d(complete[complete["trial"] <= n], ref) / box for n in numbers],
+        "hypervolume": [hypervolume_2d(complete[complete["trial"] <= n], ref, m.sign) / box for n in numbers],
     })
     if history.empty or history["hypervolume"].iloc[-1] == 0:
         page.note(f"No completed trial is {counts} yet: the hypervolume is 0 throughout.")

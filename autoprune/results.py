@@ -18,6 +18,7 @@ import pandas as pd
 from autoprune import storage as storage_mod
 from autoprune._config import atomic_write_text
 from autoprune.errors import StudyError
+from autoprune.evaluate import MetricInfo
 from autoprune.plots import pareto_plots
 from autoprune.storage import default_url
 from autoprune.trials import TrialRecord
@@ -34,6 +35,7 @@ def trials_frame(study, records: list[TrialRecord] | None = None) -> pd.DataFram
     """One row per trial: parameters, metrics, latency statistics, state, failure reason."""
     identity = storage_mod.identity(study) or {}
     budget = identity.get("latency_budget_ms", math.inf)
+    sign = MetricInfo.of(identity.get("metric")).sign
     rows = [_row(r) for r in (records if records is not None else storage_mod.records(study))]
     df = pd.DataFrame(rows)
     if df.empty:
@@ -43,7 +45,7 @@ def trials_frame(study, records: list[TrialRecord] | None = None) -> pd.DataFram
     base = df[(df["baseline"]) & (df["state"] == "COMPLETE")]
     if not base.empty:
         b = base.iloc[0]
-        df["accuracy_drop"] = b["accuracy"] - df["accuracy"]
+        df["accuracy_drop"] = sign * (b["accuracy"] - df["accuracy"])  # in the metric's direction
         df["speedup"] = b["latency_ms"] / df["latency_ms"]
         df["macs_ratio"] = df["macs"] / b["macs"]
     else:
@@ -151,13 +153,19 @@ def _method_counts(plan: dict | None) -> str | None:
     return " ".join(f"{m}:{n}" for m, n in sorted(counts.items())) or "none"
 
 
-def _atomic_frame(df: pd.DataFrame, path: Path) -> None:
-    atomic_write_text(path, df.to_csv(index=False))
+def named(df: pd.DataFrame, metric: MetricInfo) -> pd.DataFrame:
+    """``df`` with its metric columns under the metric's name (``accuracy_drop`` becomes
+    ``mIoU_drop``): what the CSV files a user opens say."""
+    return df.rename(columns=metric.key) if metric.name != "accuracy" else df
+
+
+def _atomic_frame(df: pd.DataFrame, path: Path, metric: MetricInfo | None = None) -> None:
+    atomic_write_text(path, named(df, metric or MetricInfo()).to_csv(index=False))
 
 
 def write_trials(study, study_dir: Path) -> pd.DataFrame:
     df = trials_frame(study)
-    _atomic_frame(df, Path(study_dir) / "trials.csv")
+    _atomic_frame(df, Path(study_dir) / "trials.csv", MetricInfo.of((storage_mod.identity(study) or {}).get("metric")))
     return df
 
 
@@ -171,18 +179,21 @@ class Recommendation:
     fastest: pd.Series | None
     most_accurate: pd.Series | None
     final: bool  # from finalized figures (else search-time ones)
+    metric: MetricInfo = MetricInfo()
 
     def lines(self, study_dir: Path) -> list[str]:
         """What to print: each pick with its figures and the command that exports it."""
         out = []
         figures = "final figures" if self.final else "search-time figures (not finalized: run `autoprune finalize`)"
+        best = "most accurate" if self.metric.name == "accuracy" else f"best {self.metric.name}"
         for label, row in ((f"fastest within {self.max_drop:g} pt of the baseline", self.fastest),
-                           (f"most accurate within the {self.budget_ms:g} ms budget", self.most_accurate)):
+                           (f"{best} within the {self.budget_ms:g} ms budget", self.most_accurate)):
             if row is None:
                 out.append(f"{label}: none ({figures})")
                 continue
             n = int(row["trial"])
-            out.append(f"{label}: trial {n}, {row['accuracy']:.2f}% ({-row['accuracy_drop']:+.2f} pt), "
+            out.append(f"{label}: trial {n}, {self.metric.name} {self.metric.fmt(row['accuracy'])} "
+                       f"({-row['accuracy_drop']:+.2f} pt), "
                        f"{row['latency_ms']:.3f} ms, {row['speedup']:.2f}x [{row['fidelity']}]")
             out.append(f"    export: autoprune export {study_dir} --trial {n} --out deploy-{n}")
         return out
@@ -257,20 +268,26 @@ class SearchResult:
         return float(self.identity["latency_budget_ms"])
 
     @property
+    def metric(self) -> MetricInfo:
+        """The task's metric: name, unit, direction (top-1 accuracy unless the task named one)."""
+        return MetricInfo.of(self.identity.get("metric"))
+
+    @property
     def metric_floor(self) -> float | None:
         """The least accuracy shown on the front and plots: ``min_metric``, else the
         baseline's less 10 points (lower candidates stay in the study and trials.csv)."""
         if self.min_metric is not None:
             return float(self.min_metric)
         base = self.baseline
-        return None if base is None else float(base["accuracy"]) - DEFAULT_SHOWN_DROP
+        return None if base is None else float(base["accuracy"]) - self.metric.sign * DEFAULT_SHOWN_DROP
 
     def shown(self, rows: pd.DataFrame) -> pd.DataFrame:
         """``rows`` without the candidates below :attr:`metric_floor`."""
         floor = self.metric_floor
         if floor is None or rows.empty:
             return rows
-        return rows[(rows["accuracy"] >= floor) | rows["baseline"].astype(bool)]
+        sign = self.metric.sign
+        return rows[(sign * rows["accuracy"] >= sign * floor) | rows["baseline"].astype(bool)]
 
     def _with_final(self, front: pd.DataFrame) -> pd.DataFrame:
         """The front with each finalized member's final figures in place of its search-time ones."""
@@ -301,17 +318,18 @@ class SearchResult:
         fastest = most = None
         if not pool.empty:
             ok = pool[pool["accuracy_drop"] <= max_drop]
-            fastest = None if ok.empty else ok.sort_values(["latency_ms", "accuracy"], ascending=[True, False]).iloc[0]
             fits = pool[pool["latency_ms"] <= self.budget_ms]
-            most = None if fits.empty else fits.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).iloc[0]
-        return Recommendation(max_drop, self.budget_ms, fastest, most, not final.empty)
+            fits = fits.assign(_good=self.metric.sign * fits["accuracy"])
+            most = None if fits.empty else fits.sort_values(["_good", "latency_ms"], ascending=[False, True]).iloc[0].drop("_good")
+            fastest = None if ok.empty else ok.sort_values(["latency_ms", "accuracy_drop"]).iloc[0]
+        return Recommendation(max_drop, self.budget_ms, fastest, most, not final.empty, self.metric)
 
     def record(self, trial: int) -> TrialRecord | None:
         return next((r for r in self.records if r.number == trial), None)
 
     def write_all(self) -> None:
-        _atomic_frame(self.trials, self.study_dir / "trials.csv")
-        _atomic_frame(self.front, self.study_dir / "pareto.csv")
+        _atomic_frame(self.trials, self.study_dir / "trials.csv", self.metric)
+        _atomic_frame(self.front, self.study_dir / "pareto.csv", self.metric)
         if not self.trials.empty:
             pareto_plots(self.shown(self.trials), self.front, self.baseline, self.budget_ms, self.identity["device"],
-                         self.identity["study"], self.study_dir)
+                         self.identity["study"], self.study_dir, self.metric)

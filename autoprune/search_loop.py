@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -42,7 +43,8 @@ from typing import TYPE_CHECKING, Any
 from autoprune import storage
 from autoprune._config import atomic_write_text, scratch_dir
 from autoprune.device import Device
-from autoprune.errors import BudgetError, ConfigError, StudyError
+from autoprune.errors import BudgetError, ConfigError, StudyError, TaskError
+from autoprune.evaluate import MetricInfo
 from autoprune.limits import SETUP_TIMEOUT_S
 from autoprune.trials import FailStage, TrialFailure, TrialFiles, TrialRecord
 
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from autoprune.objective import Context, Stager
     from autoprune.results import SearchResult
     from autoprune.space import SearchSpace
+    from autoprune.tasks import Task
 
 CONFIG_SCHEMA = "autoprune.study/1"
 DIRECTIONS = ("maximize", "minimize", "minimize")
@@ -74,6 +77,8 @@ class SearchConfig:
     data_dir: str | None = None
     sampler: str = "tpe"
     warm_start: bool = True  # enqueue the uniform plans users try by hand
+    # keyword arguments for a task factory (``--task-arg key=value``; identity when given)
+    task_args: tuple[tuple[str, Any], ...] = ()
     # More devices, each timed for every candidate: (profile, budget ms or None). Their
     # latencies are extra objectives; a budget also makes them a per-device constraint.
     also: tuple[tuple[str, float | None], ...] = ()
@@ -138,9 +143,10 @@ class SearchConfig:
         return Path(self.results_dir) / self.name
 
 
-def directions(n_also: int) -> list[str]:
-    """accuracy, latency, size, then one latency per additional device."""
-    return [*DIRECTIONS, *("minimize",) * n_also]
+def directions(n_also: int, metric: MetricInfo | None = None) -> list[str]:
+    """the metric (accuracy unless named), latency, size, then one latency per additional device."""
+    first = (metric or MetricInfo()).optuna_direction
+    return [first, *DIRECTIONS[1:], *("minimize",) * n_also]
 
 
 def make_sampler(name: str, seed: int):
@@ -215,7 +221,27 @@ def _identity(config: SearchConfig, device: Device, space: SearchSpace, also: li
         "sampler": config.sampler,
         **extra,  # absent for one device, so older studies keep their identity
         **({"precisions": list(config.precisions)} if config.precisions else {}),
+        **({"task_args": dict(config.task_args)} if config.task_args else {}),
     }
+
+
+def _with_metric(identity: dict[str, Any], metric: MetricInfo) -> dict[str, Any]:
+    """The identity with the task's metric; top-1 accuracy is left out, so studies from
+    before metrics had names keep their identity."""
+    return identity if metric == MetricInfo() else {**identity, "metric": metric.describe()}
+
+
+def _load_task(setup: _Setup, log: Callable[[str], None]):
+    """The task, checked before trial 0 (its baseline must run: see tasks._validate)."""
+    from autoprune.tasks import load_task
+    from autoprune.tasks._validate import validate
+
+    config = setup.config
+    task = load_task(config.task, config.data_dir, dict(config.task_args))
+    for note in task.notes:
+        log(note)
+    validate(task)
+    return task
 
 
 def _check_study_dir(study_dir: Path, identity: dict[str, Any], storage_url: str | None) -> bool:
@@ -267,16 +293,12 @@ def _check_writable(folder: Path) -> None:
 # -- 3. the task, the resolved space, the budget check, config.json ------------------
 
 
-def _prepare(setup: _Setup, log: Callable[[str], None]) -> Context:
+def _prepare(setup: _Setup, task, log: Callable[[str], None]) -> Context:
     from autoprune.measure import MeasurementCache
     from autoprune.objective import Context
     from autoprune.space import resolve_task
-    from autoprune.tasks import load_task
 
     config = setup.config
-    task = load_task(config.task, config.data_dir)
-    for note in task.notes:
-        log(note)
     resolved = resolve_task(setup.space, task, config.setup_timeout_s, config.setup_memory_gb)
     try:
         resolved = resolved.offer(setup.device.profile, config.precisions)
@@ -533,14 +555,18 @@ def open_session(config: SearchConfig, *, worker: bool = False, store=None,
     # warning for each would say the same thing again.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     url = config.storage or storage.default_url(setup.study_dir)
-    wanted = directions(len(setup.also))
+    task = _load_task(setup, log)
+    setup = dataclasses.replace(setup, identity=_with_metric(setup.identity, task.metric.info))
+    if setup.resuming and (setup.study_dir / "config.json").is_file():
+        _check_study_dir(setup.study_dir, setup.identity, config.storage)  # now with the metric
+    wanted = directions(len(setup.also), task.metric.info)
     # A new search's default SQLite file is created with the study folder, after the
     # set-up checks; any other storage is opened and vetted before anything is written.
     if store is None and (config.storage is not None or setup.resuming):
         store = storage.open_storage(url)
     if store is not None and (existing := storage.load(store, config.name)) is not None:
         storage.vet(existing, setup.identity, wanted)
-    ctx = _prepare(setup, log)
+    ctx = _prepare(setup, task, log)
     store = store or storage.open_storage(url)
     queue = [{"params": ctx.space.baseline_params(), "baseline": True}]
     if config.warm_start:  # the plans a user would try by hand come next
@@ -568,6 +594,7 @@ def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool,
 
     with SearchProgress(enabled=progress) as bar:
         session = open_session(config, worker=worker, store=store, log=bar.log)
+        bar.metric = session.ctx.task.metric.info
         done = storage.finished(session.study)
         if done:
             bar.log(f"study {config.name!r}: {done} trial(s) already finished, {max(0, target - done)} to go")
@@ -600,7 +627,7 @@ def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool,
 
 def search(
     *,
-    task: str,
+    task: str | Task,
     device: str,
     latency_budget_ms: float,
     n_trials: int,
@@ -620,8 +647,13 @@ def search(
     setup_timeout_s: float | None = SETUP_TIMEOUT_S,
     setup_memory_gb: float | None = None,
     precisions: list[str] | tuple[str, ...] | None = None,
+    task_args: dict[str, Any] | None = None,
 ) -> SearchResult:
     """Run (or resume) a search and return its :class:`~autoprune.results.SearchResult`.
+
+    ``task`` is a built-in name, ``package.module:factory`` (called with ``task_args``
+    as keyword arguments), or a :class:`~autoprune.tasks.Task` object (its ``name``
+    names the study; finalize and export in this process use the object).
 
     ``n_trials`` is the total the study should hold, baseline included: running the same
     call again after an interruption finishes the remaining trials only. ``also`` names
@@ -645,6 +677,13 @@ def search(
         AutopruneError: a set-up problem (unknown names, bad files, unreachable budget,
             a results directory holding another study). Candidate failures never raise.
     """
+    if not isinstance(task, str):
+        from autoprune.tasks import Task
+        from autoprune.tasks._loader import remember
+
+        if not isinstance(task, Task):
+            raise TaskError(f"task must be a task name or an autoprune.tasks.Task, got {type(task).__name__}.")
+        task = remember(task)
     config = SearchConfig(
         task=task,
         device=device,
@@ -665,6 +704,7 @@ def search(
         setup_timeout_s=setup_timeout_s,
         setup_memory_gb=setup_memory_gb,
         precisions=None if precisions is None else tuple(precisions),
+        task_args=tuple(sorted((task_args or {}).items())),
     )
     return _execute(config, target=config.n_trials, worker=False, progress=progress)
 
@@ -719,6 +759,7 @@ def join(
         sampler=identity.get("sampler", "tpe"),
         also=tuple((given, budget) for _, _, budget, given in identity.get("also", [])),
         precisions=tuple(identity["precisions"]) if identity.get("precisions") else None,
+        task_args=tuple(sorted(identity.get("task_args", {}).items())),
         setup_timeout_s=setup_timeout_s, setup_memory_gb=setup_memory_gb,
     )
     return _execute(config, target=target, worker=True, progress=progress, store=store)

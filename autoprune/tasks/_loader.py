@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autoprune.errors import TaskError, did_you_mean
+from autoprune.errors import TaskError, did_you_mean, first_line
 
 if TYPE_CHECKING:
     from autoprune.tasks._base import Task
@@ -23,14 +24,36 @@ def _digits(data_dir: Path | None) -> Task:
     return digits()
 
 
+def _fashion_seg(data_dir: Path | None) -> Task:
+    from autoprune.tasks.builtin import fashion_mnist_seg
+
+    return fashion_mnist_seg(data_dir)
+
+
 BUILTIN_TASKS: dict[str, tuple[Callable[[Path | None], Task], str]] = {
     "fashion-mnist": (_fashion, "reference task: ResNet-14 (32/64/128) on Fashion-MNIST, 1x28x28"),
+    "fashion-mnist-seg": (_fashion_seg, "segmentation: U-Net (32/64/128) labels Fashion-MNIST pixels, mIoU"),
     "digits": (_digits, "scikit-learn digits with a tiny CNN, 1x8x8: for fast tests"),
 }
 
 
+# Task objects given to ``autoprune.search(task=Task(...))`` in this process, by name: the
+# search's finalize and export find them here (a later process needs a name or factory)
+_GIVEN: dict[str, Task] = {}
+
+
+def remember(task: Task) -> str:
+    """Make a Task object loadable by its name in this process; return the name."""
+    if task.name in BUILTIN_TASKS:
+        raise TaskError(f"a Task object is named {task.name!r}, as a built-in task is; give it another name.")
+    _GIVEN[task.name] = task
+    return task.name
+
+
 def check_task_spec(spec: str) -> None:
     """Refuse a task name that is neither built in nor ``package.module:factory`` (cheap)."""
+    if spec in _GIVEN:
+        return
     if spec not in BUILTIN_TASKS and (":" not in spec or not all(spec.partition(":")[::2])):
         raise TaskError(
             f"unknown task {spec!r}."
@@ -39,32 +62,73 @@ def check_task_spec(spec: str) -> None:
         )
 
 
-def load_task(spec: str, data_dir: str | Path | None = None) -> Task:
+def parse_task_args(pairs: list[str] | tuple[str, ...]) -> dict[str, object]:
+    """``key=value`` strings (``--task-arg``) as keyword arguments; values are read as
+    YAML scalars, so ``size=32`` is the int 32 and ``path=data/x`` stays a string."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise TaskError(f"--task-arg {pair!r} must be key=value with a Python name as key, e.g. size=32.")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        out[key.strip()] = parsed if isinstance(parsed, (str, int, float, bool)) or parsed is None else value
+    return out
+
+
+def _import(module_name: str, spec: str):
+    # a module in the working directory imports as it would in `python -c`
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    except SyntaxError as exc:
+        where = f"{Path(exc.filename).name}, line {exc.lineno}" if exc.filename else f"line {exc.lineno}"
+        raise TaskError(f"task module {module_name!r} has a syntax error ({where}): {exc.msg}. "
+                        "Fix it and run again.") from None
+    except ImportError as exc:
+        raise TaskError(
+            f"cannot import {module_name!r} for task {spec!r}: {exc}. Run autoprune from the folder that "
+            "holds the module, or install its package (its folder on PYTHONPATH works too)."
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - the module's own code raised while importing
+        raise TaskError(f"importing {module_name!r} for task {spec!r} raised {type(exc).__name__}: "
+                        f"{first_line(exc)}") from None
+
+
+def load_task(spec: str, data_dir: str | Path | None = None, args: dict[str, object] | None = None) -> Task:
     """Build a task from a built-in name or ``package.module:factory``.
 
+    ``args`` are keyword arguments for the factory (``--task-arg key=value``).
+
     Raises:
-        TaskError: unknown name, a factory that cannot be imported or does not return
-            a Task, or (DataError) missing data.
+        TaskError: unknown name, a factory that cannot be imported, raises, or does not
+            return a Task, or (DataError) missing data.
     """
     data_path = Path(data_dir) if data_dir is not None else None
     check_task_spec(spec)
+    if spec in _GIVEN:
+        return _GIVEN[spec]
     if spec in BUILTIN_TASKS:
+        if args:
+            raise TaskError(f"the built-in task {spec!r} takes no --task-arg (got {', '.join(args)}).")
         return without_aux_heads(BUILTIN_TASKS[spec][0](data_path))
     module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise TaskError(
-            f"cannot import {module_name!r} for task {spec!r}: {exc}. "
-            "Is the package installed, or its folder on PYTHONPATH?"
-        ) from None
+    module = _import(module_name, spec)
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise TaskError(f"{module_name!r} has no callable {attr!r} for task {spec!r}.")
     try:
-        task = factory()
-    except (ValueError, TypeError) as exc:
-        raise TaskError(f"task factory {spec!r} failed: {exc}") from None
+        task = factory(**(args or {}))
+    except TaskError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the user's factory raises is its message to show
+        raise TaskError(f"task factory {spec!r} raised {type(exc).__name__}: {first_line(exc)}") from None
     from autoprune.tasks._base import Task
 
     if not isinstance(task, Task):

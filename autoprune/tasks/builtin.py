@@ -28,7 +28,7 @@ from autoprune._config import atomic_write_bytes, atomic_write_text, cache_dir, 
 from autoprune.errors import DataError
 from autoprune.recover import TrainConfig, train
 from autoprune.tasks._base import Split, Task
-from autoprune.tasks.models import CifarResNet, TinyCNN
+from autoprune.tasks.models import CifarResNet, TinyCNN, UNet
 
 SHIPPED = Path(__file__).parent / "checkpoints"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -39,7 +39,15 @@ FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
 RECIPES: dict[str, TrainConfig] = {
     "fashion-mnist": TrainConfig(steps=1500, batch_size=128, lr=0.1, hflip=True, seed=0),
     "digits": TrainConfig(steps=400, batch_size=64, lr=0.05, seed=0),
+    "fashion-mnist-seg": TrainConfig(steps=1200, batch_size=64, lr=0.05, hflip=True, seed=0),
 }
+SEG_THRESHOLD = 64  # a pixel of at least this intensity (of 255) is the garment, else background
+
+
+def seg_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Per-pixel cross-entropy; the labels are kept as uint8 (a quarter of int64's memory)."""
+    x, y = batch
+    return nn.functional.cross_entropy(model(x), y.long())
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -82,6 +90,40 @@ def _fashion_splits(data_dir: Path | None) -> tuple[Split, Split]:
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     train_idx, val_idx = perm[:-5000], perm[-5000:]
     return Split(x[train_idx], y[train_idx]), Split(x[val_idx], y[val_idx])
+
+
+def _fashion_seg_splits(data_dir: Path | None) -> tuple[Split, Split]:
+    """The classifier's images and split, each pixel labelled 0 (background) or 1 + the
+    image's class where its intensity is at least SEG_THRESHOLD: 11 classes per pixel."""
+    arrays = load_fashion_arrays(data_dir)
+    raw = torch.from_numpy(arrays["train_x"].copy())
+    x = ((raw.float() / 255.0 - FASHION_MEAN) / FASHION_STD).unsqueeze(1)
+    label = torch.from_numpy(arrays["train_y"].astype(np.uint8))
+    y = torch.where(raw >= SEG_THRESHOLD, (label + 1)[:, None, None], torch.zeros((), dtype=torch.uint8))
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))  # the classifier's split
+    train_idx, val_idx = perm[:-5000], perm[-5000:]
+    return Split(x[train_idx], y[train_idx]), Split(x[val_idx], y[val_idx])
+
+
+def fashion_mnist_seg(data_dir: Path | None = None) -> Task:
+    from autoprune.evaluate import MIOU
+
+    train_split, val_split = _fashion_seg_splits(data_dir)
+    model, miou = base_checkpoint("fashion-mnist-seg", lambda: UNet(1, 11, (32, 64, 128)), train_split, val_split,
+                                  metric=MIOU, loss=seg_loss)
+    return Task(
+        name="fashion-mnist-seg",
+        model=model,
+        input_shape=(1, 28, 28),
+        train=train_split,
+        val=val_split,
+        ignored_layers=("head",),
+        base_accuracy=miou,
+        description="U-Net (32/64/128, concatenated skips) segmenting Fashion-MNIST garments, mIoU",
+        hflip=True,
+        metric=MIOU,
+        loss=seg_loss,
+    )
 
 
 def fashion_mnist(data_dir: Path | None = None) -> Task:
@@ -152,14 +194,15 @@ def _try_load(pt: Path, meta: Path, name: str, build: Callable[[], nn.Module]):
 
 
 def base_checkpoint(
-    name: str, build: Callable[[], nn.Module], train_split: Split, val_split: Split
+    name: str, build: Callable[[], nn.Module], train_split: Split, val_split: Split, *, metric=None, loss=None,
 ) -> tuple[nn.Module, float]:
-    """Return the trained base model and its validation accuracy (see module docstring)."""
+    """Return the trained base model and its validation metric (top-1 accuracy unless
+    ``metric``; see module docstring)."""
     for folder in (SHIPPED, cache_dir() / "checkpoints"):
         found = _try_load(folder / f"{name}.pt", folder / f"{name}.json", name, build)
         if found is not None:
             return found
-    model, acc = train_base(name, build, train_split, val_split)
+    model, acc = train_base(name, build, train_split, val_split, metric=metric, loss=loss)
     save_checkpoint(model, acc, name, cache_dir() / "checkpoints")
     return model, acc
 
@@ -172,8 +215,9 @@ def _initial(build: Callable[[], nn.Module]) -> nn.Module:
         return build()
 
 
-def train_base(name: str, build: Callable[[], nn.Module], train_split: Split, val_split: Split):
-    from autoprune.evaluate import accuracy
+def train_base(name: str, build: Callable[[], nn.Module], train_split: Split, val_split: Split, *,
+               metric=None, loss=None):
+    from autoprune.evaluate import ACCURACY
 
     model = _initial(build)
     recipe = RECIPES[name]
@@ -186,9 +230,11 @@ def train_base(name: str, build: Callable[[], nn.Module], train_split: Split, va
             print(f"  step {step + 1}/{recipe.steps} loss {loss:.3f} "
                   f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
 
-    train(model, train_split, recipe, progress=report)
-    acc = accuracy(model, val_split)
-    print(f"  {name} base model: validation accuracy {acc:.2f}%", file=sys.stderr, flush=True)
+    metric = metric or ACCURACY
+    train(model, train_split, recipe, progress=report,
+          loss_fn=None if loss is None else (lambda m, x, y: loss(m, (x, y))))
+    acc = metric(model, val_split)
+    print(f"  {name} base model: validation {metric.name} {metric.fmt(acc)}", file=sys.stderr, flush=True)
     return model, acc
 
 
@@ -216,10 +262,17 @@ if __name__ == "__main__":  # reproduce a shipped checkpoint
     parser.add_argument("--ship", action="store_true", help="write into tasks/checkpoints/")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
+    extra: dict = {}
     if args.task == "fashion-mnist":
         tr, va = _fashion_splits(None)
         builder = lambda: CifarResNet(2, (32, 64, 128), 1, 10)  # noqa: E731
+    elif args.task == "fashion-mnist-seg":
+        from autoprune.evaluate import MIOU
+
+        tr, va = _fashion_seg_splits(None)
+        builder = lambda: UNet(1, 11, (32, 64, 128))  # noqa: E731
+        extra = {"metric": MIOU, "loss": seg_loss}
     else:
         raise SystemExit("digits trains in seconds on first use; nothing to ship")
-    m, a = train_base(args.task, builder, tr, va)
+    m, a = train_base(args.task, builder, tr, va, **extra)
     save_checkpoint(m, a, args.task, SHIPPED if args.ship else cache_dir() / "checkpoints")

@@ -91,3 +91,46 @@ class TinyCNN(nn.Module):
 
     def forward(self, x):
         return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True),
+        nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    """A small U-Net: two poolings down, two nearest-neighbour upsamplings back, each
+    decoder stage fed the encoder's output of its size concatenated to the upsampled
+    one (the skip connections that make pruning couple an encoder's channels with a
+    decoder's input); a 1x1 head gives per-pixel class scores (N, classes, H, W).
+
+    Args:
+        in_channels: input channels.
+        num_classes: classes per pixel.
+        widths: channels at full, half and quarter resolution.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 11,
+                 widths: tuple[int, int, int] = (32, 64, 128)) -> None:
+        super().__init__()
+        c1, c2, c3 = widths
+        self.enc1 = _conv_block(in_channels, c1)
+        self.enc2 = _conv_block(c1, c2)
+        self.bottom = _conv_block(c2, c3)
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.dec2 = _conv_block(c3 + c2, c2)
+        self.dec1 = _conv_block(c2 + c1, c1)
+        self.head = nn.Conv2d(c1, num_classes, 1)
+
+    def forward(self, x):
+        import torch
+
+        e1 = self.enc1(x)
+        e2 = self.enc2(self.pool(e1))
+        b = self.bottom(self.pool(e2))
+        d2 = self.dec2(torch.cat([self.up(b), e2], 1))
+        d1 = self.dec1(torch.cat([self.up(d2), e1], 1))
+        return self.head(d1)

@@ -1,0 +1,99 @@
+"""Issue 15: a task's own metric (name, unit, direction), its own loss, a Task object
+given to ``autoprune.search``, factory arguments, and the built-in segmentation task."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import autoprune
+from autoprune.evaluate import Metric, top1
+from autoprune.tasks import load_task
+
+
+def _error(model, data) -> float:
+    return 100.0 - top1(model, data)
+
+
+def test_a_named_metric_where_lower_is_better_is_shown_and_ranked_in_its_direction(tmp_path):
+    calls = []
+
+    def loss(model, batch):
+        x, y = batch
+        calls.append(len(x))
+        import torch
+
+        return torch.nn.functional.cross_entropy(model(x), y)
+
+    task = dataclasses.replace(load_task("digits"), name="digits-error", loss=loss,
+                               metric=Metric("error", unit="%", higher_is_better=False, evaluate=_error))
+    result = autoprune.search(task=task, device="x86-ort", latency_budget_ms=5.0, n_trials=4, finalize=False,
+                              results_dir=tmp_path, progress=False)
+    assert calls, "recovery never called the task's loss"
+    assert [d.name for d in result.study.directions][0] == "MINIMIZE"
+    assert result.metric.name == "error" and not result.metric.higher_is_better
+    done = result.trials[result.trials["state"] == "COMPLETE"]
+    base = done[done["baseline"]].iloc[0]
+    assert 0 <= base["accuracy"] < 10  # an error rate, not an accuracy
+    # the drop is in the metric's direction: more error is a positive drop
+    assert (done["accuracy_drop"] - (done["accuracy"] - base["accuracy"])).abs().max() < 1e-9
+    csv = pd.read_csv(result.study_dir / "trials.csv")
+    assert {"error", "error_drop"} <= set(csv.columns) and "accuracy" not in csv.columns
+    assert "error" in pd.read_csv(result.study_dir / "pareto.csv").columns
+    config = json.loads((result.study_dir / "config.json").read_text())
+    assert config["metric"] == {"name": "error", "unit": "%", "higher_is_better": False}
+    # the recommendation counts points in the metric's direction too
+    lines = result.recommend(max_drop=100.0).lines(result.study_dir)
+    assert "error" in lines[0] and "best error" in lines[2]
+    html = autoprune.write_report(result.study_dir).read_text()
+    assert "validation error (%), lower is better" in html
+
+
+def test_a_factory_in_the_working_directory_takes_arguments_without_pythonpath(tmp_path):
+    (tmp_path / "mytask.py").write_text(
+        "import dataclasses\n"
+        "from autoprune.tasks import load_task\n"
+        "def make(name='mine', hflip=False):\n"
+        "    return dataclasses.replace(load_task('digits'), name=name, hflip=hflip)\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-m", "autoprune", "groups", "--task", "mytask:make",
+                           "--task-arg", "name=from-the-cli", "--task-arg", "hflip=true"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "prunable groups of from-the-cli" in " ".join(proc.stdout.split())
+
+
+@pytest.mark.slow  # about 4 min: trials, finalize, export and run of the U-Net
+def test_the_segmentation_task_runs_end_to_end_and_says_miou(tmp_path):
+    from conftest import run_cli
+
+    proc = run_cli("search", "--task", "fashion-mnist-seg", "--device", "x86-ort", "--latency-budget-ms", "50",
+                   "--trials", "6", "--results-dir", str(tmp_path / "r"), "--space", "default", timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = " ".join(proc.stdout.split())
+    assert "mIoU %" in text and "acc %" not in text
+    study = tmp_path / "r" / "fashion-mnist-seg-x86-ort"
+    trials = pd.read_csv(study / "trials.csv")
+    assert {"mIoU", "mIoU_drop"} <= set(trials.columns) and "accuracy" not in trials.columns
+    base = trials[trials["baseline"]].iloc[0]
+    assert 60 < base["mIoU"] <= 100, base["mIoU"]
+    assert (trials["state"] == "COMPLETE").sum() >= 4
+    assert "validation mIoU (%)" in (study / "pareto.html").read_text()
+    report = run_cli("report", str(study))
+    assert report.returncode == 0, report.stderr
+    assert "mIoU against measured latency" in (study / "report.html").read_text()
+    front = pd.read_csv(study / "pareto.csv")
+    n = int(front[~front["baseline"]]["trial"].iloc[0]) if (~front["baseline"]).any() else int(front["trial"].iloc[0])
+    exported = run_cli("export", str(study), "--trial", str(n), "--out", str(tmp_path / "pkg"))
+    assert exported.returncode == 0, exported.stderr
+    assert "mIoU" in exported.stdout
+    manifest = json.loads((tmp_path / "pkg" / "manifest.json").read_text())
+    assert manifest["metric"]["name"] == "mIoU" and "mIoU" in manifest["metrics"]
+    ran = run_cli("run", str(tmp_path / "pkg"))
+    assert ran.returncode == 0, ran.stderr
