@@ -302,7 +302,7 @@ def _front_section(page: _Page, result: SearchResult, df: pd.DataFrame, front: p
     import plotly.graph_objects as go
 
     metric = result.metric
-    page.section(f"{metric.name[:1].upper()}{metric.name[1:]} against measured latency",
+    page.section(f"{'Accuracy' if metric.name == 'accuracy' else metric.name} against measured latency",
                  "Every completed trial; the feasible Pareto front joined by a line. Trials over the latency "
                  "budget are kept by the search but ranked behind the feasible ones.")
     complete = df[df["state"] == "COMPLETE"].dropna(subset=["accuracy", "latency_ms"])

@@ -73,8 +73,12 @@ def test_a_factory_in_the_working_directory_takes_arguments_without_pythonpath(t
 def test_the_segmentation_task_runs_end_to_end_and_says_miou(tmp_path):
     from conftest import run_cli
 
+    space = tmp_path / "short.yaml"  # the default space's methods, with short recoveries (the U-Net trains slowly)
+    space.write_text("version: 1\ndefault: {methods: [none, l1, taylor], ratio: {low: 0.3, high: 0.6, step: 0.1}}\n"
+                     "round_to: [8]\nrecovery: {finetune_steps: 10, rungs: [], eval_samples: 500, bn_batches: 5, "
+                     "final_steps: 20, final_members: 1}\n")
     proc = run_cli("search", "--task", "fashion-mnist-seg", "--device", "x86-ort", "--latency-budget-ms", "50",
-                   "--trials", "6", "--results-dir", str(tmp_path / "r"), "--space", "default", timeout=1800)
+                   "--trials", "6", "--results-dir", str(tmp_path / "r"), "--space", str(space), timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = " ".join(proc.stdout.split())
     assert "mIoU %" in text and "acc %" not in text
