@@ -117,9 +117,7 @@ def cmd_groups(args: argparse.Namespace) -> int:
     from autoprune.tasks import load_task
 
     space = load_space(args.space)
-    from autoprune.tasks._loader import parse_task_args
-
-    task = load_task(args.task, args.data_dir, parse_task_args(args.task_arg))
+    task = load_task(args.task, args.data_dir, _task_args_of(args))
     for note in task.notes:
         out.print(note)
     whole = resolve_task(space, task, args.setup_timeout_s, args.setup_memory_gb)
@@ -148,7 +146,6 @@ def cmd_groups(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from autoprune.search_loop import search
-    from autoprune.tasks._loader import parse_task_args
 
     devices, budgets = args.device, args.latency_budget_ms
     if len(budgets) not in (1, len(devices)):
@@ -176,7 +173,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         setup_timeout_s=args.setup_timeout_s,
         setup_memory_gb=args.setup_memory_gb,
         precisions=None if args.precision is None else [p.strip() for p in args.precision.split(",") if p.strip()],
-        task_args=parse_task_args(args.task_arg),
+        task_args=_task_args_of(args),
+        workers=args.workers,
     )
     _print_front(result)
     _print_recommendation(result)
@@ -297,6 +295,32 @@ def _task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="a keyword argument for the task factory (package.module:factory); repeat for more. "
                              "Values are read as YAML scalars: size=32 is a number, root=data/x a string")
+    parser.add_argument("--model", metavar="torchvision:NAME",
+                        help="with --task imagefolder:DIR: the torchvision classification model (e.g. "
+                             "torchvision:resnet18)")
+    parser.add_argument("--weights", metavar="FILE",
+                        help="with --task imagefolder:DIR: the trained model's state_dict (or whole saved model) "
+                             "with the folder's number of classes; required: a pruning search needs a trained model")
+    parser.add_argument("--input-size", type=int, metavar="PX",
+                        help="with --task imagefolder:DIR: the square input size images are resized and "
+                             "centre-cropped to (default 224)")
+
+
+def _task_args_of(args: argparse.Namespace) -> dict:
+    """--task-arg pairs, and for an image folder --model, --weights and --input-size."""
+    from autoprune.tasks._loader import IMAGEFOLDER, parse_task_args
+
+    out = parse_task_args(args.task_arg)
+    given = {k: v for k, v in (("model", args.model), ("weights", args.weights),
+                               ("input_size", args.input_size)) if v is not None}
+    if given and not args.task.startswith(IMAGEFOLDER):
+        raise ConfigError("--model, --weights and --input-size go with --task imagefolder:DIR; a task factory "
+                          "takes its arguments as --task-arg key=value.")
+    if args.task.startswith(IMAGEFOLDER):
+        if "weights" in given:  # absolute: a later finalize or export may run from elsewhere
+            given["weights"] = str(Path(given["weights"]).expanduser().resolve())
+        out.update(given)
+    return out
 
 
 def _whole(value) -> str:
@@ -435,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "`precision.choices`, e.g. float32,int8; float32 is always offered, as the baseline's). "
                         "Only those the device profile supports (`precision.supported`)")
     s.add_argument("--data-dir", help="dataset folder (default: the Debian package's)")
+    s.add_argument("--workers", type=int, metavar="N",
+                   help="processes loading a task's data when it is read from a Dataset or image folder "
+                        "(default: the cores less one, at most 4; 0 loads in the main process)")
     s.add_argument("--no-finalize", action="store_true",
                    help="stop after the trials: skip the full fine-tune, full validation and paired re-timing of "
                         "the front's best members (run `autoprune finalize` later)")

@@ -142,7 +142,7 @@ def _float_accuracy(row, final: dict[str, Any] | None) -> float | None:
 def _check_inputs(task, batch: int) -> np.ndarray:
     """The first validation inputs, a whole number of batches (at least one)."""
     n = max(batch, CHECK_EXAMPLES // batch * batch)
-    x = task.val.x[:n].numpy().astype(np.float32)
+    x = task.val.first(n)[0].numpy().astype(np.float32)
     if len(x) < n:  # a tiny validation split: repeat it to fill the batch
         x = np.resize(x, (n, *x.shape[1:])).astype(np.float32)
     return x

@@ -27,12 +27,12 @@ def top1(model: Callable[[torch.Tensor], torch.Tensor], data: Split, batch_size:
     """Top-1 accuracy in percent of ``model`` on every example of ``data``."""
     import torch
 
-    correct = 0
+    correct = seen = 0
     with torch.no_grad():
-        for start in range(0, len(data), batch_size):
-            pred = model(data.x[start:start + batch_size]).argmax(1)
-            correct += int((pred == data.y[start:start + batch_size]).sum())
-    return 100.0 * correct / len(data)
+        for x, y in data.batches(batch_size):
+            correct += int((model(x).argmax(1) == y).sum())
+            seen += len(y)
+    return 100.0 * correct / seen
 
 
 def miou(model: Callable[[torch.Tensor], torch.Tensor], data: Split, batch_size: int = 500) -> float:
@@ -44,13 +44,13 @@ def miou(model: Callable[[torch.Tensor], torch.Tensor], data: Split, batch_size:
 
     confusion = None
     with torch.no_grad():
-        for start in range(0, len(data), batch_size):
-            out = model(data.x[start:start + batch_size])
+        for x, y in data.batches(batch_size):
+            out = model(x)
             k = out.shape[1]
             if confusion is None:
                 confusion = torch.zeros(k, k, dtype=torch.int64)
             pred = out.argmax(1).flatten()
-            truth = data.y[start:start + batch_size].flatten()
+            truth = y.flatten().long()
             confusion += torch.bincount(truth * k + pred, minlength=k * k).reshape(k, k)
     assert confusion is not None
     inter = confusion.diag().double()
@@ -110,9 +110,10 @@ class Metric(MetricInfo):
 
     Attributes:
         name: shown everywhere the score is (trial lines, tables, CSV columns, plots).
-        evaluate: ``evaluate(model, data) -> float`` on a :class:`Split`; ``model`` is
-            an ``nn.Module`` in eval mode, or an :class:`OnnxModel` (also callable on a
-            batch). autoprune passes the validation subset it scores on.
+        evaluate: ``evaluate(model, data) -> float``; ``data`` is the validation subset
+            autoprune scores on: iterate ``data.batches(batch_size)`` for ``(x, y)``
+            batches (in memory or read from a Dataset alike). ``model`` is an
+            ``nn.Module`` in eval mode, or an :class:`OnnxModel` (also callable on a batch).
         unit: printed after the figure, e.g. ``%`` (empty for none).
         higher_is_better: the direction; a drop against the baseline is measured in it.
     """

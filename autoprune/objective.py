@@ -136,7 +136,7 @@ class Context:
         self.gradient_batches = []
         for _ in range(rec.gradient_batches):
             idx = torch.randint(len(self.task.train), (rec.batch_size,), generator=gen)
-            self.gradient_batches.append((self.task.train.x[idx], self.task.train.y[idx]))
+            self.gradient_batches.append(self.task.train.take(idx))
         self.base_params = count_params(self.task.model)
 
     @property

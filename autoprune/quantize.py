@@ -176,7 +176,7 @@ def calibration_inputs(train, samples: int, seed: int = 0) -> np.ndarray:
 
     n = min(samples, len(train))
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:n]
-    return train.x[idx].numpy()
+    return train.take(idx)[0].numpy()
 
 
 class _Reader:

@@ -63,9 +63,8 @@ def recalibrate_bn(model: nn.Module, data: Split, batches: int, batch_size: int 
     model.train()
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad(), _seeded_rng(0):
-        for _ in range(batches):
-            idx = torch.randint(len(data.x), (batch_size,), generator=gen)
-            model(data.x[idx])
+        for _, x, _ in data.sample(batch_size, batches, gen):
+            model(x)
     for bn, momentum in zip(bns, saved):
         bn.momentum = momentum
     model.eval()
@@ -92,8 +91,13 @@ class Distill:
     cache_mb: float = 256.0
     _cache: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
 
-    def teacher_out(self, data: Split, idx: torch.Tensor, flip: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-        """The teacher's outputs for the batch ``x`` = ``data.x[idx]`` (flipped where ``flip``)."""
+    def teacher_out(self, data: Split, idx: torch.Tensor | None, flip: torch.Tensor | None,
+                    x: torch.Tensor) -> torch.Tensor:
+        """The teacher's outputs for the batch ``x``, examples ``idx`` of ``data`` (flipped
+        where ``flip``); ``idx`` None (a stream without indices): computed, not kept."""
+        if idx is None:
+            with torch.no_grad():
+                return self.teacher(x)
         entry = self._cache.get(data)
         if entry is None:
             with torch.no_grad():
@@ -161,9 +165,7 @@ def train(model: nn.Module, data: Split, config: TrainConfig, masks: Mapping[str
     hook = model.register_forward_hook(lambda _m, _i, out: outputs.append(out)) if distilling else None
     try:
         with _seeded_rng(config.seed):
-            for step in range(config.steps):
-                idx = torch.randint(len(data.x), (config.batch_size,), generator=gen)
-                x, y = data.x[idx], data.y[idx]
+            for step, (idx, x, y) in enumerate(data.sample(config.batch_size, config.steps, gen)):
                 flip = None
                 if config.hflip:
                     flip = torch.rand(len(x), generator=gen) < 0.5

@@ -79,6 +79,8 @@ class SearchConfig:
     warm_start: bool = True  # enqueue the uniform plans users try by hand
     # keyword arguments for a task factory (``--task-arg key=value``; identity when given)
     task_args: tuple[tuple[str, Any], ...] = ()
+    # processes loading a Dataset split (None: tasks._base.default_workers); not identity
+    workers: int | None = None
     # More devices, each timed for every candidate: (profile, budget ms or None). Their
     # latencies are extra objectives; a budget also makes them a per-device constraint.
     also: tuple[tuple[str, float | None], ...] = ()
@@ -115,6 +117,8 @@ class SearchConfig:
             if unknown or not self.precisions:
                 raise ConfigError(f"--precision takes a comma-separated list of {', '.join(PRECISIONS)}; "
                                   f"got {','.join(self.precisions) or 'nothing'}.")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"--workers must be 0 (load in the main process) or more, got {self.workers}.")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
         if not (self.latency_budget_ms > 0 and math.isfinite(self.latency_budget_ms)):
@@ -234,12 +238,17 @@ def _with_metric(identity: dict[str, Any], metric: MetricInfo) -> dict[str, Any]
 def _load_task(setup: _Setup, log: Callable[[str], None]):
     """The task, checked before trial 0 (its baseline must run: see tasks._validate)."""
     from autoprune.tasks import load_task
+    from autoprune.tasks._base import DataSplit
     from autoprune.tasks._validate import validate
 
     config = setup.config
     task = load_task(config.task, config.data_dir, dict(config.task_args))
     for note in task.notes:
         log(note)
+    if config.workers is not None:
+        for split in (task.train, task.val):
+            if isinstance(split, DataSplit):
+                split.workers = config.workers
     validate(task)
     return task
 
@@ -648,12 +657,15 @@ def search(
     setup_memory_gb: float | None = None,
     precisions: list[str] | tuple[str, ...] | None = None,
     task_args: dict[str, Any] | None = None,
+    workers: int | None = None,
 ) -> SearchResult:
     """Run (or resume) a search and return its :class:`~autoprune.results.SearchResult`.
 
     ``task`` is a built-in name, ``package.module:factory`` (called with ``task_args``
     as keyword arguments), or a :class:`~autoprune.tasks.Task` object (its ``name``
     names the study; finalize and export in this process use the object).
+    ``workers``: processes loading a task's ``Dataset`` splits (default: the cores less
+    one, at most 4).
 
     ``n_trials`` is the total the study should hold, baseline included: running the same
     call again after an interruption finishes the remaining trials only. ``also`` names
@@ -705,6 +717,7 @@ def search(
         setup_memory_gb=setup_memory_gb,
         precisions=None if precisions is None else tuple(precisions),
         task_args=tuple(sorted((task_args or {}).items())),
+        workers=workers,
     )
     return _execute(config, target=config.n_trials, worker=False, progress=progress)
 

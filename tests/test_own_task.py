@@ -101,3 +101,49 @@ def test_the_segmentation_task_runs_end_to_end_and_says_miou(tmp_path):
     assert manifest["metric"]["name"] == "mIoU" and "mIoU" in manifest["metrics"]
     ran = run_cli("run", str(tmp_path / "pkg"))
     assert ran.returncode == 0, ran.stderr
+
+
+class _Digits(__import__("torch").utils.data.Dataset):
+    """Map-style: one (image, label) at a time, as a Dataset over files would give them."""
+
+    def __init__(self, split):
+        self.split, self.reads = split, 0
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.split.x[i], self.split.y[i]
+
+
+class _Stream(__import__("torch").utils.data.IterableDataset):
+    def __init__(self, split):
+        self.split = split
+
+    def __len__(self):
+        return len(self.split)
+
+    def __iter__(self):
+        return zip(self.split.x, self.split.y, strict=True)
+
+
+def test_a_task_reads_its_data_from_a_dataset_and_a_dataloader(tmp_path):
+    import torch
+
+    from autoprune.tasks import Task
+    from autoprune.tasks._base import DataSplit
+
+    digits = load_task("digits")
+    train = _Digits(digits.train)
+    loader = torch.utils.data.DataLoader(_Stream(digits.val), batch_size=7)  # its batch size is autoprune's to set
+    task = Task("digits-stream", digits.model, digits.input_shape, train, loader, ignored_layers=digits.ignored_layers)
+    assert isinstance(task.train, DataSplit) and isinstance(task.val, DataSplit) and task.val.iterable
+    assert len(task.val) == len(digits.val)
+    # the same figures as in memory: the metric over batches of the stream, the first examples
+    assert task.metric(task.model, task.val) == pytest.approx(digits.metric(digits.model, digits.val))
+    assert torch.equal(task.example_input(3), digits.example_input(3))
+    result = autoprune.search(task=task, device="x86-ort", latency_budget_ms=5.0, n_trials=3, finalize=False,
+                              results_dir=tmp_path, progress=False, workers=0)
+    assert (result.trials["state"] == "COMPLETE").all(), result.trials[["state", "fail_reason"]]
+    assert train.reads > 0  # recovery read the training data through the dataset (workers=0: this process)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,12 @@ from torch import nn
 class Split:
     """A labelled split held in memory: ``x`` float (N, *input_shape), ``y`` the labels
     (int64 (N,) class indices for a classifier, (N, H, W) for per-pixel labels, or
-    whatever the task's loss and metric read)."""
+    whatever the task's loss and metric read).
+
+    Every reader of a split goes through :meth:`take`, :meth:`sample` and
+    :meth:`batches`, which :class:`DataSplit` (data read batch by batch from a PyTorch
+    ``Dataset`` or ``DataLoader``) also has; ``x`` and ``y`` exist only here.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
@@ -31,6 +37,156 @@ class Split:
         """The first ``n`` examples (a view, no copy)."""
         return Split(self.x[:n], self.y[:n])
 
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The examples at ``idx`` as one batch."""
+        return self.x[idx], self.y[idx]
+
+    def sample(self, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[Batch]:
+        """``steps`` random batches (with replacement), each with its example indices."""
+        for _ in range(steps):
+            idx = torch.randint(len(self.x), (batch_size,), generator=generator)
+            yield idx, self.x[idx], self.y[idx]
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every example once, in order, ``batch_size`` at a time."""
+        for start in range(0, len(self.x), batch_size):
+            yield self.x[start:start + batch_size], self.y[start:start + batch_size]
+
+    def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` examples (fewer if the split is smaller) as one batch."""
+        return self.x[:n], self.y[:n]
+
+
+Batch = tuple["torch.Tensor | None", torch.Tensor, torch.Tensor]  # (example indices or None, x, y)
+
+
+def default_workers() -> int:
+    """Data-loading processes when ``--workers`` is not given: one core is left to the
+    training itself (0 on a 1-core machine: loading in the main process)."""
+    return min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
+class DataSplit:
+    """A split read batch by batch from a PyTorch ``Dataset`` (map-style or iterable)
+    or a ``DataLoader`` (its dataset and ``collate_fn``; autoprune sets the batch size
+    and order itself). Each example is ``(input, label)``. Memory does not grow with
+    the data: nothing is kept but what one batch holds (and the teacher outputs of
+    distillation, capped by ``Distill.cache_mb``).
+
+    ``workers``: loading processes (``--workers``; default :func:`default_workers`).
+    An iterable dataset must have ``__len__``, and is read in its own order: random
+    batches come from cycling through it.
+    """
+
+    def __init__(self, data, workers: int | None = None, *, _limit: int | None = None) -> None:
+        from torch.utils.data import DataLoader, IterableDataset
+        from torch.utils.data._utils.collate import default_collate
+
+        if isinstance(data, DataLoader):
+            self.dataset, self.collate = data.dataset, data.collate_fn or default_collate
+        else:
+            self.dataset, self.collate = data, default_collate
+        self.iterable = isinstance(self.dataset, IterableDataset)
+        self.workers = default_workers() if workers is None else workers
+        try:
+            total = len(self.dataset)
+        except TypeError:
+            raise ValueError(f"a {type(self.dataset).__name__} has no length; autoprune needs len(dataset) "
+                             "(define __len__ on an IterableDataset).") from None
+        self._len = total if _limit is None else min(_limit, total)
+        self._limit = _limit
+        if self._len == 0:
+            raise ValueError(f"the {type(self.dataset).__name__} is empty: a split needs at least one example.")
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __repr__(self) -> str:
+        return f"DataSplit({type(self.dataset).__name__}, {self._len} examples, workers={self.workers})"
+
+    def head(self, n: int) -> DataSplit:
+        return DataSplit(self._loader_source(), self.workers, _limit=min(n, self._len))
+
+    def _loader_source(self):
+        from torch.utils.data import DataLoader
+
+        # keep the user's collate_fn with the dataset
+        return DataLoader(self.dataset, collate_fn=self.collate)
+
+    def _pair(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise ValueError(f"a dataset example must be (input, label); a batch of them collated to "
+                             f"{type(batch).__name__} of {len(batch) if hasattr(batch, '__len__') else '?'} parts.")
+        return batch[0], batch[1]
+
+    def _loader(self, **kwargs):
+        from torch.utils.data import DataLoader
+
+        return DataLoader(self.dataset, collate_fn=self.collate, num_workers=self.workers,
+                          persistent_workers=False, **kwargs)
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.iterable:  # no random access: the first examples, as many as asked
+            x, y = self.first(len(idx))
+            return x, y
+        return self._pair(self.collate([self.dataset[int(i)] for i in idx]))
+
+    def sample(self, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[Batch]:
+        if steps <= 0:
+            return
+        if self.iterable:
+            done = 0
+            while done < steps:
+                for x, y in self.batches(batch_size):
+                    yield None, x, y
+                    done += 1
+                    if done == steps:
+                        return
+            return
+        plan = [torch.randint(self._len, (batch_size,), generator=generator) for _ in range(steps)]
+        loader = self._loader(batch_sampler=[p.tolist() for p in plan])
+        for idx, batch in zip(plan, loader, strict=True):
+            yield (idx, *self._pair(batch))
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.iterable:
+            left = self._len
+            for batch in self._loader(batch_size=batch_size):
+                x, y = self._pair(batch)
+                yield x[:left], y[:left]
+                left -= len(x)
+                if left <= 0:
+                    return
+            return
+        from torch.utils.data import Subset
+
+        data = self.dataset if self._limit is None else Subset(self.dataset, range(self._len))
+        for batch in self._loader_for(data, batch_size):
+            yield self._pair(batch)
+
+    def _loader_for(self, data, batch_size: int):
+        from torch.utils.data import DataLoader
+
+        return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=self.collate,
+                          num_workers=self.workers, persistent_workers=False)
+
+    def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.iterable:
+            return self.take(torch.arange(min(n, self._len)))
+        return next(iter(self.head(n).batches(n)))
+
+
+def as_split(data, label: str) -> Split | DataSplit:
+    """A task's split as given: a :class:`Split`, a ``Dataset`` or a ``DataLoader``."""
+    from torch.utils.data import DataLoader, Dataset
+
+    if isinstance(data, (Split, DataSplit)):
+        return data
+    if isinstance(data, (Dataset, DataLoader)):
+        return DataSplit(data)
+    raise TypeError(f"Task.{label} must be an autoprune.tasks.Split, a torch Dataset or a DataLoader, "
+                    f"got {type(data).__name__}.")
+
 
 @dataclass(frozen=True, eq=False)
 class Task:
@@ -40,8 +196,11 @@ class Task:
         name: short name, recorded with every result.
         model: the trained base model (autoprune never mutates it).
         input_shape: one example's shape without the batch dimension, e.g. (1, 28, 28).
-        train: data for BN recalibration, Taylor gradients and fine-tuning.
-        val: data for the accuracy objective.
+        train: data for BN recalibration, Taylor gradients and fine-tuning: a
+            :class:`Split` of tensors, or a PyTorch ``Dataset``/``DataLoader`` of
+            ``(input, label)`` examples, read batch by batch (:class:`DataSplit`).
+        val: data for the metric, the same kinds; the first examples are the
+            search's fixed validation subset, so shuffle it once when building it.
         ignored_layers: module names never pruned (the classifier's output width is fixed).
         base_accuracy: validation accuracy (%) the base model reached when it was trained.
         description: one line for listings.
@@ -79,9 +238,8 @@ class Task:
             raise TypeError(f"Task.metric must be an autoprune.evaluate.Metric, got {type(self.metric).__name__}.")
         if self.loss is not None and not callable(self.loss):
             raise TypeError(f"Task.loss must be callable as loss(model, (x, y)), got {type(self.loss).__name__}.")
-        for label, split in (("train", self.train), ("val", self.val)):
-            if not isinstance(split, Split):
-                raise TypeError(f"Task.{label} must be an autoprune.tasks.Split, got {type(split).__name__}.")
+        for label in ("train", "val"):
+            object.__setattr__(self, label, as_split(getattr(self, label), label))
         if not isinstance(self.model, nn.Module):
             raise TypeError(f"Task.model must be a torch.nn.Module, got {type(self.model).__name__}.")
         names = dict(self.model.named_modules())
@@ -89,13 +247,17 @@ class Task:
         if missing:
             raise ValueError(f"Task.ignored_layers names modules the model lacks: {missing}.")
         for label, split in (("train", self.train), ("val", self.val)):
-            if tuple(split.x.shape[1:]) != tuple(self.input_shape):
+            x = split.x if isinstance(split, Split) else split.first(2)[0]
+            if not isinstance(x, torch.Tensor):
+                raise ValueError(f"the {label} split's inputs are {type(x).__name__}; they must be tensors "
+                                 "(a dataset's transform should end with ToTensor()).")
+            if tuple(x.shape[1:]) != tuple(self.input_shape):
                 raise ValueError(
-                    f"the {label} split's inputs are {tuple(split.x.shape[1:])} per example, but the task "
+                    f"the {label} split's inputs are {tuple(x.shape[1:])} per example, but the task "
                     f"declares input_shape {tuple(self.input_shape)} (every candidate is timed at that shape); "
                     "make them agree."
                 )
-            if not split.x.is_floating_point():
+            if not x.is_floating_point():
                 raise ValueError(
                     f"the {label} split's inputs are {split.x.dtype}; the model takes floats. Convert them "
                     "when building the task, e.g. x.float() / 255 and the model's normalisation."
@@ -109,5 +271,5 @@ class Task:
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         """A deterministic batch of real validation inputs (repeated if needed)."""
-        idx = torch.arange(batch_size) % len(self.val)
-        return self.val.x[idx].clone()
+        x, _ = self.val.first(batch_size)
+        return x[torch.arange(batch_size) % len(x)].clone()

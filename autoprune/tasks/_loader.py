@@ -37,6 +37,8 @@ BUILTIN_TASKS: dict[str, tuple[Callable[[Path | None], Task], str]] = {
 }
 
 
+IMAGEFOLDER = "imagefolder:"  # --task imagefolder:DIR (with --model, --weights, --input-size)
+
 # Task objects given to ``autoprune.search(task=Task(...))`` in this process, by name: the
 # search's finalize and export find them here (a later process needs a name or factory)
 _GIVEN: dict[str, Task] = {}
@@ -114,6 +116,13 @@ def load_task(spec: str, data_dir: str | Path | None = None, args: dict[str, obj
     check_task_spec(spec)
     if spec in _GIVEN:
         return _GIVEN[spec]
+    if spec.startswith(IMAGEFOLDER):
+        from autoprune.tasks.imagefolder import imagefolder_task
+
+        try:
+            return without_aux_heads(imagefolder_task(spec[len(IMAGEFOLDER):], **(args or {})))
+        except TypeError as exc:  # an argument imagefolder does not take
+            raise TaskError(f"--task {spec}: {first_line(exc)}; it takes --model, --weights and --input-size.") from None
     if spec in BUILTIN_TASKS:
         if args:
             raise TaskError(f"the built-in task {spec!r} takes no --task-arg (got {', '.join(args)}).")

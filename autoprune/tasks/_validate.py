@@ -36,9 +36,12 @@ def _forward(task: Task, x: torch.Tensor):
         ) from None
 
 
+LABEL_SAMPLES = 512  # labels of a streamed split checked (an in-memory one: all)
+
+
 def _labels(task: Task, label: str, split: Split, out: torch.Tensor) -> None:
     """With the default loss: labels must be class indices the output can score."""
-    y = split.y
+    y = split.y if isinstance(split, Split) else split.first(LABEL_SAMPLES)[1]
     if y.dtype.is_floating_point or y.dtype == torch.bool:
         raise TaskError(f"task {task.name!r}: the {label} split's labels are {y.dtype}; cross-entropy needs "
                         "integer class indices (int64). Convert them (y.long()), or give the task a loss.")
@@ -82,7 +85,7 @@ def validate(task: Task) -> float:
 def _one_step(task: Task) -> None:
     """One optimiser step with the task's loss on a copy (recovery and Taylor run it)."""
     model = copy.deepcopy(task.model).train()
-    x, y = task.train.x[:8], task.train.y[:8]
+    x, y = task.train.first(8)
     try:
         loss = task.loss_of(model, x, y)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
