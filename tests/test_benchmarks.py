@@ -113,6 +113,15 @@ def test_precision_quick(tmp_path):
     assert "Spearman" in out.read_text()
 
 
+@pytest.mark.slow
+def test_imagefolder_quick(tmp_path):
+    out = tmp_path / "imagefolder.md"
+    run_script("imagefolder.py", "--quick", "--allow-noisy", "--out", str(out), "--data", str(tmp_path / "pngs"))
+    text = out.read_text()
+    assert "Peak RSS ratio, larger folder to smaller:" in text and "recovery images/s" in text
+    assert len((tmp_path / "pngs" / "fashion-600" / "val" / "bag").iterdir().__next__().read_bytes()) > 0
+
+
 def test_a_report_timed_on_a_busy_machine_is_refused_or_stamped(tmp_path):
     sys.path.insert(0, str(BENCH))
     try:

@@ -58,7 +58,7 @@ def test_report_of_a_real_study_is_self_contained(digits_study, tmp_path):
     for title in SECTIONS:
         assert f"<h2>{title}</h2>" in html
     base = digits_study.baseline
-    assert f"trial {int(base['trial'])}: {base['accuracy']:.2f}% at {base['latency_ms']:.3f} ms" in html
+    assert f"trial {int(base['trial'])}: accuracy {base['accuracy']:.2f}% at {base['latency_ms']:.3f} ms" in html
     # The heat map has a column per prunable group of the digits CNN, a row per front member.
     plan = digits_study.record(int(digits_study.front.iloc[0]["trial"])).plan
     for group in plan["groups"]:
