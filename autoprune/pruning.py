@@ -566,12 +566,11 @@ def _apply(
     if any(METHODS[c.method].needs_gradients for c in wanted.values()):
         if not gradient_batches:
             raise PruningError("a gradient-based method was chosen but no labelled batches given")
+        from autoprune.recover import default_loss
+
         pruned.zero_grad(set_to_none=True)
         for x, y in gradient_batches:
-            if loss_fn is None:
-                nn.functional.cross_entropy(pruned(x), y).backward()
-            else:
-                loss_fn(pruned, x, y).backward()
+            (loss_fn or default_loss)(pruned, x, y).backward()
 
     # Plan keys are root names of the unpruned model; a dropped block can move a
     # group's root, so a key also matches any member layer of a current group.

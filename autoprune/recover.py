@@ -22,6 +22,14 @@ from autoprune.pruning import apply_masks
 from autoprune.tasks._base import Split
 
 
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def default_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``model(x)`` against class indices ``y`` (also per pixel)."""
+    return nn.functional.cross_entropy(model(x), y)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Plain SGD with momentum and a cosine schedule over ``steps`` mini-batches."""
@@ -191,10 +199,3 @@ def train(model: nn.Module, data: Split, config: TrainConfig, masks: Mapping[str
     model.eval()
     return loss.item()
 
-
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def default_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of ``model(x)`` against class indices ``y`` (also per pixel)."""
-    return nn.functional.cross_entropy(model(x), y)

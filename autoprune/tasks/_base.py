@@ -105,13 +105,10 @@ class DataSplit:
         return f"DataSplit({type(self.dataset).__name__}, {self._len} examples, workers={self.workers})"
 
     def head(self, n: int) -> DataSplit:
-        return DataSplit(self._loader_source(), self.workers, _limit=min(n, self._len))
-
-    def _loader_source(self):
         from torch.utils.data import DataLoader
 
-        # keep the user's collate_fn with the dataset
-        return DataLoader(self.dataset, collate_fn=self.collate)
+        # through a DataLoader: the view keeps the user's collate_fn
+        return DataSplit(DataLoader(self.dataset, collate_fn=self.collate), self.workers, _limit=min(n, self._len))
 
     def _pair(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
@@ -119,11 +116,11 @@ class DataSplit:
                              f"{type(batch).__name__} of {len(batch) if hasattr(batch, '__len__') else '?'} parts.")
         return batch[0], batch[1]
 
-    def _loader(self, **kwargs):
+    def _loader(self, data=None, **kwargs):
         from torch.utils.data import DataLoader
 
-        return DataLoader(self.dataset, collate_fn=self.collate, num_workers=self.workers,
-                          persistent_workers=False, **kwargs)
+        return DataLoader(self.dataset if data is None else data, collate_fn=self.collate,
+                          num_workers=self.workers, **kwargs)
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.iterable:  # no random access: the first examples, as many as asked
@@ -161,14 +158,8 @@ class DataSplit:
         from torch.utils.data import Subset
 
         data = self.dataset if self._limit is None else Subset(self.dataset, range(self._len))
-        for batch in self._loader_for(data, batch_size):
+        for batch in self._loader(data, batch_size=batch_size, shuffle=False):
             yield self._pair(batch)
-
-    def _loader_for(self, data, batch_size: int):
-        from torch.utils.data import DataLoader
-
-        return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=self.collate,
-                          num_workers=self.workers, persistent_workers=False)
 
     def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.iterable:
@@ -266,7 +257,9 @@ class Task:
     def loss_of(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The task's training loss on one batch (cross-entropy by default)."""
         if self.loss is None:
-            return nn.functional.cross_entropy(model(x), y)
+            from autoprune.recover import default_loss
+
+            return default_loss(model, x, y)
         return self.loss(model, (x, y))
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:

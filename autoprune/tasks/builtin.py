@@ -80,11 +80,17 @@ def load_fashion_arrays(data_dir: Path | None = None) -> dict[str, np.ndarray]:
         raise DataError(f"Fashion-MNIST files in {folder} are unreadable: {exc}.") from None
 
 
-def _fashion_splits(data_dir: Path | None) -> tuple[Split, Split]:
+def _fashion_splits(data_dir: Path | None, per_pixel: bool = False) -> tuple[Split, Split]:
+    """Fashion-MNIST's training images, normalised, with their class labels; or with
+    ``per_pixel`` each pixel labelled 0 (background) or 1 + the image's class where its
+    intensity is at least SEG_THRESHOLD (11 classes per pixel, kept as uint8)."""
     arrays = load_fashion_arrays(data_dir)
     x = torch.from_numpy(arrays["train_x"].astype(np.float32) / 255.0)
     x = ((x - FASHION_MEAN) / FASHION_STD).unsqueeze(1)
     y = torch.from_numpy(arrays["train_y"].astype(np.int64))
+    if per_pixel:
+        raw = torch.from_numpy(arrays["train_x"].copy())
+        y = torch.where(raw >= SEG_THRESHOLD, (y.to(torch.uint8) + 1)[:, None, None], torch.zeros((), dtype=torch.uint8))
     # 5,000 held-out training images are the validation split the search scores on;
     # the official test set stays untouched by the search.
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
@@ -92,23 +98,10 @@ def _fashion_splits(data_dir: Path | None) -> tuple[Split, Split]:
     return Split(x[train_idx], y[train_idx]), Split(x[val_idx], y[val_idx])
 
 
-def _fashion_seg_splits(data_dir: Path | None) -> tuple[Split, Split]:
-    """The classifier's images and split, each pixel labelled 0 (background) or 1 + the
-    image's class where its intensity is at least SEG_THRESHOLD: 11 classes per pixel."""
-    arrays = load_fashion_arrays(data_dir)
-    raw = torch.from_numpy(arrays["train_x"].copy())
-    x = ((raw.float() / 255.0 - FASHION_MEAN) / FASHION_STD).unsqueeze(1)
-    label = torch.from_numpy(arrays["train_y"].astype(np.uint8))
-    y = torch.where(raw >= SEG_THRESHOLD, (label + 1)[:, None, None], torch.zeros((), dtype=torch.uint8))
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))  # the classifier's split
-    train_idx, val_idx = perm[:-5000], perm[-5000:]
-    return Split(x[train_idx], y[train_idx]), Split(x[val_idx], y[val_idx])
-
-
 def fashion_mnist_seg(data_dir: Path | None = None) -> Task:
     from autoprune.evaluate import MIOU
 
-    train_split, val_split = _fashion_seg_splits(data_dir)
+    train_split, val_split = _fashion_splits(data_dir, per_pixel=True)
     model, miou = base_checkpoint("fashion-mnist-seg", lambda: UNet(1, 11, (32, 64, 128)), train_split, val_split,
                                   metric=MIOU, loss=seg_loss)
     return Task(
@@ -269,7 +262,7 @@ if __name__ == "__main__":  # reproduce a shipped checkpoint
     elif args.task == "fashion-mnist-seg":
         from autoprune.evaluate import MIOU
 
-        tr, va = _fashion_seg_splits(None)
+        tr, va = _fashion_splits(None, per_pixel=True)
         builder = lambda: UNet(1, 11, (32, 64, 128))  # noqa: E731
         extra = {"metric": MIOU, "loss": seg_loss}
     else:
