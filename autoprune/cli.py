@@ -340,7 +340,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     manifest = json.loads((path / "manifest.json").read_text())
     m, metric = manifest["metrics"], result.metric
     out.print(f"exported trial {args.trial} to {path}/: {metric.name} {metric.fmt(m[metric.name])}, "
-              f"latency {m['latency_ms']:.3f} ms ({m['speedup']:.2f}x) [{m['fidelity']}], "
+              f"latency {m['latency_ms']:.3f} ms ({m['speedup']:.2f}x) {escape('[' + m['fidelity'] + ']')}, "
               f"files: {', '.join(manifest['files'])}")
     out.print(f"digest {package_digest(path)} (give it to `autoprune run --expect-digest` where the package is used)",
               highlight=False)

@@ -209,8 +209,8 @@ class Task:
     name: str
     model: nn.Module
     input_shape: tuple[int, ...]
-    train: Split
-    val: Split
+    train: Split | DataSplit  # a Dataset or DataLoader given here is wrapped as a DataSplit
+    val: Split | DataSplit
     ignored_layers: tuple[str, ...] = ()
     base_accuracy: float | None = None
     description: str = ""

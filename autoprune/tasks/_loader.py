@@ -37,6 +37,7 @@ BUILTIN_TASKS: dict[str, tuple[Callable[[Path | None], Task], str]] = {
 }
 
 
+DATA_DIR_TASKS = ("fashion-mnist", "fashion-mnist-seg")  # the tasks --data-dir is for
 IMAGEFOLDER = "imagefolder:"  # --task imagefolder:DIR (with --model, --weights, --input-size)
 
 # Task objects given to ``autoprune.search(task=Task(...))`` in this process, by name: the
@@ -114,6 +115,10 @@ def load_task(spec: str, data_dir: str | Path | None = None, args: dict[str, obj
     """
     data_path = Path(data_dir) if data_dir is not None else None
     check_task_spec(spec)
+    if data_path is not None and spec not in DATA_DIR_TASKS:
+        raise TaskError(f"--data-dir applies to the built-in {' and '.join(DATA_DIR_TASKS)} tasks, not to "
+                        f"{spec!r}: give a task factory its folder as --task-arg, e.g. --task-arg root=DIR "
+                        "(an image folder: --task imagefolder:DIR).")
     if spec in _GIVEN:
         return _GIVEN[spec]
     if spec.startswith(IMAGEFOLDER):
