@@ -394,7 +394,7 @@ def _hypervolume_section(page: _Page, result: SearchResult, df: pd.DataFrame) ->
     page.section("Hypervolume history",
                  f"How much of the {m.name}/latency plane the trials so far dominate ({m.name} "
                  f"{'maximised' if m.higher_is_better else 'minimised'}, "
-                 f"latency minimised), after each trial. Reference point: {m.name} 0 and latency {ref_text}. "
+                 f"latency minimised), after each trial. Reference point: 0{m.unit} {m.name} and latency {ref_text}. "
                  f"Shown as a share of the box 0..{ref:.3f} ms x 0..100, so 1 would be 100{m.unit} {m.name} at no "
                  f"latency; a trial adds to it only if it is {counts}. Size, the third objective, is left out "
                  "so that the number stays readable.")
