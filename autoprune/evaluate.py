@@ -197,7 +197,7 @@ class OnnxModel:
         return torch.from_numpy(np.concatenate(outs))
 
 
-def accuracy(model, data: Split, samples: int | None = None, batch_size: int = 500) -> float:
+def accuracy(model, data: Split, samples: int | None = None) -> float:
     """Top-1 accuracy in percent on the first ``samples`` validation examples (all if None)."""
     return ACCURACY(model, data, samples)
 
