@@ -173,6 +173,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         setup_timeout_s=args.setup_timeout_s,
         setup_memory_gb=args.setup_memory_gb,
         precisions=None if args.precision is None else [p.strip() for p in args.precision.split(",") if p.strip()],
+        screen_plans=args.screen_plans,
         task_args=_task_args_of(args),
         workers=args.workers,
     )
@@ -458,6 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "on training inputs), int8-dynamic (linear layers), float16 (default: the space's "
                         "`precision.choices`, e.g. float32,int8; float32 is always offered, as the baseline's). "
                         "Only those the device profile supports (`precision.supported`)")
+    s.add_argument("--screen-plans", type=int, metavar="N",
+                   help="plans to screen cheaply (pruned, BatchNorm re-estimated, a few distilled steps, scored "
+                        "on a validation subset, timed) before the best --trials are trained (default: the "
+                        "space's `screen.plans`; 0: no screen, every trial is the sampler's)")
     s.add_argument("--data-dir", help="dataset folder (default: the Debian package's)")
     s.add_argument("--workers", type=int, metavar="N",
                    help="processes loading a task's data when it is read from a Dataset or image folder "

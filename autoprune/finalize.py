@@ -166,14 +166,14 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     from autoprune.device import Device
     from autoprune.recover import Distill
     from autoprune.results import SearchResult
-    from autoprune.space import load_space
+    from autoprune.space import space_of
     from autoprune.trials import TrialFailure, TrialFiles
 
     result = SearchResult.load(results_dir)
     base = result.baseline
     if base is None:
         raise StudyError(f"{results_dir} has no completed baseline trial; finalize needs it to pair timings.")
-    space = load_space(result.identity["space"])
+    space = space_of(result.identity)
     rec = space.recovery
     steps = rec.final_steps if steps is None else steps
     chosen = choose(result, members or rec.final_members, trials)

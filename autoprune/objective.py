@@ -16,6 +16,7 @@ import errno
 import functools
 import json
 import math
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -379,6 +380,62 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         quantization=exported.settings if plan.precision != "float32" else {},
         float_accuracy=float_acc,
     )
+
+
+@dataclass(frozen=True)
+class Screened:
+    """What screening one plan found: its latency (the screen's short protocol) and,
+    within reach of the budget, its screen score."""
+
+    latency: Measurement
+    score: float | None
+    note: str | None  # why it was not scored
+    precision: str
+    onnx: OnnxArtifact
+    pruned: pruning.PruneReport
+    stage_s: dict[str, float]
+
+    def attrs(self) -> dict[str, Any]:
+        """The trial attributes it is recorded as (``trials.record_screen``)."""
+        return {"screen_score": self.score, "screen_latency_ms": self.latency.median_ms, "screen_note": self.note,
+                "latency_noisy": self.latency.noisy, "arch_hash": self.onnx.arch_hash, "macs": self.onnx.macs,
+                "params": self.onnx.params, "widths": {k: list(v) for k, v in self.pruned.widths.items()},
+                "dropped_blocks": list(self.pruned.dropped_blocks), "precision": self.precision,
+                "stage_s": self.stage_s}
+
+
+def screen_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, seed: int, number: int,
+                     device: Device, budget_ms: float) -> Screened:
+    """Screen one plan: surgery, the export its precision ships as, a short timing on
+    ``device`` (the main device with the screen's protocol), and, when that latency is
+    within ``budget_ms``, the screen's score (``autoprune.screen.screen``); no training
+    beyond the screen's few steps, nothing kept on disk.
+
+    Raises:
+        TrialFailure: the plan could not be pruned, exported or timed.
+    """
+    from autoprune.screen import screen
+
+    sys.audit("autoprune.trial", number)
+    times: dict[str, float] = {}
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with _stage("prune", times, ctx.space.space.prune_timeout_s):
+            model, report = prune(ctx, plan, seed)
+            _check_constraints(ctx, model)
+        onnx = export_candidate(ctx, model, plan.precision, TrialFiles(trial_dir).onnx, times,
+                                latency_only=True).artifact
+        latency, _, _ = measure(ctx, onnx, trial_dir, times, number, device)
+        score, note = None, None
+        if latency.median_ms > budget_ms:
+            note = f"latency {latency.median_ms:.3f} ms is over the {budget_ms:g} ms budget"
+        else:
+            with _stage(FailStage.SCREEN.value, times):
+                score = screen(model, report.masks, ctx.task, ctx.space.space.screen, ctx.distill, seed)
+        return Screened(latency, score, note, plan.precision, onnx, report, times)
+    finally:
+        sys.audit("autoprune.trial", -1)
+        shutil.rmtree(trial_dir, ignore_errors=True)  # the record holds what the screen found
 
 
 def measure_on(ctx: Context, device: Device, onnx: OnnxArtifact, trial_dir: Path,

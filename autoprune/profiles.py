@@ -326,6 +326,18 @@ class DeviceProfile:
         tvm = dataclasses.replace(self.tvm, tuning=self.tvm.tuning.for_finalize())
         return dataclasses.replace(self, tvm=tvm)
 
+    def for_screen(self) -> DeviceProfile:
+        """This profile with the screen's short timing protocol: one process, at most half
+        a second of timing, a 5% confidence target, no retries; TVM builds untuned (a
+        screen is seconds a plan, tuning is minutes). Its hash differs, so a screen's
+        figure never stands in a cache for a full measurement."""
+        m = self.measurement
+        short = dataclasses.replace(m, sessions=1, max_seconds=min(m.max_seconds, 0.5), noise_retries=0,
+                                    target_ci=max(m.target_ci, 0.05), min_repeats=min(m.min_repeats, 20),
+                                    max_repeats=max(min(m.max_repeats, 500), min(m.min_repeats, 20)))
+        tvm = self.tvm and dataclasses.replace(self.tvm, tuning=dataclasses.replace(self.tvm.tuning, max_trials=0))
+        return dataclasses.replace(self, measurement=short, tvm=tvm)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

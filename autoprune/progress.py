@@ -19,6 +19,8 @@ class SearchProgress:
         self.console = Console(stderr=True)
         self._progress: Progress | None = None
         self._task = None
+        self._screen = None  # the screen's own bar (a line per screened plan would bury the trained ones)
+        self.screen_total = 0
         self._best: str = ""
         self.metric = MetricInfo()  # the task's, once it is loaded
 
@@ -52,6 +54,12 @@ class SearchProgress:
         """One line for a finished trial, and the bar moved on if it counts."""
         if self._progress is None:
             return
+        if record.screen and not record.interrupted and record.fail_stage is None:
+            if self._screen is None:
+                self._screen = self._progress.add_task("[dim]screened plans (pruned, scored, timed; not trained)[/]",
+                                                       total=self.screen_total or None)
+            self._progress.advance(self._screen)
+            return
         if record.complete:
             lat, acc = record.latency_ms or 0.0, record.accuracy or 0.0
             mark = "[green]within budget[/]" if lat <= budget_ms else "[yellow]over budget[/]"
@@ -71,7 +79,7 @@ class SearchProgress:
         elif not record.interrupted:
             stage = record.fail_stage.value if record.fail_stage else "?"
             self._progress.console.print(
-                f"  trial {record.number:>3}: [red]failed at {stage}[/]: {(record.fail_reason or '')[:160]}",
+                f"  {'screened plan' if record.screen else 'trial'} {record.number:>3}: [red]failed at {stage}[/]: {(record.fail_reason or '')[:160]}",
                 highlight=False,
             )
         if record.counts:

@@ -93,6 +93,12 @@ def _row(r: TrialRecord) -> dict[str, Any]:
         "finetune_steps": r.finetune_steps,
         "eval_samples": r.eval_samples,
         "promotion": r.promotion,
+        # the screen: a screened plan (state PRUNED) is never trained; a trained one names its screen
+        "screen": r.screen,
+        "screened_from": r.screened_from,
+        "screen_score": r.screen_score,
+        "screen_latency_ms": r.screen_latency_ms,
+        "screen_note": r.screen_note,
         "dropped_blocks": " ".join(plan.get("drop_blocks", [])),
         "parity_max_abs_diff": r.parity_max_abs_diff,
         "round_to": plan.get("round_to"),

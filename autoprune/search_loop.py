@@ -59,6 +59,21 @@ DIRECTIONS = ("maximize", "minimize", "minimize")
 OBJECTIVES = ("accuracy", "latency_ms", "size_mb")
 WARM_START_RATIOS = (0.5, 0.3)
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
+SCREEN_ENV = "AUTOPRUNE_SCREEN_PLANS"  # the default of --screen-plans, when set
+
+
+def screen_plans_default() -> int | None:
+    """``$AUTOPRUNE_SCREEN_PLANS`` as a number of plans, or None when unset.
+
+    Raises:
+        ConfigError: it is set to something other than a whole number >= 0.
+    """
+    value = os.environ.get(SCREEN_ENV)
+    if value is None or value == "":
+        return None
+    if not value.strip().isdigit():
+        raise ConfigError(f"{SCREEN_ENV} must be a whole number of plans >= 0 (0: no screen), got {value!r}.")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,9 @@ class SearchConfig:
     # The precisions to search, overriding the space's `precision.choices` (identity:
     # recorded in config.json when given)
     precisions: tuple[str, ...] | None = None
+    # Plans screened before training, overriding the space's `screen.plans` (0: no
+    # screen; identity: recorded in config.json when given)
+    screen_plans: int | None = None
 
     def __post_init__(self) -> None:
         if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
@@ -117,6 +135,8 @@ class SearchConfig:
             if unknown or not self.precisions:
                 raise ConfigError(f"--precision takes a comma-separated list of {', '.join(PRECISIONS)}; "
                                   f"got {','.join(self.precisions) or 'nothing'}.")
+        if self.screen_plans is not None and self.screen_plans < 0:
+            raise ConfigError(f"--screen-plans must be 0 (no screen) or more, got {self.screen_plans}.")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers must be 0 (load in the main process) or more, got {self.workers}.")
         if self.sampler not in SAMPLERS:
@@ -187,14 +207,13 @@ class _Setup:
 
 
 def _set_up(config: SearchConfig, *, worker: bool) -> _Setup:
-    from autoprune.space import load_space
     from autoprune.tasks._loader import check_task_spec
 
     check_task_spec(config.task)
     device = Device.open(config.device, config.latency_budget_ms)
-    space = load_space(config.space)
+    space, screen_plans = _study_space(config)
     also = [Device.open(name, budget) for name, budget in config.also]
-    identity = _identity(config, device, space, also)
+    identity = _identity(config, device, space, also, screen_plans)
     study_dir = config.study_dir
     if worker:  # the study exists in the storage: nothing to measure first
         resuming = True
@@ -208,7 +227,29 @@ def _set_up(config: SearchConfig, *, worker: bool) -> _Setup:
     return _Setup(config, device, also, space, identity, resuming)
 
 
-def _identity(config: SearchConfig, device: Device, space: SearchSpace, also: list[Device]) -> dict[str, Any]:
+def _study_space(config: SearchConfig) -> tuple[SearchSpace, int | None]:
+    """The space of this search and the ``--screen-plans`` that changed it (None: it did not).
+
+    It is the named space, or, for a study in ``study_dir`` made before the named space
+    changed, the space that study recorded (:func:`autoprune.space.space_of`); a study of
+    another space is refused later.
+    """
+    from autoprune.space import space_of
+
+    try:
+        old = json.loads((config.study_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        old = None
+    recorded = isinstance(old, dict) and old.get("space") == config.space and old.get("space_hash")
+    # the named space (or its retired version); the override is this command's to apply
+    space = space_of({k: v for k, v in old.items() if k != "screen_plans"} if recorded else {"space": config.space})
+    if config.screen_plans is None or config.screen_plans == space.screen.plans:
+        return space, None
+    return space.with_screen_plans(config.screen_plans), config.screen_plans
+
+
+def _identity(config: SearchConfig, device: Device, space: SearchSpace, also: list[Device],
+              screen_plans: int | None = None) -> dict[str, Any]:
     # [profile name (its columns are latency_ms@name), profile hash, budget, as given (name or path)]
     extra = {"also": [[d.name, d.profile.hash, d.budget_ms, given]
                       for d, (given, _) in zip(also, config.also, strict=True)]} if also else {}
@@ -225,6 +266,7 @@ def _identity(config: SearchConfig, device: Device, space: SearchSpace, also: li
         "sampler": config.sampler,
         **extra,  # absent for one device, so older studies keep their identity
         **({"precisions": list(config.precisions)} if config.precisions else {}),
+        **({"screen_plans": screen_plans} if screen_plans is not None else {}),
         **({"task_args": dict(config.task_args)} if config.task_args else {}),
     }
 
@@ -422,17 +464,36 @@ def _stager(setup: _Setup, study) -> Stager:
 
 
 def _objective(setup: _Setup, ctx: Context, store) -> Callable[[Any], tuple[float, ...]]:
+    import optuna
+
     from autoprune import trials
-    from autoprune.objective import run_candidate
+    from autoprune.objective import run_candidate, screen_candidate
 
     config = setup.config
+    screen_device = Device.of(setup.device.profile.for_screen(), setup.device.budget_ms)
+
+    def screen(trial, plan, files: TrialFiles) -> None:
+        """Screen the plan, record what it found, and end the trial PRUNED (never trained)."""
+        try:
+            found = screen_candidate(ctx, plan, files.dir, config.seed + trial.number, trial.number, screen_device,
+                                     config.latency_budget_ms)
+        except TrialFailure as exc:
+            trials.record_failure(trial, exc)
+            raise
+        trials.record_screen(trial, found.attrs())
+        raise optuna.TrialPruned(found.note or "screened")
 
     def objective(trial) -> tuple[float, ...]:
         sys.audit("autoprune.trial", trial.number)
         plan = ctx.space.suggest(trial)
         trials.record_plan(trial, plan.to_dict())
-        ctx.stager = _stager(setup, trial.study)
         files = TrialFiles.of(setup.study_dir, trial.number)
+        record = TrialRecord.of(trial)
+        if record.screen:
+            screen(trial, plan, files)
+        ctx.stager = _stager(setup, trial.study)
+        if record.screened_from is not None:  # the screen chose it: its zero-shot figure does not judge it again
+            ctx.stager.skips = False
         try:
             cand = run_candidate(ctx, plan, files.dir, config.seed + trial.number, trial.number)
         except TrialFailure as exc:
@@ -462,12 +523,79 @@ def _objective(setup: _Setup, ctx: Context, store) -> Callable[[Any], tuple[floa
     return objective
 
 
+SCREEN_ATTR = "autoprune.screen_selected"  # study attribute: the screened trials chosen for training
+
+
+@dataclass
+class Screening:
+    """The screen phase of a search (``autoprune/screen.py``): ``plans`` screened trials,
+    then, once all are done, the choice of the plans to train, queued as trials.
+
+    Screened plans come from the study's queue (the uniform ladder) and then from
+    Optuna's RandomSampler; the choice is recorded on the study, so a resumed search or
+    another worker goes straight on to training.
+    """
+
+    plans: int
+    budget_ms: float
+    near: float
+    seed: int
+    sign: float = 1.0  # the metric's direction (+1: higher is better)
+
+    def phase(self, study, target: int) -> str:
+        """``screen`` (ask a screened trial), ``wait`` (others' are running) or ``train``."""
+        if SCREEN_ATTR in study.user_attrs:
+            return "train"
+        records = storage.records(study)
+        if _pending(records) >= target:  # nothing left to train: nothing to screen for
+            return "train"
+        screened = [r for r in records if r.screen and not r.interrupted]
+        if len(screened) < self.plans or any(r.state == "WAITING" for r in screened):
+            return "screen"
+        if any(r.state == "RUNNING" for r in screened):
+            return "wait"
+        self.choose(study, records, target)
+        return "train"
+
+    def ask(self, store, study):
+        """The next screened trial: a queued one first (Optuna's queue is FIFO), else a
+        fresh random plan. The queue may hand out a trained trial (the baseline) too."""
+        import optuna
+
+        seeded = optuna.samplers.RandomSampler(seed=self.seed * 100_003 + len(study.get_trials(deepcopy=False)))
+        trial = optuna.Study(study_name=study.study_name, storage=store, sampler=seeded).ask()
+        if "queued_params" not in trial.user_attrs:  # fresh: the sampler's plan
+            trial.set_user_attr("screen", True)
+        return trial
+
+    def choose(self, study, records: list[TrialRecord], target: int) -> None:
+        """Queue the screened plans :func:`autoprune.screen.select` picks for training."""
+        from autoprune import trials
+        from autoprune.screen import Screened, select
+
+        pending = _pending(records)
+        pool = [Screened(r.number, self.sign * r.screen_score, r.screen_latency_ms) for r in records
+                if r.screen and r.state == "PRUNED" and r.screen_score is not None]
+        chosen = select(pool, max(0, target - pending), self.budget_ms, self.near)
+        by_number = {r.number: r for r in records}
+        for number in chosen:
+            trials.enqueue(study, by_number[number].params, screened_from=number)
+        study.set_user_attr(SCREEN_ATTR, chosen)
+
+
+def _pending(records: list[TrialRecord]) -> int:
+    """Trained trials that count toward --trials, or are queued to."""
+    return sum(r.counts or (r.state == "WAITING" and not r.screen) for r in records)
+
+
 def run_trials(store, study, target: int, objective: Callable, after_trial: Callable | None = None,
-               study_dir: Path | None = None) -> int:
+               study_dir: Path | None = None, screening: Screening | None = None) -> int:
     """Run trials until the study holds ``target`` counted trials; return how many ran here.
 
     ``study_dir``: where trial folders are; an interrupted trial's half-written files
-    there are removed when it is queued again.
+    there are removed when it is queued again. ``screening``: screen its plans first,
+    then train the ones it chooses (queued trials, such as the baseline, run as they
+    come).
     """
     import optuna
 
@@ -479,7 +607,15 @@ def run_trials(store, study, target: int, objective: Callable, after_trial: Call
             for dead in storage.fail_dead(store, study):
                 if study_dir is not None:
                     shutil.rmtree(TrialFiles.of(study_dir, dead.number).dir, ignore_errors=True)
-            if storage.counted(study) >= target:
+            phase = screening.phase(study, target) if screening is not None else "train"
+            if phase == "screen":
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    trial = screening.ask(store, study)
+                trials.record_owner(trial, storage.OWNER)
+            elif phase == "wait":  # others' screened plans are still running
+                trial = None
+            elif storage.counted(study) >= target:
                 # Others' trials still running may yet die; stay until they finish so a
                 # retry is run here rather than left for a later command.
                 if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -500,6 +636,8 @@ def run_trials(store, study, target: int, objective: Callable, after_trial: Call
                 state = optuna.trial.TrialState.COMPLETE
             except TrialFailure:
                 pass
+            except optuna.TrialPruned:  # a screened plan: recorded, never trained
+                state = optuna.trial.TrialState.PRUNED
             except BaseException:  # Ctrl-C, a full disk or a bug: the trial is retried, not lost
                 # (if the database refuses even that, the next start finds the trial's owner dead)
                 with contextlib.suppress(Exception):
@@ -551,7 +689,15 @@ class Session:
     def run(self, target: int, after_trial: Callable | None = None) -> int:
         """Run trials until the study holds ``target`` counted trials; return how many ran here."""
         return run_trials(self.store, self.study, target, _objective(self.setup, self.ctx, self.store), after_trial,
-                          self.study_dir)
+                          self.study_dir, self.screening)
+
+    @property
+    def screening(self) -> Screening | None:
+        sc = self.ctx.space.space.screen
+        if not sc.plans:
+            return None
+        return Screening(sc.plans, self.setup.config.latency_budget_ms, sc.near, self.setup.config.seed,
+                         self.ctx.task.metric.info.sign)
 
 
 def open_session(config: SearchConfig, *, worker: bool = False, store=None,
@@ -578,7 +724,15 @@ def open_session(config: SearchConfig, *, worker: bool = False, store=None,
     ctx = _prepare(setup, task, log)
     store = store or storage.open_storage(url)
     queue = [{"params": ctx.space.baseline_params(), "baseline": True}]
-    if config.warm_start:  # the plans a user would try by hand come next
+    if config.warm_start and ctx.space.space.screen.plans:
+        # the unpruned model at each faster precision is trained (it needs no fine-tune);
+        # the uniform ladder a user would try by hand is screened with the rest
+        queue += [{"params": {**ctx.space.baseline_params(), "precision": p}, "warm_start": f"unpruned {p}"}
+                  for p in ctx.space.precisions if p != "float32"]
+        queue = queue[:config.n_trials]
+        queue += [{"params": ctx.space.uniform_params(r / 10, precision=p), "screen": True}
+                  for r in range(1, 10) for p in ctx.space.precisions][:ctx.space.space.screen.plans]
+    elif config.warm_start:  # the plans a user would try by hand come next
         fast = ctx.space.fastest_precision
         if fast != "float32":  # the unpruned model quantized: what a user gets without pruning
             queue.append({"params": {**ctx.space.baseline_params(), "precision": fast},
@@ -586,7 +740,7 @@ def open_session(config: SearchConfig, *, worker: bool = False, store=None,
         label = "" if fast == "float32" else f" {fast}"
         queue += [{"params": ctx.space.uniform_params(r, precision=fast), "warm_start": f"uniform l1 {r}{label}"}
                   for r in WARM_START_RATIOS]
-    queue = queue[:config.n_trials]  # a queued trial beyond the target would wait in the storage for ever
+        queue = queue[:config.n_trials]  # a queued trial beyond the target would wait in the storage for ever
     study = storage.create(store, config.name, sampler=make_sampler(config.sampler, config.seed),
                            directions=wanted, wanted=setup.identity,
                            metric_names=[*OBJECTIVES, *(f"latency_ms@{d.name}" for d in setup.also)], queue=queue)
@@ -604,6 +758,7 @@ def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool,
     with SearchProgress(enabled=progress) as bar:
         session = open_session(config, worker=worker, store=store, log=bar.log)
         bar.metric = session.ctx.task.metric.info
+        bar.screen_total = session.ctx.space.space.screen.plans
         done = storage.finished(session.study)
         if done:
             bar.log(f"study {config.name!r}: {done} trial(s) already finished, {max(0, target - done)} to go")
@@ -656,6 +811,7 @@ def search(
     setup_timeout_s: float | None = SETUP_TIMEOUT_S,
     setup_memory_gb: float | None = None,
     precisions: list[str] | tuple[str, ...] | None = None,
+    screen_plans: int | None = None,
     task_args: dict[str, Any] | None = None,
     workers: int | None = None,
 ) -> SearchResult:
@@ -683,7 +839,8 @@ def search(
     ``setup_timeout_s`` and ``setup_memory_gb`` bound tracing the model before trial 0
     (default: 60 s, half the memory available). ``precisions`` (e.g. ``["float32",
     "int8"]``) overrides the space's precision choices; only those the device profile
-    supports are offered.
+    supports are offered. ``screen_plans`` overrides the space's ``screen.plans``: how
+    many plans are screened cheaply before the best ``n_trials`` are trained (0: none).
 
     Raises:
         AutopruneError: a set-up problem (unknown names, bad files, unreachable budget,
@@ -716,6 +873,7 @@ def search(
         setup_timeout_s=setup_timeout_s,
         setup_memory_gb=setup_memory_gb,
         precisions=None if precisions is None else tuple(precisions),
+        screen_plans=screen_plans if screen_plans is not None else screen_plans_default(),
         task_args=tuple(sorted((task_args or {}).items())),
         workers=workers,
     )
@@ -772,6 +930,7 @@ def join(
         sampler=identity.get("sampler", "tpe"),
         also=tuple((given, budget) for _, _, budget, given in identity.get("also", [])),
         precisions=tuple(identity["precisions"]) if identity.get("precisions") else None,
+        screen_plans=identity.get("screen_plans"),
         task_args=tuple(sorted(identity.get("task_args", {}).items())),
         setup_timeout_s=setup_timeout_s, setup_memory_gb=setup_memory_gb,
     )

@@ -16,6 +16,14 @@ layers named after its root layer. For each group:
 
 A rule with ``prune: false``, or whose only method is ``none``, keeps the group whole.
 
+**Parametrization.** By default every group has its own method and ratio parameters. A
+space with ``global_ratio:`` is searched in one dimension that carries most of the
+effect instead: one ratio for every group (the uniform ladder is its axis), plus a
+small per-group deviation (``<group>.deviation``), each group's ratio clipped to its
+rule's range and step; a group's method is a parameter only where its rule lists more
+than one. A space with ``screen:`` screens many cheap plans and trains only the best
+(``autoprune/screen.py``).
+
 Beyond per-group rules a space may also search **depth** (``depth:`` which residual
 blocks may be removed whole), cap the model with **constraints** (parameter count or
 nonzero weights ``||W||_0``, absolute or as a share of the unpruned model), choose the
@@ -245,6 +253,47 @@ class PrecisionConfig:
 
 
 @dataclass(frozen=True)
+class GlobalRatio:
+    """One ratio shared by every group (``ratio``), plus a per-group ``deviation``
+    (``low == high == 0``: none, the plain uniform ladder)."""
+
+    range: RatioRange = field(default_factory=lambda: RatioRange(0.0, 0.9, 0.05))
+    deviation: tuple[float, float, float] = (-0.2, 0.2, 0.1)  # low, high, step
+
+    def __post_init__(self) -> None:
+        low, high, step = self.deviation
+        if not (-1 < low <= 0 <= high < 1 and step > 0):
+            raise ValueError(f"`deviation` is [low, high, step] with -1 < low <= 0 <= high < 1 and step > 0, "
+                             f"but got {list(self.deviation)}.")
+
+
+@dataclass(frozen=True)
+class ScreenConfig:
+    """Screen wide, train few (``autoprune/screen.py``): ``plans`` plans of the space
+    are pruned, re-estimated and scored cheaply; only the best ``--trials`` are trained.
+
+    The score is the task's metric on ``samples`` validation examples after BatchNorm
+    re-estimation on ``bn_batches`` training batches (EagleEye's adaptive BN) and
+    ``steps`` distilled fine-tune steps at ``lr``. ``benchmarks/fidelity.py`` measures
+    how well it ranks candidates against their final accuracy.
+    """
+
+    plans: int = 0  # 0: no screen (every trial is the sampler's and is trained)
+    bn_batches: int = 10
+    steps: int = 0
+    lr: float = 0.05
+    batch_size: int = 64
+    samples: int = 1000
+    near: float = 1.0  # accuracy points behind the screen's front that a plan may be and still be trained
+
+    def __post_init__(self) -> None:
+        if min(self.plans, self.bn_batches, self.steps) < 0 or self.batch_size < 1 or self.samples < 1:
+            raise ValueError("`plans`, `bn_batches` and `steps` must be >= 0, `batch_size` and `samples` >= 1.")
+        if self.lr <= 0 or self.near < 0:
+            raise ValueError(f"`lr > 0` and `near >= 0` must hold, but got (lr={self.lr}, near={self.near}).")
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     name: str
     description: str = ""
@@ -260,6 +309,8 @@ class SearchSpace:
     parity_rtol: float = 1e-3  # parity_atol + parity_rtol x max |PyTorch output|
     prune_timeout_s: float | None = 300.0  # surgery taking longer fails the trial; null = none
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    global_ratio: GlobalRatio | None = None  # one shared ratio (+ deviations) instead of one per group
+    screen: ScreenConfig = field(default_factory=ScreenConfig)
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -273,6 +324,10 @@ class SearchSpace:
             raise ValueError(f"`0 <= parity_rtol < 1` must hold, but got {self.parity_rtol}.")
         if self.version != 1:
             raise ValueError(f"unsupported space version {self.version}; this autoprune reads 1.")
+
+    def with_screen_plans(self, plans: int) -> SearchSpace:
+        """This space screening ``plans`` plans (``--screen-plans``; 0: no screen)."""
+        return dataclasses.replace(self, screen=dataclasses.replace(self.screen, plans=plans))
 
     @property
     def hash(self) -> str:
@@ -288,7 +343,8 @@ class SearchSpace:
 
 # keys added after studies existed, hashed only when not at their default
 _ADDED_LATER = {"parity_rtol": 1e-3, "precision": {"choices": ("float32",), "calibration": "minmax",
-                                                    "calibration_samples": 200, "percentile": 99.999}}
+                                                    "calibration_samples": 200, "percentile": 99.999},
+                "global_ratio": None, "screen": dataclasses.asdict(ScreenConfig())}
 
 
 @dataclass(frozen=True)
@@ -337,10 +393,7 @@ class ResolvedSpace:
             return value
         return value * need // math.gcd(value, need)
 
-    def suggest(self, trial: Any) -> PruningPlan:
-        """Ask an Optuna trial for a method (and ratio) per group, round_to, and which
-        blocks to drop. Parameters are named ``<group>.method``, ``<group>.ratio``,
-        ``<group>.round_to``, ``round_to`` and ``<block>.drop``."""
+    def _suggest_groups(self, trial: Any) -> dict[str, GroupChoice]:
         choices = {}
         for g in self.groups:
             method = trial.suggest_categorical(f"{g.info.name}.method", list(g.rule.methods))
@@ -352,12 +405,34 @@ class ResolvedSpace:
                 continue
             r = g.rule.ratio
             ratio = trial.suggest_float(f"{g.info.name}.ratio", r.low, r.high, step=r.step)
-            group_round = None
-            if len(g.rule.round_to) == 1:
-                group_round = g.rule.round_to[0]
-            elif g.rule.round_to:
-                group_round = trial.suggest_categorical(f"{g.info.name}.round_to", list(g.rule.round_to))
+            group_round = _group_round(trial, g)
             choices[g.info.name] = GroupChoice(method, round(ratio, 6), group_round)
+        return choices
+
+    def _suggest_global(self, trial: Any) -> dict[str, GroupChoice]:
+        gr = self.space.global_ratio
+        assert gr is not None
+        shared = trial.suggest_float("ratio", gr.range.low, gr.range.high, step=gr.range.step)
+        low, high, step = gr.deviation
+        choices = {}
+        for g in self.groups:
+            methods = [m for m in g.rule.methods if m != "none"] or ["none"]
+            method = methods[0]
+            if len(methods) > 1:
+                method = trial.suggest_categorical(f"{g.info.name}.method", methods)
+            sys.audit("autoprune.stage", "suggest")
+            dev = trial.suggest_float(f"{g.info.name}.deviation", low, high, step=step) if high > low else 0.0
+            ratio = _snap(shared + dev, g.rule.ratio) if shared > 0 else 0.0  # ratio 0: the unpruned model
+            group_round = _group_round(trial, g)
+            choices[g.info.name] = GroupChoice(method if ratio > 0 else "none", ratio, group_round)
+        return choices
+
+    def suggest(self, trial: Any) -> PruningPlan:
+        """Ask an Optuna trial for a method (and ratio) per group, round_to, and which
+        blocks to drop. Parameters are named ``<group>.method``, ``<group>.ratio``,
+        ``<group>.round_to``, ``round_to`` and ``<block>.drop``; with ``global_ratio``,
+        ``ratio`` and ``<group>.deviation`` replace the per-group ratios."""
+        choices = self._suggest_global(trial) if self.space.global_ratio else self._suggest_groups(trial)
         round_to = self.space.round_to[0]
         if len(self.space.round_to) > 1:
             round_to = trial.suggest_categorical("round_to", list(self.space.round_to))
@@ -372,6 +447,8 @@ class ResolvedSpace:
 
     def baseline_params(self) -> dict[str, Any]:
         """Optuna parameters of the unpruned model (enqueued as trial 0)."""
+        if self.space.global_ratio:
+            return self._global_params(0.0, None, "float32")
         params: dict[str, Any] = {}
         for g in self.groups:
             if "none" in g.rule.methods:
@@ -395,17 +472,37 @@ class ResolvedSpace:
         allow ``method`` uses its first other method. ``round_to`` is the largest offered,
         since that is what a hand-tuned plan would use for vector units.
         """
+        if self.space.global_ratio:
+            return self._global_params(ratio, method, precision)
         params: dict[str, Any] = {}
         for g in self.groups:
             allowed = [m for m in g.rule.methods if m != "none"]
             params[f"{g.info.name}.method"] = method if method in allowed else allowed[0]
-            r = g.rule.ratio
-            steps = round((min(max(ratio, r.low), r.high) - r.low) / r.step)
-            params[f"{g.info.name}.ratio"] = round(min(r.low + steps * r.step, r.high), 6)
+            params[f"{g.info.name}.ratio"] = _snap(ratio, g.rule.ratio)
             if len(g.rule.round_to) > 1:
                 params[f"{g.info.name}.round_to"] = max(g.rule.round_to)
+        return self._whole_model_params(params, max, precision)
+
+    def _global_params(self, ratio: float, method: str | None, precision: str | None) -> dict[str, Any]:
+        """``uniform_params`` of a ``global_ratio`` space: the shared ratio, no deviation."""
+        gr = self.space.global_ratio
+        assert gr is not None
+        params: dict[str, Any] = {"ratio": _snap(ratio, gr.range)}
+        for g in self.groups:
+            allowed = [m for m in g.rule.methods if m != "none"]
+            if len(allowed) > 1:
+                params[f"{g.info.name}.method"] = method if method in allowed else allowed[0]
+            if gr.deviation[1] > gr.deviation[0]:
+                params[f"{g.info.name}.deviation"] = 0.0
+            if len(g.rule.round_to) > 1:
+                params[f"{g.info.name}.round_to"] = (max if ratio > 0 else min)(g.rule.round_to)
+        return self._whole_model_params(params, max if ratio > 0 else min, precision)
+
+    def _whole_model_params(self, params: dict[str, Any], pick, precision: str | None) -> dict[str, Any]:
+        """``params`` with the plan-wide ones: ``round_to`` (``pick`` of the offered), no
+        block dropped, and ``precision`` (the first offered when it is not)."""
         if len(self.space.round_to) > 1:
-            params["round_to"] = max(self.space.round_to)
+            params["round_to"] = pick(self.space.round_to)
         params.update({f"{b}.drop": False for b in self.blocks})
         if len(self.precisions) > 1:
             params["precision"] = precision if precision in self.precisions else self.precisions[0]
@@ -426,9 +523,28 @@ class ResolvedSpace:
             structured = [m for m in methods if METHODS[m].kind == "structured"]
             if structured or methods:  # a structured method shrinks latency most
                 group_round = self._round(max(g.rule.round_to) if g.rule.round_to else None, self.fastest_precision)
-                choices[g.info.name] = GroupChoice((structured or methods)[0], g.rule.ratio.high, group_round)
+                high = g.rule.ratio.high
+                if self.space.global_ratio:  # the shared ratio's top plus the largest deviation
+                    high = _snap(self.space.global_ratio.range.high + self.space.global_ratio.deviation[1],
+                                 g.rule.ratio)
+                choices[g.info.name] = GroupChoice((structured or methods)[0], high, group_round)
         return PruningPlan(choices, self._round(max(self.space.round_to), self.fastest_precision), self.blocks,
                            self.fastest_precision)
+
+
+def _group_round(trial: Any, g: SpaceGroup) -> int | None:
+    """A group's own channel multiple: its rule's one value, or a searched choice."""
+    if len(g.rule.round_to) == 1:
+        return g.rule.round_to[0]
+    if g.rule.round_to:
+        return trial.suggest_categorical(f"{g.info.name}.round_to", list(g.rule.round_to))
+    return None
+
+
+def _snap(ratio: float, r: RatioRange) -> float:
+    """``ratio`` clipped to the range ``r`` and rounded to its step."""
+    steps = round((min(max(ratio, r.low), r.high) - r.low) / r.step)
+    return round(min(r.low + steps * r.step, r.high), 6)
 
 
 def spaces_dir() -> Path:
@@ -439,6 +555,32 @@ def spaces_dir() -> Path:
 def available_spaces() -> dict[str, Path]:
     folder = spaces_dir()
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+
+
+def retired_space(name: str, space_hash: str) -> SearchSpace | None:
+    """The earlier version of the named space whose hash a study recorded, if shipped.
+
+    A shipped space that changes keeps its old version in ``search_spaces/retired/``
+    (``<name>-<n>.yaml``, ``name:`` set to the name studies recorded), so a study made
+    with it still resumes, reports and exports under the space it was made with.
+    """
+    for path in sorted((spaces_dir() / "retired").glob(f"{name}-*.yaml")):
+        old = load_named(SearchSpace, path, {}, "search space")
+        if old.name == name and old.hash == space_hash:
+            return old
+    return None
+
+
+def space_of(identity: dict[str, Any]) -> SearchSpace:
+    """The space a study was made with, from its identity (``config.json``): the named
+    space with the study's ``--screen-plans``, or its retired version of the recorded hash."""
+    space = load_space(identity["space"])
+    recorded = identity.get("space_hash")
+    if recorded not in (None, space.hash):
+        space = retired_space(identity["space"], str(recorded)) or space
+    if identity.get("screen_plans") is not None:
+        space = space.with_screen_plans(identity["screen_plans"])
+    return space
 
 
 def load_space(name_or_path: str | Path = "default") -> SearchSpace:

@@ -140,6 +140,13 @@ class TrialRecord:
     warm_start: str | None = None
     retry_of: int | None = None
     queued_params: dict[str, Any] | None = None  # an enqueued trial's plan, kept whole for a retry
+    # the screen (autoprune/screen.py): a screened plan is pruned and scored cheaply, never
+    # trained, and ends PRUNED; a trained plan the screen chose names its screened trial
+    screen: bool = False
+    screened_from: int | None = None
+    screen_score: float | None = None  # the screen's metric (search-time, see the space's screen:)
+    screen_latency_ms: float | None = None  # measured with the screen's short protocol
+    screen_note: str | None = None  # why it was not scored (over the budget)
     owner: str | None = None  # host:pid of the process running it
     plan: dict[str, Any] | None = None
     # how it failed
@@ -233,11 +240,14 @@ class TrialRecord:
     @property
     def counts(self) -> bool:
         """Counts toward ``--trials``: finished because of its candidate, or running."""
+        if self.screen:  # screened plans are many and cheap: --trials counts trained ones
+            return False
         return self.state in ("COMPLETE", "RUNNING") or (self.state == "FAIL" and not self.interrupted)
 
     def retry_attrs(self) -> dict[str, Any]:
         """What a retry of this trial is queued with: its role, and where it came from."""
-        return {k: v for k, v in (("baseline", self.baseline), ("warm_start", self.warm_start)) if v}
+        return {k: v for k, v in (("baseline", self.baseline), ("warm_start", self.warm_start),
+                                  ("screen", self.screen), ("screened_from", self.screened_from)) if v}
 
     @property
     def retry_params(self) -> dict[str, Any]:
@@ -263,6 +273,13 @@ def record_owner(trial: Any, owner: str) -> None:
 
 def record_plan(trial: Any, plan: dict[str, Any]) -> None:
     trial.set_user_attr("plan", plan)
+
+
+def record_screen(trial: Any, attrs: dict[str, Any]) -> None:
+    """Record what screening a plan found (``objective.Screened.attrs``)."""
+    trial.set_user_attr("screen", True)
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
 
 
 def record_failure(trial: Any, failure: TrialFailure) -> None:
@@ -326,7 +343,7 @@ def candidate_attrs(c: Candidate) -> dict[str, Any]:
 
 
 def enqueue(study: Any, params: dict[str, Any], *, baseline: bool = False, warm_start: str | None = None,
-            retry_of: int | None = None) -> None:
+            retry_of: int | None = None, screen: bool = False, screened_from: int | None = None) -> None:
     """Queue a plan to run next (Optuna runs queued trials first, oldest first).
 
     The plan is also kept whole in ``queued_params``: a kill while Optuna stores a
@@ -339,6 +356,10 @@ def enqueue(study: Any, params: dict[str, Any], *, baseline: bool = False, warm_
         attrs["warm_start"] = warm_start
     if retry_of is not None:
         attrs["retry_of"] = retry_of
+    if screen:
+        attrs["screen"] = True
+    if screened_from is not None:
+        attrs["screened_from"] = screened_from
     study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
 
 

@@ -1,28 +1,29 @@
-"""Proxy fidelity, measured: does a short recovery rank candidates as a full one does?
+"""Screen fidelity, measured: does a cheap score rank pruned candidates as their final accuracy does?
 
-The search scores every candidate after a short recovery (the first rung, 40 steps) and
-promotes the promising ones to longer rungs (160, then 640 steps in all); only the
-finalized members get the full fine-tune (800 steps in all) and the whole validation
-set. Promotion is sound only if the short figures rank candidates as the full ones
-would. For candidates of one real search this benchmark re-runs exactly the search's
-recovery (same plan, same seed, every rung, no promotion judge) and then the final
-fine-tune, and reports the accuracy at each rung against the final accuracy with
-Kendall's tau per rung (goal: >= 0.8 at the rungs that decide promotion).
+A search screens many plans cheaply and trains only the best (``autoprune/screen.py``);
+the search's rungs (40, 160, 640 fine-tune steps) then decide what the front shows.
+Each of those figures is sound only as far as it ranks candidates as the final
+accuracy (the full fine-tune, the whole validation set) would. This benchmark draws
+plans of the space, spread over its shared ratio, and for each one computes every
+scoring method's figure and its cost, then the search's recovery through every rung
+and the final fine-tune, and reports Kendall's tau of each figure against the final
+accuracy:
 
-With ``--ablation N`` it also runs N of the candidates with distillation off (labels
-only, same steps): what distillation adds at equal steps.
+- over all candidates (they span the latency range, so capacity explains much of it);
+- over the pairs of candidates whose measured latencies are within 25% of each other
+  (``local tau``): what a screen must tell apart to choose between plans of one speed.
 
-Accuracy only: no latency is timed here, so the load figure is recorded but a busy
-machine only makes the run slower, not its figures wrong.
+Rows go to a JSON-lines file as they finish, and a run resumes from it.
 
-Run: ``.venv/bin/python benchmarks/fidelity.py [--study results/<study>] [--candidates 12]``
-(without ``--study`` it first runs a 24-trial search without finalize).
+Run: ``.venv/bin/python benchmarks/fidelity.py [--candidates 14] [--seed 0]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+import itertools
 import json
 import math
 import sys
@@ -35,38 +36,64 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import LoadMonitor, add_load_arguments, facts  # noqa: E402
 
-
-def pick(result, k: int) -> pd.DataFrame:
-    """``k`` completed pruned candidates spread evenly over the latency range (those the
-    search did not fine-tune too: the replay recovers every one in full)."""
-    df = result.trials
-    done = df[(df["state"] == "COMPLETE") & ~df["baseline"].astype(bool)]
-    done = done.sort_values("latency_ms").reset_index(drop=True)
-    if len(done) <= k:
-        return done
-    idx = sorted({round(i * (len(done) - 1) / (k - 1)) for i in range(k)})
-    return done.loc[idx]
+# (name, ScreenConfig overrides); "zero-shot" is scored with no BatchNorm re-estimation
+METHODS = {
+    "zero-shot": None,
+    "adaptive BN": {"steps": 0},
+    "adaptive BN + 10 steps": {"steps": 10},
+    "adaptive BN + 20 steps": {"steps": 20},
+    "adaptive BN + 40 steps": {"steps": 40},
+}
 
 
-def replay(ctx, plan, seed: int, distill: bool, final_steps: int) -> dict:
-    """The search's recovery of one plan, every rung, then the final fine-tune."""
+def plans(resolved, n: int, seed: int, low: float, high: float):
+    """``n`` plans of the space, their shared ratios evenly spaced over [low, high]
+    (the rest of each plan drawn at random, as the screen draws it)."""
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for i in range(n):
+        study.enqueue_trial({"ratio": round(low + (high - low) * i / max(1, n - 1), 2)})
+    return [resolved.suggest(study.ask()) for _ in range(n)]
+
+
+def score(ctx, model, masks, overrides, seed: int) -> float:
+    from autoprune.screen import screen
+
+    config = ctx.space.space.screen
+    if overrides is None:  # plain zero-shot: the pruned model as it is
+        return ctx.task.metric(model, ctx.task.val, config.samples)
+    return screen(model, masks, ctx.task, dataclasses.replace(config, **overrides), ctx.distill, seed)
+
+
+def candidate(ctx, plan, seed: int, work: Path) -> dict:
+    """Every screen figure of one plan, its latency, its rungs and its final accuracy."""
     from autoprune import objective
-    from autoprune.evaluate import accuracy
     from autoprune.finalize import fine_tune
 
-    if not distill:
-        rec = dataclasses.replace(ctx.space.space.recovery, distill_weight=0.0)
-        ctx = dataclasses.replace(ctx, space=dataclasses.replace(
-            ctx.space, space=dataclasses.replace(ctx.space.space, recovery=rec)))
-    rec = ctx.space.space.recovery
+    row: dict = {"plan": plan.to_dict()}
     times: dict[str, float] = {}
     start = time.perf_counter()
+    pruned, report = objective.prune(ctx, plan, seed)
+    prune_s = time.perf_counter() - start
+    onnx = objective.export_candidate(ctx, pruned, "float32", work / "model.onnx", times).artifact
+    latency, _, _ = objective.measure(ctx, onnx, work, times)
+    row.update(latency_ms=latency.median_ms, mmacs=onnx.macs / 1e6)
+    for name, overrides in METHODS.items():
+        model = copy.deepcopy(pruned)
+        t0 = time.perf_counter()
+        row[name] = score(ctx, model, report.masks, overrides, seed)
+        row[f"{name} s"] = prune_s + time.perf_counter() - t0
+    rec = ctx.space.space.recovery
+    t0 = time.perf_counter()
     model, report, _ = objective.prune_and_recover(ctx, plan, seed, times)
-    first = accuracy(model, ctx.task.val, rec.eval_samples)
+    first = ctx.task.metric(model, ctx.task.val, rec.eval_samples)
     rungs, _ = objective.climb(ctx, model, report.masks, 0.0, {rec.finetune_steps: first}, seed, times)
-    fine_tune(model, ctx.task, rec, final_steps, report.masks, ctx.distill, seed=seed + final_steps)
-    final = accuracy(model, ctx.task.val, None)
-    return {**{f"acc@{s}": a for s, a in rungs.items()}, "final": final, "seconds": time.perf_counter() - start}
+    row.update({f"rung {s} steps": a for s, a in rungs.items()})
+    fine_tune(model, ctx.task, rec, rec.final_steps, report.masks, ctx.distill, seed=seed + rec.final_steps)
+    row["final"] = ctx.task.metric(model, ctx.task.val)
+    row["train s"] = time.perf_counter() - t0
+    return row
 
 
 def kendall(a: pd.Series, b: pd.Series) -> float:
@@ -76,97 +103,107 @@ def kendall(a: pd.Series, b: pd.Series) -> float:
     return float("nan") if tau is None or math.isnan(tau) else float(tau)
 
 
+def local_tau(df: pd.DataFrame, col: str, within: float = 1.25) -> tuple[float, int]:
+    """Kendall's tau over the pairs whose latencies are within ``within`` x of each other."""
+    conc = disc = 0
+    for i, j in itertools.combinations(range(len(df)), 2):
+        a, b = df.iloc[i], df.iloc[j]
+        if max(a["latency_ms"], b["latency_ms"]) > within * min(a["latency_ms"], b["latency_ms"]):
+            continue
+        s = (a[col] - b[col]) * (a["final"] - b["final"])
+        conc += s > 0
+        disc += s < 0
+    return ((conc - disc) / (conc + disc) if conc + disc else float("nan")), conc + disc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--study", type=Path, help="a results folder of a finished search (default: run one)")
-    parser.add_argument("--trials", type=int, default=24, help="trials of the search run without --study")
-    parser.add_argument("--budget-ms", type=float, default=0.8, help="its latency budget")
-    parser.add_argument("--candidates", type=int, default=12)
-    parser.add_argument("--ablation", type=int, default=4, help="candidates also run without distillation")
+    parser.add_argument("--task", default="fashion-mnist")
+    parser.add_argument("--device", default="x86-ort")
+    parser.add_argument("--space", default="default")
+    parser.add_argument("--candidates", type=int, default=14)
+    parser.add_argument("--low", type=float, default=0.2, help="the lowest shared ratio drawn")
+    parser.add_argument("--high", type=float, default=0.85, help="the highest")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rows", type=Path, default=Path("results/benchmarks/fidelity-rows.jsonl"),
+                        help="finished candidates (a run resumes from it)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/fidelity.md"))
+    parser.add_argument("--report-only", action="store_true", help="write the report from the rows file as it is")
     add_load_arguments(parser)
     args = parser.parse_args()
 
-    import autoprune
     from autoprune.device import Device
     from autoprune.objective import Context, Stager
     from autoprune.profiles import load_profile
-    from autoprune.pruning import PruningPlan
-    from autoprune.results import SearchResult
     from autoprune.space import load_space, resolve
     from autoprune.tasks import load_task
-    from autoprune.trials import TrialFiles
 
     monitor = LoadMonitor()
-    scratch = tempfile.TemporaryDirectory()
-    if args.study is None:
-        print(f"running a {args.trials}-trial search without finalize ...", file=sys.stderr, flush=True)
-        result = autoprune.search(task="fashion-mnist", device="x86-ort", latency_budget_ms=args.budget_ms,
-                                  n_trials=args.trials, results_dir=scratch.name, finalize=False, progress=False)
-        source = f"a fresh {args.trials}-trial search (fashion-mnist, x86-ort, budget {args.budget_ms:g} ms, seed 0)"
-    else:
-        result = SearchResult.load(args.study)
-        source = f"the study in `{args.study}`"
-    ident = result.identity
-    task = load_task(ident["task"], ident.get("data_dir"))
-    space = load_space(ident["space"])
-    rec = space.recovery
-    resolved = resolve(space, task.model, task.example_input(1), task.ignored_layers)
+    task = load_task(args.task, None)
+    space = load_space(args.space)
+    device = Device.of(load_profile(args.device))
+    resolved = resolve(space, task.model, task.example_input(1), task.ignored_layers).offer(device.profile,
+                                                                                          ("float32",))
     # every rung, whatever the front: the judge never stops a candidate here
-    ctx = Context(task, Device.of(load_profile(ident["device"])), resolved, None, seed=ident["seed"],
+    ctx = Context(task, device, resolved, None, seed=args.seed,
                   stager=Stager(budget_ms=math.inf, skips=False, promote_margin=math.inf))
-    chosen = pick(result, args.candidates)
+    done = [json.loads(line) for line in args.rows.read_text().splitlines()] if args.rows.is_file() else []
+    args.rows.parent.mkdir(parents=True, exist_ok=True)
+    scratch = tempfile.TemporaryDirectory()
+    drawn = plans(resolved, args.candidates, args.seed, args.low, args.high)
+    # rows of other plans (another seed, or the space as it was) stay in the file, not in this report
+    done = [r for r in done if r["seed"] == args.seed and any(r["plan"] == p.to_dict() for p in drawn)]
+    for i, plan in enumerate(drawn):
+        if args.report_only or any(r["plan"] == plan.to_dict() for r in done):
+            continue
+        work = Path(scratch.name) / str(i)
+        work.mkdir()
+        row = {"seed": args.seed, "index": i, **candidate(ctx, plan, args.seed + i, work)}
+        done.append(row)
+        with args.rows.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps({k: v for k, v in row.items() if k != "plan"}), file=sys.stderr, flush=True)
+
+    df = pd.DataFrame(done)
+    rec, sc = space.recovery, space.screen
+    deciding = next(n for n, o in METHODS.items() if o is not None and o["steps"] == sc.steps)
+    rung_cols = [c for c in df if c.startswith("rung ")]
     rows = []
-    for i, (_, row) in enumerate(chosen.iterrows()):
-        n = int(row["trial"])
-        plan = PruningPlan.from_dict(json.loads(TrialFiles.of(result.study_dir, n).plan.read_text()))
-        seed = ident["seed"] + n
-        out = {"trial": n, "latency_ms": row["latency_ms"], "search_accuracy": row["accuracy"],
-               "search_fidelity": row["fidelity"], **replay(ctx, plan, seed, True, rec.final_steps)}
-        if i % max(1, len(chosen) // max(1, args.ablation)) == 0 and sum("no_kd_final" in r for r in rows) < args.ablation:
-            plain = replay(ctx, plan, seed, False, rec.final_steps)
-            out.update({f"no_kd_{k}": v for k, v in plain.items()})
-        rows.append(out)
-        print(json.dumps(out), file=sys.stderr, flush=True)
-    df = pd.DataFrame(rows)
-    rung_cols = [f"acc@{s}" for s in rec.all_rungs]
-    taus = pd.DataFrame([{"rung (total steps)": c.split("@")[1], "decides": "promotion to the next rung"
-                          if c != rung_cols[-1] else "which members the front and finalize show",
-                          "Kendall tau vs final": kendall(df[c], df["final"]),
-                          "mean gap to final (pt)": (df["final"] - df[c]).mean()} for c in rung_cols])
-    kd = df.dropna(subset=["no_kd_final"]) if "no_kd_final" in df else df.iloc[0:0]
-    kd_table = ""
-    if not kd.empty:
-        gains = {c: (kd[c] - kd[f"no_kd_{c}"]).mean() for c in [*rung_cols, "final"]}
-        kd_table = (
-            f"\n## What distillation adds at equal steps ({len(kd)} of the candidates)\n\n"
-            "Mean accuracy with distillation (weight "
-            f"{rec.distill_weight:g}, temperature {rec.distill_temperature:g}) minus without, same plan, seed "
-            "and steps:\n\n"
-            + pd.DataFrame([{"figure": k, "gain (pt)": v} for k, v in gains.items()]).to_markdown(
-                index=False, floatfmt=".2f") + "\n\n"
-            + kd[["trial", *rung_cols, "final", *[f"no_kd_{c}" for c in rung_cols], "no_kd_final"]].to_markdown(
-                index=False, floatfmt=".2f") + "\n"
-        )
+    for col in [*METHODS, *rung_cols]:
+        tau_local, pairs = local_tau(df, col)
+        cost = df[f"{col} s"].median() if f"{col} s" in df else df["train s"].median() * (
+            int(col.split()[1]) / (rec.all_rungs[-1] + rec.final_steps))
+        rows.append({"method": col, "tau": kendall(df[col], df["final"]), "seconds_per_candidate": cost,
+                     "deciding": col == deciding, "local_tau": tau_local, "local_pairs": pairs})
+    table = pd.DataFrame(rows)
+    table.to_csv(args.out.with_suffix(".csv"), index=False, float_format="%.3f")
     text = (
-        "# Proxy fidelity: rung accuracy against the fully fine-tuned accuracy\n\n"
+        "# Screen fidelity: cheap scores against the final accuracy\n\n"
         f"{facts()}"
-        f"- Candidates: {len(df)} completed pruned candidates of {source}, spread evenly over latency.\n"
-        f"- Each candidate re-runs the search's recovery (same plan and seed; BN recalibration, "
-        f"{rec.finetune_steps} steps, then every rung {list(rec.rungs)} in total steps, distillation on, "
-        f"{min(len(task.val), rec.eval_samples or len(task.val))} validation images per rung), then the final fine-tune, {rec.final_steps} more steps "
-        f"at batch {rec.final_batch_size} (peak lr {rec.final_lr:g}, BN re-estimated), scored on all {len(task.val)} validation images.\n"
-        "- Fidelity: every rung figure is search-time; `final` is final.\n\n"
-        "## Kendall's tau per rung\n\n" + taus.to_markdown(index=False, floatfmt=".3f") + "\n\n"
+        f"- Command: `.venv/bin/python benchmarks/fidelity.py --candidates {args.candidates} --seed {args.seed}`; "
+        f"rows in `{args.rows}`.\n"
+        f"- Task `{args.task}`, space `{args.space}`, device `{args.device}` (latency measured, float32 only).\n"
+        f"- {len(df)} plans drawn from the space, shared ratio evenly spaced over {args.low:g}-{args.high:g}, "
+        "deviations and block drops at random.\n"
+        f"- Screens: pruned, BatchNorm re-estimated on {sc.bn_batches} batches of {sc.batch_size}, then the steps "
+        f"named (distilled, lr {sc.lr:g}), scored on the first {sc.samples} validation images (search-time "
+        "fidelity). `seconds_per_candidate` counts the surgery and the screen, not the latency measurement.\n"
+        f"- Rungs: the search's recovery ({rec.finetune_steps} steps, then {list(rec.rungs)} in total, "
+        f"{rec.eval_samples} validation images; search-time); their cost is the rung's share of the whole "
+        "training time.\n"
+        f"- Final: {rec.final_steps} more steps at batch {rec.final_batch_size} after the last rung, all "
+        f"{len(task.val)} validation images (final fidelity).\n"
+        f"- `deciding`: the figure the search uses to choose what it trains (the space's `screen:`).\n\n"
+        "## Kendall's tau against the final accuracy\n\n"
+        + table.to_markdown(index=False, floatfmt=".3f") + "\n\n"
+        "`local_tau` counts only the pairs of candidates within 25% of each other's latency "
+        "(`local_pairs` of them).\n\n"
         "## Per candidate\n\n"
-        + df[["trial", "latency_ms", "search_accuracy", "search_fidelity", *rung_cols, "final", "seconds"]]
-        .to_markdown(index=False, floatfmt=".3f") + "\n" + kd_table
+        + df[["index", "latency_ms", "mmacs", *METHODS, *rung_cols, "final"]].sort_values("latency_ms")
+        .to_markdown(index=False, floatfmt=".2f") + "\n"
     )
-    # Accuracy only: a busy machine makes the run slower, never its figures different, so
-    # the load is recorded but the report is not refused (unlike the timing benchmarks').
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text.rstrip("\n") + f"\n\n- {monitor.summary()} (accuracy only: load changes the run's "
-                        "duration, not its figures)\n")
+    args.out.write_text(text + f"\n- {monitor.summary()} (accuracy only: load changes the run's duration, "
+                        "not its figures; latencies are measured under it)\n")
     print(text)
 
 

@@ -16,6 +16,9 @@ sys.path.insert(0, str(REPO / "tests" / "fixtures"))  # user-task factories
 # test starts: the timing processes, the command line, device servers.
 faults.install()
 os.environ.update(faults.environ())
+# The suite's searches train every trial, as searches did before the screen: each test
+# stays a few trials long. The screen's own tests (test_screen.py) name their plans.
+os.environ.setdefault("AUTOPRUNE_SCREEN_PLANS", "0")
 
 
 @pytest.fixture(scope="session")

@@ -107,13 +107,14 @@ def test_offered_precisions_are_the_spaces_that_the_device_runs(digits_task):
         resolved.offer(load_profile("x86-tvm"), ("int8",))
 
 
-def test_int8_candidates_keep_channel_counts_the_int8_kernels_like(digits_task):
+def test_int8_candidates_keep_channel_counts_the_int8_kernels_like(digits_task, tmp_path):
     import optuna
 
     from autoprune.profiles import load_profile
     from autoprune.space import load_space, resolve
 
-    resolved = resolve(load_space("default"), digits_task.model, digits_task.example_input(1)).offer(
+    (tmp_path / "space.yaml").write_text("version: 1\nround_to: [1, 8]\nprecision: {choices: [float32, int8]}\n")
+    resolved = resolve(load_space(tmp_path / "space.yaml"), digits_task.model, digits_task.example_input(1)).offer(
         load_profile("x86-ort"))
     params = resolved.uniform_params(0.3)
     params["round_to"] = 1

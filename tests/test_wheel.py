@@ -69,6 +69,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
         names = set(zf.namelist())
     shipped = {f"autoprune/_data/{f.parent.name}/{f.name}"
                for f in [*REPO.glob("device_profiles/*.yaml"), *REPO.glob("search_spaces/*.yaml")]}
+    shipped |= {f"autoprune/_data/search_spaces/retired/{f.name}" for f in REPO.glob("search_spaces/retired/*.yaml")}
     assert shipped <= names, f"missing from the wheel: {sorted(shipped - names)}"
     assert {f"autoprune/tasks/checkpoints/{f.name}"
             for f in (REPO / "autoprune/tasks/checkpoints").iterdir()} <= names

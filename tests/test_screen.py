@@ -1,0 +1,138 @@
+"""The screen (screen wide, train few), the shared-ratio space, and studies made before them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import run_cli
+
+from autoprune.screen import Screened, select
+from autoprune.space import load_space, resolve, space_of
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_select_takes_the_front_within_budget_first_then_spreads_over_latency():
+    pts = [Screened(0, 90.0, 0.10), Screened(1, 80.0, 0.05), Screened(2, 70.0, 0.02), Screened(3, 60.0, 0.01),
+           Screened(4, 89.5, 0.11),  # behind a faster plan by 0.5 pt: the second layer, near enough
+           Screened(5, 50.0, 0.09),  # far behind: never trained
+           Screened(6, 99.0, 0.50)]  # the best score, over the budget
+    assert select(pts, 10, budget_ms=0.2, near=1.0) == [0, 1, 2, 3, 4]
+    # a layer that does not fit whole is spread: both ends of its latency range first
+    assert sorted(select(pts, 2, budget_ms=0.2, near=1.0)) == [0, 3]
+    assert select(pts, 1, budget_ms=0.2, near=1.0) == [0]  # one: the best score
+    assert select(pts, 5, budget_ms=0.005, near=1.0) == []  # nothing within the budget
+
+
+def test_shared_ratio_plans_clip_each_group_and_keep_the_uniform_ladder(digits_task):
+    space = load_space("default")
+    assert space.global_ratio is not None and space.screen.plans > 0
+    resolved = resolve(space, digits_task.model, digits_task.example_input(1))
+    uniform = resolved.suggest(optuna.trial.FixedTrial(resolved.uniform_params(0.9)))
+    assert {c.ratio for c in uniform.groups.values()} == {0.9} and not uniform.drop_blocks
+    assert resolved.suggest(optuna.trial.FixedTrial(resolved.baseline_params())).is_identity
+    groups = [g.info.name for g in resolved.groups]
+    params = {**resolved.uniform_params(0.8), f"{groups[0]}.deviation": 0.2, f"{groups[-1]}.deviation": -0.2}
+    plan = resolved.suggest(optuna.trial.FixedTrial(params))
+    assert plan.groups[groups[0]].ratio == 0.9  # 0.8 + 0.2, clipped to the rule's 0.9
+    assert plan.groups[groups[-1]].ratio == pytest.approx(0.6)
+    assert resolved.smallest_plan().groups[groups[0]].ratio == 0.9
+
+
+def test_a_screened_search_screens_then_trains_the_chosen_and_resumes_without_screening_again(tmp_path):
+    import autoprune
+    from autoprune import storage
+    from autoprune.search_loop import SCREEN_ATTR
+
+    def run(trials: int):
+        return autoprune.search(task="digits", device="x86-ort", latency_budget_ms=0.05, n_trials=trials,
+                                results_dir=tmp_path, progress=False, finalize=False, screen_plans=24)
+
+    result = run(5)
+    study = optuna.load_study(study_name=result.study_dir.name, storage=storage.default_url(result.study_dir))
+    records = storage.records(study)
+    screened = [r for r in records if r.screen]
+    trained = [r for r in records if not r.screen]
+    assert len(screened) == 24 and all(r.state == "PRUNED" for r in screened)
+    assert all(r.screen_latency_ms and r.latency_ms is None for r in screened)  # never shown as measured
+    scored = [r for r in screened if r.screen_score is not None]
+    assert scored and all(r.screen_latency_ms <= 0.05 for r in scored)
+    # the uniform ladder is screened too (float32 and INT8, ratios 0.1 ... 0.9)
+    assert sum(r.params.get("ratio") in (0.1, 0.5, 0.9) and not any(
+        k.endswith(".deviation") and v for k, v in r.params.items()) for r in screened) >= 6
+    chosen = study.user_attrs[SCREEN_ATTR]
+    assert [r.screened_from for r in trained if r.screened_from is not None] == chosen
+    assert trained[0].baseline and trained[1].warm_start == "unpruned int8"
+    assert len(trained) == 5 and all(r.state == "COMPLETE" for r in trained)
+    for r in trained[2:]:  # a trained plan is the screened plan it came from
+        assert r.params == next(s for s in screened if s.number == r.screened_from).params
+    rows = result.trials
+    assert set(rows[rows["state"] == "PRUNED"]["trial"]) == {r.number for r in screened}
+    assert not result.front["trial"].isin(rows[rows["screen"].astype(bool)]["trial"]).any()
+
+    again = run(6)  # one more trained trial: the screen is not run again
+    records = storage.records(optuna.load_study(study_name=again.study_dir.name,
+                                                storage=storage.default_url(again.study_dir)))
+    assert sum(r.screen for r in records) == 24 and sum(not r.screen for r in records) == 6
+
+
+def test_a_study_made_before_the_shared_ratio_space_resumes_reports_and_exports(tmp_path):
+    """tests/fixtures/studies/before-screen: 3 digits trials made by autoprune before the
+    default space changed (per-group methods, ratios 0.1-0.7, round_to 1 or 8)."""
+    import autoprune
+    from autoprune.deploy import run_package
+
+    study_dir = tmp_path / "results" / "digits-x86-ort"
+    shutil.copytree(FIXTURES / "studies" / "before-screen", study_dir)
+    config = json.loads((study_dir / "config.json").read_text())
+    assert config["space_hash"] != load_space("default").hash
+    assert space_of(config).hash == config["space_hash"]  # its space, kept in search_spaces/retired/
+
+    result = autoprune.search(task="digits", device="x86-ort", latency_budget_ms=1.0, n_trials=4,
+                              results_dir=tmp_path / "results", progress=False, finalize=False)
+    assert json.loads((study_dir / "config.json").read_text())["space_hash"] == config["space_hash"]
+    newest = result.trials.sort_values("trial").iloc[-1]
+    assert newest["trial"] == 3 and newest["state"] == "COMPLETE"
+    assert "param:ratio" not in result.trials or result.trials["param:ratio"].isna().all()  # the old space's plan
+    assert any(c.endswith(".method") for c in result.trials.columns if c.startswith("param:"))
+
+    report = autoprune.write_report(study_dir)
+    assert Path(report).is_file()
+    autoprune.export_trial(result, trial=2, out=tmp_path / "deploy")
+    assert run_package(tmp_path / "deploy")["output_shape"]
+
+
+def test_a_screen_smaller_than_the_uniform_ladder_screens_the_ladder_and_trains(tmp_path):
+    import autoprune
+
+    result = autoprune.search(task="digits", device="x86-ort", latency_budget_ms=1.0, n_trials=3,
+                              results_dir=tmp_path, progress=False, finalize=False, screen_plans=4)
+    rows = result.trials
+    assert (rows["state"] == "PRUNED").sum() == 4  # the ladder's first four plans
+    assert (rows["state"] == "COMPLETE").sum() == 3 and rows["screened_from"].notna().sum() == 1
+
+
+def test_the_screen_times_with_a_short_protocol_of_its_own_cache_key():
+    from autoprune.profiles import load_profile
+
+    for name in ("x86-ort", "x86-tvm"):
+        full = load_profile(name)
+        short = full.for_screen()
+        assert short.hash != full.hash and short.measurement.sessions == 1 and short.measurement.max_seconds <= 0.5
+        assert short.tvm is None or short.tvm.tuning.max_trials == 0  # untuned: seconds a plan
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--screen-plans", "-1"], "", "--screen-plans must be 0 (no screen) or more, got -1."),
+    ([], "many", "AUTOPRUNE_SCREEN_PLANS must be a whole number of plans >= 0 (0: no screen), got 'many'."),
+])
+def test_a_bad_screen_size_is_one_line_and_writes_nothing(tmp_path, monkeypatch, args, env, message):
+    monkeypatch.setenv("AUTOPRUNE_SCREEN_PLANS", env)
+    proc = run_cli("search", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "1", "--trials", "3",
+                   "--results-dir", str(tmp_path / "r"), *args)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"autoprune: error: {message}", proc.stderr
+    assert not (tmp_path / "r").exists()
