@@ -168,6 +168,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         warm_start=not args.no_warm_start,
         finalize=not args.no_finalize,
+        final_members=args.final_members,
         max_drop=args.max_drop,
         min_metric=args.min_metric,
         setup_timeout_s=args.setup_timeout_s,
@@ -467,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, metavar="N",
                    help="processes loading a task's data when it is read from a Dataset or image folder "
                         "(default: the cores less one, at most 4; 0 loads in the main process)")
+    s.add_argument("--final-members", type=int, metavar="N",
+                   help="finalize at most N front members (default: the space's recovery.final_members, 4)")
     s.add_argument("--no-finalize", action="store_true",
                    help="stop after the trials: skip the full fine-tune, full validation and paired re-timing of "
                         "the front's best members (run `autoprune finalize` later)")

@@ -35,6 +35,7 @@ from autoprune.measure import Measurement, MeasurementCache
 from autoprune.profiles import DeviceProfile
 from autoprune.quantize import Quantized, calibration_inputs, quantize
 from autoprune.recover import Distill, TrainConfig, recalibrate_bn, train
+from autoprune.screen import screen as screen_score
 from autoprune.space import ResolvedSpace
 from autoprune.tasks import Task
 from autoprune.trials import Candidate, FailStage, TrialFailure, TrialFiles
@@ -398,7 +399,7 @@ class Screened:
     def attrs(self) -> dict[str, Any]:
         """The trial attributes it is recorded as (``trials.record_screen``)."""
         return {"screen_score": self.score, "screen_latency_ms": self.latency.median_ms, "screen_note": self.note,
-                "latency_noisy": self.latency.noisy, "arch_hash": self.onnx.arch_hash, "macs": self.onnx.macs,
+                "arch_hash": self.onnx.arch_hash, "macs": self.onnx.macs,
                 "params": self.onnx.params, "widths": {k: list(v) for k, v in self.pruned.widths.items()},
                 "dropped_blocks": list(self.pruned.dropped_blocks), "precision": self.precision,
                 "stage_s": self.stage_s}
@@ -414,8 +415,6 @@ def screen_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, s
     Raises:
         TrialFailure: the plan could not be pruned, exported or timed.
     """
-    from autoprune.screen import screen
-
     sys.audit("autoprune.trial", number)
     times: dict[str, float] = {}
     trial_dir.mkdir(parents=True, exist_ok=True)
@@ -431,7 +430,7 @@ def screen_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, s
             note = f"latency {latency.median_ms:.3f} ms is over the {budget_ms:g} ms budget"
         else:
             with _stage(FailStage.SCREEN.value, times):
-                score = screen(model, report.masks, ctx.task, ctx.space.space.screen, ctx.distill, seed)
+                score = screen_score(model, report.masks, ctx.task, ctx.space.space.screen, ctx.distill, seed)
         return Screened(latency, score, note, plan.precision, onnx, report, times)
     finally:
         sys.audit("autoprune.trial", -1)

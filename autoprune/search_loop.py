@@ -101,6 +101,7 @@ class SearchConfig:
     also: tuple[tuple[str, float | None], ...] = ()
     # What to do with the finished trials (not part of the study's identity).
     finalize: bool = True  # fine-tune and re-time the front's best at the end
+    final_members: int | None = None  # at most this many (None: the space's recovery.final_members)
     max_drop: float = 1.0  # accuracy points: the recommended pick's allowance
     min_metric: float | None = None  # least accuracy shown on the front (default: baseline - 10)
     # How long and how much memory tracing the model at set-up may take (None: no time
@@ -137,6 +138,8 @@ class SearchConfig:
                                   f"got {','.join(self.precisions) or 'nothing'}.")
         if self.screen_plans is not None and self.screen_plans < 0:
             raise ConfigError(f"--screen-plans must be 0 (no screen) or more, got {self.screen_plans}.")
+        if self.final_members is not None and self.final_members < 1:
+            raise ConfigError(f"--final-members must be 1 or more, got {self.final_members}.")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers must be 0 (load in the main process) or more, got {self.workers}.")
         if self.sampler not in SAMPLERS:
@@ -541,6 +544,7 @@ class Screening:
     near: float
     seed: int
     sign: float = 1.0  # the metric's direction (+1: higher is better)
+    log: Callable[[str], None] = print
 
     def phase(self, study, target: int) -> str:
         """``screen`` (ask a screened trial), ``wait`` (others' are running) or ``train``."""
@@ -581,6 +585,11 @@ class Screening:
         for number in chosen:
             trials.enqueue(study, by_number[number].params, screened_from=number)
         study.set_user_attr(SCREEN_ATTR, chosen)
+        screened = [r for r in records if r.screen and r.state == "PRUNED"]
+        spent = sum(r.duration_s or 0.0 for r in screened)
+        self.log(f"screened {len(screened)} plans in {spent:.0f} s ({len(pool)} within the {self.budget_ms:g} ms "
+                 f"budget, scored); training {len(chosen)} of them (screened trials "
+                 f"{', '.join(map(str, chosen)) or 'none'})")
 
 
 def _pending(records: list[TrialRecord]) -> int:
@@ -681,6 +690,7 @@ class Session:
     ctx: Context
     store: Any  # the Optuna RDBStorage
     study: Any  # the optuna.Study
+    log: Callable[[str], None] = print
 
     @property
     def study_dir(self) -> Path:
@@ -697,7 +707,7 @@ class Session:
         if not sc.plans:
             return None
         return Screening(sc.plans, self.setup.config.latency_budget_ms, sc.near, self.setup.config.seed,
-                         self.ctx.task.metric.info.sign)
+                         self.ctx.task.metric.info.sign, self.log)
 
 
 def open_session(config: SearchConfig, *, worker: bool = False, store=None,
@@ -747,7 +757,7 @@ def open_session(config: SearchConfig, *, worker: bool = False, store=None,
     if not worker:
         storage.set_run_info(study, {"target_trials": config.n_trials, "data_dir": config.data_dir,
                                      "max_drop": config.max_drop, "min_metric": config.min_metric})
-    return Session(setup, ctx, store, study)
+    return Session(setup, ctx, store, study, log)
 
 
 def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool, store=None) -> SearchResult:
@@ -783,7 +793,7 @@ def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool,
 
                 bar.log("finalizing the front: full fine-tune, whole validation set, paired re-timing "
                         "(--no-finalize skips this)")
-                finalize(session.study_dir, log=bar.log)
+                finalize(session.study_dir, members=config.final_members, log=bar.log)
                 result = results.SearchResult.load(session.study_dir, storage=config.storage)
                 result.write_all()
     return result
@@ -806,6 +816,7 @@ def search(
     warm_start: bool = True,
     also: dict[str, float | None] | None = None,
     finalize: bool = True,
+    final_members: int | None = None,
     max_drop: float = 1.0,
     min_metric: float | None = None,
     setup_timeout_s: float | None = SETUP_TIMEOUT_S,
@@ -831,7 +842,8 @@ def search(
 
     With ``finalize`` (the default) the search ends by fine-tuning the front's most
     accurate feasible members to the space's ``final_steps``, scoring them on the whole
-    validation set and timing them again paired with the baseline
+    validation set and timing them again paired with the baseline (at most
+    ``final_members`` of them; default: the space's ``recovery.final_members``)
     (:func:`autoprune.finalize.finalize`); the result's front shows those final figures.
     ``result.recommend()`` names the fastest model within ``max_drop`` accuracy points
     and the most accurate within the budget. ``min_metric`` (default: the baseline's
@@ -868,6 +880,7 @@ def search(
         warm_start=warm_start,
         also=tuple((name, None if b is None else float(b)) for name, b in (also or {}).items()),
         finalize=finalize,
+        final_members=final_members,
         max_drop=float(max_drop),
         min_metric=None if min_metric is None else float(min_metric),
         setup_timeout_s=setup_timeout_s,

@@ -129,8 +129,9 @@ def test_the_screen_times_with_a_short_protocol_of_its_own_cache_key():
 @pytest.mark.parametrize(("args", "env", "message"), [
     (["--screen-plans", "-1"], "", "--screen-plans must be 0 (no screen) or more, got -1."),
     ([], "many", "AUTOPRUNE_SCREEN_PLANS must be a whole number of plans >= 0 (0: no screen), got 'many'."),
+    (["--final-members", "0"], "", "--final-members must be 1 or more, got 0."),
 ])
-def test_a_bad_screen_size_is_one_line_and_writes_nothing(tmp_path, monkeypatch, args, env, message):
+def test_a_bad_screen_or_finalize_size_is_one_line_and_writes_nothing(tmp_path, monkeypatch, args, env, message):
     monkeypatch.setenv("AUTOPRUNE_SCREEN_PLANS", env)
     proc = run_cli("search", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "1", "--trials", "3",
                    "--results-dir", str(tmp_path / "r"), *args)

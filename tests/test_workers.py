@@ -184,3 +184,23 @@ def test_the_documented_url_works_and_its_password_is_never_written(postgres_url
     front = subprocess.run([sys.executable, "-m", "autoprune", "front", str(tmp_path / "documented")],
                            env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300)
     assert front.returncode == 0, front.stderr[-2000:]
+
+
+def test_two_workers_share_one_screen_and_train_its_choice_once(postgres_url, tmp_path):
+    """The screen's plans are shared out like trials: the study holds each screened plan
+    once, the choice is made once, and every chosen plan is trained once."""
+    profile = tmp_path / "quick.yaml"
+    profile.write_text(QUICK_PROFILE)
+    primary = _cli("search", "--no-finalize", "--task", "digits", "--device", str(profile), "--latency-budget-ms",
+                   "1.0", "--trials", "5", "--screen-plans", "16", "--storage", postgres_url, "--study", "screened",
+                   "--results-dir", str(tmp_path))
+    _wait_for_study(postgres_url, "screened")
+    _finish([primary, _cli("worker", "--storage", postgres_url, "--study", "screened", "--results-dir", str(tmp_path))])
+    study = optuna.load_study(study_name="screened", storage=postgres_url)
+    trials = study.get_trials()
+    screened = [t for t in trials if t.user_attrs.get("screen")]
+    trained = [t for t in trials if not t.user_attrs.get("screen")]
+    assert len(screened) == 16 and all(t.state == optuna.trial.TrialState.PRUNED for t in screened)
+    assert len(trained) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trained)
+    chosen = study.user_attrs["autoprune.screen_selected"]
+    assert sorted(t.user_attrs["screened_from"] for t in trained if "screened_from" in t.user_attrs) == sorted(chosen)
