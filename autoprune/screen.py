@@ -41,7 +41,7 @@ def screen(model: torch.nn.Module, masks: Mapping[str, torch.Tensor] | None, tas
 
 
 @dataclass(frozen=True)
-class Screened:
+class ScreenedPlan:
     """One screened plan, as :func:`select` sees it (``score`` in the metric's own sense:
     higher is better after the caller applied the metric's sign)."""
 
@@ -50,7 +50,7 @@ class Screened:
     latency_ms: float
 
 
-def select(screened: Sequence[Screened], k: int, budget_ms: float, near: float) -> list[int]:
+def select(screened: Sequence[ScreenedPlan], k: int, budget_ms: float, near: float) -> list[int]:
     """The keys of at most ``k`` plans worth training, best first.
 
     Within the budget, plans are taken by Pareto layer of (score up, latency down):
@@ -60,7 +60,7 @@ def select(screened: Sequence[Screened], k: int, budget_ms: float, near: float) 
     plans are spread across its latency range, so the trained plans cover the front.
     """
     pool = [s for s in screened if s.latency_ms <= budget_ms]
-    chosen: list[Screened] = []
+    chosen: list[ScreenedPlan] = []
     while pool and len(chosen) < k:
         layer = [s for s in pool if not any(_dominates(o, s) for o in pool)]
         pool = [s for s in pool if s not in layer]
@@ -72,17 +72,17 @@ def select(screened: Sequence[Screened], k: int, budget_ms: float, near: float) 
     return [s.key for s in chosen]
 
 
-def _dominates(a: Screened, b: Screened) -> bool:
+def _dominates(a: ScreenedPlan, b: ScreenedPlan) -> bool:
     return a.score >= b.score and a.latency_ms <= b.latency_ms and (a.score > b.score or a.latency_ms < b.latency_ms)
 
 
-def _behind(s: Screened, everyone: Sequence[Screened]) -> float:
+def _behind(s: ScreenedPlan, everyone: Sequence[ScreenedPlan]) -> float:
     """Points behind the best score of a plan at least as fast (0 on the front)."""
     best = max((o.score for o in everyone if o.latency_ms <= s.latency_ms), default=s.score)
     return max(0.0, best - s.score)
 
 
-def _spread(layer: list[Screened], n: int) -> list[Screened]:
+def _spread(layer: list[ScreenedPlan], n: int) -> list[ScreenedPlan]:
     """``n`` plans of ``layer`` evenly spaced by latency rank, both ends included."""
     ordered = sorted(layer, key=lambda s: s.latency_ms)
     if n == 1:

@@ -575,10 +575,10 @@ class Screening:
     def choose(self, study, records: list[TrialRecord], target: int) -> None:
         """Queue the screened plans :func:`autoprune.screen.select` picks for training."""
         from autoprune import trials
-        from autoprune.screen import Screened, select
+        from autoprune.screen import ScreenedPlan, select
 
         pending = _pending(records)
-        pool = [Screened(r.number, self.sign * r.screen_score, r.screen_latency_ms) for r in records
+        pool = [ScreenedPlan(r.number, self.sign * r.screen_score, r.screen_latency_ms) for r in records
                 if r.screen and r.state == "PRUNED" and r.screen_score is not None]
         chosen = select(pool, max(0, target - pending), self.budget_ms, self.near)
         by_number = {r.number: r for r in records}

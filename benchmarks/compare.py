@@ -92,18 +92,19 @@ def search_arm(args, task: str, seed: int, arm: str, root: Path, wall_limit: flo
     session = open_session(config, log=lambda m: print(f"[{task} {seed} {arm}] {m}", file=sys.stderr, flush=True))
     clock = root / f"{arm}.wall"  # wall time spent in earlier sittings
     spent = float(clock.read_text()) if clock.is_file() else 0.0
-    while True:
+
+    def timed(target: int) -> None:
+        nonlocal spent
         start = time.time()
-        if random:
-            if wall_limit is not None and spent >= wall_limit:
-                break
-            session.run(storage.counted(session.study) + 1)
-        else:
-            session.run(config.n_trials)
+        session.run(target)
         spent += time.time() - start
         clock.write_text(f"{spent:.1f}")
-        if not random:
-            break
+
+    if random:  # one trained trial after another until the wall time is autoprune's
+        while wall_limit is None or spent < wall_limit:
+            timed(storage.counted(session.study) + 1)
+    else:
+        timed(config.n_trials)
     df = results.trials_frame(session.study)
     df = df[df["state"] == "COMPLETE"].copy()
     df["dir"] = str(session.study_dir)
@@ -244,22 +245,17 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path) -> N
 
     root = args.results_dir / task / str(seed)
     have = {r["arm"] for r in done if r["task"] == task and r["seed"] == seed}
+    todo = [arm for arm in ARMS if arm not in have]
+    if not todo:
+        return
+    ctx, resolved = _context(args, task, seed)
     cands: dict[str, tuple[pd.DataFrame, float]] = {}
-    ctx = None
-    for arm in ARMS:
-        if arm in have:
-            continue
-        if arm == "autoprune" or arm == "random":
+    for arm in todo:
+        if arm in ("autoprune", "random"):
             limit = cands["autoprune"][1] if "autoprune" in cands else _wall(done, task, seed, "autoprune")
             cands[arm] = search_arm(args, task, seed, arm, root, limit)
         else:
-            if ctx is None:
-                ctx, resolved = _context(args, task, seed)
             cands[arm] = recipe_arm(ctx, arm, root, seed, resolved)
-    if not cands:
-        return
-    if ctx is None:
-        ctx, _ = _context(args, task, seed)
     device = Device.open(args.device, fresh=True)
     base_final = ctx.task.metric(ctx.task.model, ctx.task.val)
     for arm, (df, wall) in cands.items():

@@ -10,17 +10,17 @@ import optuna
 import pytest
 from conftest import run_cli
 
-from autoprune.screen import Screened, select
+from autoprune.screen import ScreenedPlan, select
 from autoprune.space import load_space, resolve, space_of
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_select_takes_the_front_within_budget_first_then_spreads_over_latency():
-    pts = [Screened(0, 90.0, 0.10), Screened(1, 80.0, 0.05), Screened(2, 70.0, 0.02), Screened(3, 60.0, 0.01),
-           Screened(4, 89.5, 0.11),  # behind a faster plan by 0.5 pt: the second layer, near enough
-           Screened(5, 50.0, 0.09),  # far behind: never trained
-           Screened(6, 99.0, 0.50)]  # the best score, over the budget
+    pts = [ScreenedPlan(0, 90.0, 0.10), ScreenedPlan(1, 80.0, 0.05), ScreenedPlan(2, 70.0, 0.02), ScreenedPlan(3, 60.0, 0.01),
+           ScreenedPlan(4, 89.5, 0.11),  # behind a faster plan by 0.5 pt: the second layer, near enough
+           ScreenedPlan(5, 50.0, 0.09),  # far behind: never trained
+           ScreenedPlan(6, 99.0, 0.50)]  # the best score, over the budget
     assert select(pts, 10, budget_ms=0.2, near=1.0) == [0, 1, 2, 3, 4]
     # a layer that does not fit whole is spread: both ends of its latency range first
     assert sorted(select(pts, 2, budget_ms=0.2, near=1.0)) == [0, 3]
