@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from autoprune._version import __version__  # noqa: F401 - the package's version, read as autoprune.__version__
+
 __all__ = [
     "AutopruneError", "Device", "Metric", "SearchResult", "Split", "Task", "TrialRecord", "export_trial", "join",
     "load_profile", "load_space", "load_task", "run_package", "search", "write_report",

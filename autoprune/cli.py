@@ -18,8 +18,8 @@ from rich.table import Table
 from autoprune.errors import AutopruneError, ConfigError
 
 # A pipe gets a wide table rather than rich's 80-column default.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 160, emoji=False)  # user text is never an emoji code
+err = Console(stderr=True, emoji=False)
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -211,7 +211,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 
     df = finalize(args.results, steps=args.steps, trials=args.trials, members=args.members,
                   log=lambda m: err.print(f"[dim]autoprune:[/] {escape(m)}", highlight=False))
-    from autoprune.results import SearchResult
+    from autoprune.results import SearchResult, noisy_mark
 
     result = SearchResult.load(args.results)
     short = _short(result.metric)
@@ -225,7 +225,8 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     for _, r in df.iterrows():
         table.add_row(str(int(r["trial"])), str(int(r["finetune_steps"])), f"{r['search_accuracy']:.2f}",
                       f"{r['final_accuracy']:.2f}",
-                      f"{r['accuracy_drop']:+.2f}", f"{r['search_latency_ms']:.3f}", f"{r['final_latency_ms']:.3f}",
+                      f"{r['accuracy_drop']:+.2f}", f"{r['search_latency_ms']:.3f}",
+                      f"{r['final_latency_ms']:.3f}{noisy_mark(r)}",
                       f"{r['baseline_latency_ms']:.3f}", f"{r['paired_speedup']:.2f}x")
     out.print(table)
     _print_recommendation(result)
@@ -255,7 +256,7 @@ def cmd_front(args: argparse.Namespace) -> int:
 
 
 def _print_front(result) -> None:
-    from autoprune.results import FRONT_COLUMNS, device_columns
+    from autoprune.results import FRONT_COLUMNS, device_columns, noisy_mark
 
     base = result.baseline
     n_ok = int((result.trials["state"] == "COMPLETE").sum()) if not result.trials.empty else 0
@@ -284,7 +285,7 @@ def _print_front(result) -> None:
         there = [v for c in others for v in (f"{r[c]:.3f}", f"{r['speedup@' + c.split('@', 1)[1]]:.2f}x")]
         table.add_row(
             str(int(r["trial"])), f"{r['accuracy']:.2f}", f"{r['accuracy_drop']:+.2f}",
-            f"{r['latency_ms']:.3f}", f"{r['latency_p90_ms']:.3f}", f"{r['speedup']:.2f}x", *there,
+            f"{r['latency_ms']:.3f}{noisy_mark(r)}", f"{r['latency_p90_ms']:.3f}", f"{r['speedup']:.2f}x", *there,
             f"{r['size_mb']:.3f}", f"{r['macs_ratio']:.2f}", f"{int(r['params']):,}", f"{r['sparsity']:.0%}",
             str(r.get("precision") or "float32"), _whole(r["round_to"]), str(r["methods"]), str(r["fidelity"]),
         )
@@ -365,6 +366,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         top1 = f"same top class on {a['top1_agreement']:.0%}, " if "top1_agreement" in a else ""
         out.print(f"check against the float model ({precision} package) on {a['examples']} validation inputs: "
                   f"{top1}max |difference| {a['max_abs_diff']:.3g}", highlight=False)
+    if res.get("no_check"):
+        err.print(f"[yellow]warning:[/] {escape(res['no_check'])}", highlight=False)
     out.print(f"digest {res['digest']} " + ("(as expected)" if args.expect_digest else
               "(compare it with the one `autoprune export` printed, or pass --expect-digest)"), highlight=False)
     if args.save_output:

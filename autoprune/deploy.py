@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import platform
 import shutil
 import time
@@ -25,7 +24,7 @@ import numpy as np
 
 from autoprune._config import atomic_write_text, chmod_shared, scratch_dir, sha256_file
 from autoprune.device import Device
-from autoprune.errors import BackendError, ConfigError, ExportError, PackageError
+from autoprune.errors import BackendError, ConfigError, ExportError, PackageError, first_line
 from autoprune.trials import TrialFiles
 
 if TYPE_CHECKING:
@@ -48,56 +47,23 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def rebuild_model(result: SearchResult, trial: int, final: bool = True):
-    """The trial's pruned, fine-tuned PyTorch model, rebuilt from its plan and weights
-    (the weights of ``autoprune finalize`` when it ran and ``final`` is true)."""
-    from autoprune.tasks import load_task
+def final_figures(result: SearchResult, trial: int) -> dict[str, Any] | None:
+    """The trial's final figures when finalize completed it, else None.
 
-    files = TrialFiles.of(result.study_dir, trial)
-    task = load_task(result.identity["task"], result.identity.get("data_dir"), result.identity.get("task_args"))
-    model, plan = load_candidate(task, files, final=final, label=f"trial {trial}")
-    return model, task, plan
-
-
-def load_candidate(task, files: TrialFiles, final: bool = False, label: str = "the candidate"):
-    """A candidate's pruned model with its saved weights, from its folder's ``plan.json``
-    and ``state.pt`` (``final/state.pt`` when ``final`` and it exists); and its plan."""
-    import torch
-
-    from autoprune import pruning
-
-    plan_file, state_file = files.plan, files.state
-    if final and files.final.state.is_file():
-        state_file = files.final.state
-    if not plan_file.is_file() or not state_file.is_file():
-        raise ExportError(f"{label}'s files are missing from {files.dir}; it cannot be exported.")
-    plan = pruning.PruningPlan.from_dict(json.loads(plan_file.read_text()))
-    # Only the layer shapes matter here (the weights are loaded below).
-    shape_plan = plan.shape_only()
-    model, _ = pruning.apply(task.model, shape_plan, task.example_input(1), ignored_layers=task.ignored_layers)
-    try:
-        model.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=True))
-    except (RuntimeError, OSError, pickle.UnpicklingError) as exc:
-        # weights_only=True: a state file holding anything but tensors is refused, not run
-        first = str(exc).strip().splitlines()[0]
-        raise ExportError(f"{label}'s saved weights {state_file} cannot be loaded: {first}") from None
-    return model.eval(), plan
-
-
-def _final_row(result: SearchResult, trial: int) -> dict[str, Any] | None:
-    """The trial's row of final.csv when it was finalized, else None."""
-    import pandas as pd
-
-    table = result.study_dir / "final.csv"
-    if not (table.is_file() and TrialFiles.of(result.study_dir, trial).final.onnx.is_file()):
+    A member's ``final/result.json`` is written last, after its weights and its ONNX
+    file (and removed before a member is finalized again), so it is the one sign that
+    the final files are whole: a package takes all of them or none (issue 27.6: export
+    during an interrupted finalize mixed final weights with the search-time ONNX).
+    """
+    files = TrialFiles.of(result.study_dir, trial).final
+    done = files.dir / "result.json"
+    if not (done.is_file() and files.state.is_file() and files.onnx.is_file()):
         return None
-    # final.csv names the metric's columns after it (final_mIoU); read them back
-    metric = result.metric
-    back = {metric.key(c): c for c in ("final_accuracy", "baseline_accuracy", "accuracy_drop", "search_accuracy",
-                                       "final_float_accuracy")}
-    rows = pd.read_csv(table).rename(columns=back)
-    rows = rows[rows["trial"] == trial]
-    return None if rows.empty else json.loads(rows.iloc[0].to_json())
+    try:
+        figures = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None
+    return figures if isinstance(figures, dict) and "final_accuracy" in figures else None
 
 
 def _figures(row, base, final: dict[str, Any] | None) -> dict[str, Any]:
@@ -158,6 +124,21 @@ def check_agreement(run, inputs: np.ndarray, expected: np.ndarray, batch: int) -
     return out
 
 
+def _export_program(model, task, batch: int):
+    """``model.pt2``: the model as a ``torch.export`` program that takes any batch size
+    where the model allows it (traced at batch 2: a batch of 1 would be specialised),
+    else the profile's batch only; and which (``"dynamic"`` or the size)."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            dims = ({0: torch.export.Dim("batch", min=1, max=1 << 16)},)
+            return torch.export.export(model, (task.example_input(2),), dynamic_shapes=dims), "dynamic"
+    except Exception:  # noqa: BLE001 - the model fixes its batch somewhere (a reshape): keep the profile's
+        with torch.no_grad():
+            return torch.export.export(model, (task.example_input(batch),)), batch
+
+
 def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
     """Write trial ``trial`` of ``result`` as a deploy package in ``out`` (must be new or empty).
 
@@ -191,7 +172,10 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
         raise ExportError(f"cannot write into {parent}: {exc.strerror}.") from None
 
     try:
-        model, task, plan = rebuild_model(result, trial)
+        from autoprune.results import rebuild_model
+
+        final = final_figures(result, trial)  # `autoprune finalize` completed it: package its files
+        model, task, plan = rebuild_model(result, trial, final=final is not None)
         device = Device.open(result.identity["device"], check=False)
         profile = device.profile
         if profile.hash != result.identity["profile_hash"]:
@@ -200,7 +184,6 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
                 "its latency figures would not describe this package."
             )
         files = TrialFiles.of(result.study_dir, trial)
-        final = _final_row(result, trial)  # `autoprune finalize` ran: package its weights
         if final is not None:  # and build as finalize did (TVM: its harder tuning, already in the database)
             device = Device.of(profile.for_finalize())
         onnx_src = files.final.onnx if final else files.onnx
@@ -218,8 +201,7 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
             raise ExportError(f"building the {profile.backend} artifact failed: {built.error}")
 
         example = task.example_input(profile.batch_size)
-        with torch.no_grad():
-            program = torch.export.export(model, (example,))
+        program, pt2_batch = _export_program(model, task, profile.batch_size)
         torch.export.save(program, staging / "model.pt2")
         with torch.no_grad():
             expected = model(example).numpy()
@@ -256,6 +238,7 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
             "output": {"name": OUTPUT_NAME, "shape": list(expected.shape)},
             "plan": plan.to_dict(),
             "precision": quantization,  # how the model was quantized (calibration method and samples), or float32
+            "pt2": {"batch": pt2_batch},  # "dynamic": any batch size; else the one it takes
             "check": {"file": CHECK_FILE, "examples": int(len(check_x)),
                       "against": "the pruned float32 PyTorch model's outputs on validation inputs",
                       "agreement_at_export": agreement},
@@ -272,6 +255,8 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
                    if precision != "float32" else {}),
             },
             "finalized": final,  # longer fine-tune and paired re-measurement, or null
+            # every file of the package comes from one stage: the weights, the ONNX file and the figures
+            "files_from": "final" if final is not None else "search",
             "device": {"name": profile.name, "hash": profile.hash, "profile": profile.to_dict()},
             "runtime": runtime,
             "versions": _versions(),
@@ -305,6 +290,10 @@ def _load(folder: Path, manifest: dict[str, Any]):
         return backend.load(folder / runtime["artifact"], profile, runtime)
     except BackendError as exc:
         raise PackageError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a hostile or damaged artifact: the runtime's refusal, in one line
+        raise PackageError(f"{runtime['backend']} refused the package's artifact {runtime['artifact']} "
+                           f"({type(exc).__name__}: {first_line(exc)}); the package is damaged or not "
+                           "autoprune's. Refusing it.") from None
 
 
 def package_digest(folder: str | Path) -> str:
@@ -433,16 +422,26 @@ def run_package(folder: str | Path, input_path: str | Path | None = None, runs: 
         x = np.random.default_rng(0).standard_normal(spec["shape"]).astype(np.float32)
     else:
         x, note = read_input(input_path, spec["shape"])
-    run = _load(folder, manifest)
+    loaded = _load(folder, manifest)
+
+    def run(batch):
+        try:
+            return loaded(batch)
+        except Exception as exc:  # noqa: BLE001 - the artifact loaded but does not run: the package's fault
+            raise PackageError(f"the package's artifact failed to run ({type(exc).__name__}: {first_line(exc)}); "
+                               "the package is damaged or not autoprune's.") from None
 
     def run_once():
         return run(x)
 
     out = run_once()
-    agreement = None
+    agreement, no_check = None, None
     check = manifest.get("check")
     if isinstance(check, dict) and check.get("file") in manifest["files"]:
         agreement = _agreement(folder / check["file"], run, spec["shape"])
+    else:  # every package autoprune exports has one: say so rather than drop the line
+        no_check = ("this package has no float check (its manifest names no check file), so its outputs were "
+                    "not compared with the float model's; autoprune's packages all have one")
     for _ in range(5):
         run_once()
     times = []
@@ -460,6 +459,7 @@ def run_package(folder: str | Path, input_path: str | Path | None = None, runs: 
         "digest": package_digest(folder),
         "note": note,
         "agreement": agreement,
+        "no_check": no_check,
     }
 
 

@@ -26,28 +26,69 @@ unless ``--host`` says otherwise; only listen on a network you trust.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
 
 from autoprune.runners import _device
-from autoprune.runners._protocol import TOKEN_ENV, ResultKind, RunnerResult, signed
+from autoprune.runners._protocol import (
+    TOKEN_ENV,
+    ResultKind,
+    RunnerResult,
+    file_sha256,
+    refusal,
+    request_ok,
+    request_text,
+    signed,
+)
 
 POLL_S = 5.0
 REREGISTER_S = 20.0  # registration missing this long (with the tracker up): restart
 START_GRACE_S = 120.0  # a fresh server has this long to register (imports are slow under emulation)
 
 
-def time_artifact(artifact: str, profile_json: str, tag: str = "", nonce: str = "") -> str:
-    """Time an artifact uploaded to this session; a :class:`RunnerResult` as JSON, signed
-    for the request ``nonce`` when the server has a token (``$AUTOPRUNE_DEVICE_TOKEN``).
+def time_artifact(artifact: str, profile_json: str, tag: str = "", nonce: str = "", request_mac: str = "") -> str:
+    """Time an artifact uploaded to this session; a :class:`RunnerResult` as JSON.
+
+    With a token (``$AUTOPRUNE_DEVICE_TOKEN``) the board times only a request the host
+    signed (``request_mac``), and signs its reply over the request as the board sees it:
+    the nonce, the sha256 of the files uploaded to this session, the profile and the tag
+    (``_protocol.request_text``). A reply for another artifact than the host's fails the
+    host's check, so a rogue board cannot relay the nonce to an honest one.
 
     ``tag`` names the work (``trial 3``); nothing a client sends changes this process's
     environment.
     """
-    return signed(os.environ.get(TOKEN_ENV), nonce, _time(artifact, profile_json, tag))
+    token = os.environ.get(TOKEN_ENV)
+    try:
+        files = _session_files(artifact)
+    except Exception as exc:  # noqa: BLE001 - a name outside the session, or nothing uploaded
+        files, failure = {}, RunnerResult.failed(ResultKind.CANDIDATE_FAILED, f"{type(exc).__name__}: {exc}")
+    else:
+        failure = None
+    request = request_text(nonce, files, profile_json, tag)
+    if not request_ok(token, request, request_mac):  # refused before timing: it costs the board nothing
+        return refusal()
+    if failure is not None:
+        return signed(token, request, failure)
+    with trusted():  # the loaders answer (guard_loaders) while the artifact is loaded and timed
+        return signed(token, request, _time(artifact, profile_json, tag))
+
+
+def _session_files(artifact: str) -> dict[str, str]:
+    """The sha256 of the artifact and of its side files (``<artifact>.*``), as uploaded to
+    this session: what the host says it uploaded (``runners.rpc``)."""
+    import glob
+
+    import tvm_ffi
+
+    path = tvm_ffi.get_global_func("tvm.rpc.server.workpath")(artifact)
+    names = [path, *sorted(glob.glob(glob.escape(path) + ".*"))]
+    return {os.path.basename(n): file_sha256(n) for n in names}
 
 
 def _time(artifact: str, profile_json: str, tag: str) -> RunnerResult:
@@ -120,13 +161,136 @@ def confine_sessions() -> None:
             raise ValueError("refused: autoprune's device server does not link modules for clients")
 
         tvm_ffi.register_global_func("tvm.rpc.server.workpath", workpath, override=True)
-        tvm_ffi.register_global_func("tvm.rpc.server.load_module", lambda name: load_module(workpath(name)),
-                                     override=True)
+        def load_confined(name: str):
+            path = workpath(name)
+            with trusted():  # the library loaders answer for a file in this session (MetaSchedule's runner)
+                return load_module(path)
+
+        tvm_ffi.register_global_func("tvm.rpc.server.load_module", load_confined, override=True)
         tvm_ffi.register_global_func("tvm.rpc.server.download_linked_module", refused, override=True)
+        guard_loaders()
         return temp
 
     server_env.autoprune_confined = True  # type: ignore[attr-defined]
     tvm_server._server_env = server_env
+
+
+# TVM's server takes one connection at a time, in one thread: a client that connects and
+# says nothing, announces a negative or huge length, or holds a session open, had the board
+# to itself (issue 27.5). These bound what one connection can take.
+HANDSHAKE_S = 10.0  # a connection has this long to say who it is; the tracker's messages come at once
+MAX_MESSAGE = 1 << 16  # the largest length a handshake (or tracker message) may announce, in bytes
+MAX_SESSION_S = 1800.0  # a session ends after this, whatever timeout its client asked for
+RESTART_PAUSE_S = 1.0
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)  # the server process's log (TVM's own lines go there too)
+
+
+def harden_server(log=_say) -> None:
+    """Bound the handshake and the session of TVM's server, in this process only.
+
+    TVM's server (``tvm.rpc.server``) has no settings for these, so this wraps three of
+    its module-level names before its listening thread starts, as
+    :func:`confine_sessions` does (tests/test_remote.py fails if TVM renames them):
+
+    - ``base.recvall``: a handshake length outside 1 .. :data:`MAX_MESSAGE` is refused
+      (8 bytes with a negative length crashed the accept loop; a 2 GB one grew memory by
+      what the client streamed);
+    - every socket gets a :data:`HANDSHAKE_S` timeout (an idle connection blocked the
+      board), set back to blocking for the session itself, which is capped at
+      :data:`MAX_SESSION_S`;
+    - ``_listen_loop``: restarted after anything a client's bytes make it raise (and
+      after a session that died, which TVM raises there), so the board registers with
+      the tracker again at once instead of dropping off it until the supervisor's restart.
+    """
+    import socket
+
+    import tvm.rpc.base as tvm_base
+    import tvm.rpc.server as tvm_server
+
+    if getattr(tvm_server._listen_loop, "autoprune_hardened", False):
+        return
+    receive, loop, serving = tvm_base.recvall, tvm_server._listen_loop, tvm_server._serving
+
+    def recvall(sock, nbytes):
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or not 0 < nbytes <= MAX_MESSAGE:
+            raise OSError(f"refused: a message announced as {nbytes} bytes (at most {MAX_MESSAGE})")
+        return receive(sock, nbytes)
+
+    home = os.getcwd()
+
+    def bounded_serving(sock, addr, opts, load_library):
+        sock.settimeout(None)  # the session's C++ loop reads the descriptor: it must block
+        asked = opts.get("timeout")
+        try:
+            return serving(sock, addr, {**opts, "timeout": min(float(asked or MAX_SESSION_S), MAX_SESSION_S)},
+                           load_library)
+        finally:
+            # TVM's _serving leaves the cwd in the session's folder when the session died,
+            # and that folder goes away: every later session would fail at os.getcwd()
+            os.chdir(home)
+            sock.close()
+
+    def listen_loop(*args):
+        while True:
+            try:
+                return loop(*args)
+            except Exception as exc:  # noqa: BLE001 - a client's malformed bytes: serve the next one
+                log(f"device server: a connection failed ({type(exc).__name__}: {exc}); listening again")
+                time.sleep(RESTART_PAUSE_S)
+
+    listen_loop.autoprune_hardened = True  # type: ignore[attr-defined]
+    socket.setdefaulttimeout(HANDSHAKE_S)  # the sockets the server makes from now on (the session's: see above)
+    tvm_base.recvall = recvall
+    tvm_server._serving = bounded_serving
+    tvm_server._listen_loop = listen_loop
+
+
+# Global functions that load, write or run code or files: over RPC a client could call
+# them by name (``ffi.ModuleLoadFromFile`` loaded a library from any path, and its
+# constructor ran; issue 27.4). In a session they answer only inside the server's own
+# functions (``autoprune.time``, and ``load_module`` of a file in the session's folder,
+# which MetaSchedule's runner needs to tune on the board); the session is one thread, so
+# no client call can come in meanwhile.
+_GUARDED = re.compile(r"load|file|save|shared|system|exec|popen|compile|build|\btar\b|\.cc\.|link", re.I)
+_CONFINED = ("tvm.rpc.server.workpath", "tvm.rpc.server.upload", "tvm.rpc.server.download",
+             "tvm.rpc.server.remove", "tvm.rpc.server.load_module",
+             "tvm.rpc.server.download_linked_module")  # confined to the session's folder above, or refused
+_trusted = False
+
+
+@contextlib.contextmanager
+def trusted():
+    """The guarded functions answer while the server's own code runs."""
+    global _trusted
+    before, _trusted = _trusted, True
+    try:
+        yield
+    finally:
+        _trusted = before
+
+
+def guard_loaders() -> None:
+    """Make every global function whose name says it loads, writes or runs code or files
+    answer only inside ``autoprune.time`` (in this session process)."""
+    import tvm_ffi
+
+    def guarded(name: str, original):
+        def call(*args):
+            if not _trusted:
+                raise ValueError(f"refused: {name} is not served to clients by autoprune's device server")
+            return original(*args)
+
+        return call
+
+    for name in tvm_ffi.registry.list_global_func_names():
+        if name in _CONFINED or name.startswith("autoprune.") or not _GUARDED.search(name):
+            continue
+        original = tvm_ffi.get_global_func(name, allow_missing=True)
+        if original is not None:
+            tvm_ffi.register_global_func(name, guarded(name, original), override=True)
 
 
 def _register() -> None:
@@ -134,6 +298,7 @@ def _register() -> None:
     import tvm_ffi
 
     confine_sessions()
+    harden_server()
 
     import autoprune.backends.onnxruntime  # noqa: F401 - imported once here, not per session
     import autoprune.backends.tvm  # noqa: F401

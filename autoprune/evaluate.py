@@ -13,17 +13,27 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # torch is imported where it is used: showing results stays fast
     import torch
 
-    from autoprune.tasks._base import Split
+
+class Examples(Protocol):
+    """What a metric scores: a task's validation split (``tasks.Split`` or ``DataSplit``),
+    or anything with these three. Declared here so scoring never imports the tasks
+    (they import it for their default metric)."""
+
+    def __len__(self) -> int: ...
+
+    def head(self, n: int) -> Examples: ...
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
-def top1(model: Callable[[torch.Tensor], torch.Tensor], data: Split, batch_size: int = 500) -> float:
+def top1(model: Callable[[torch.Tensor], torch.Tensor], data: Examples, batch_size: int = 500) -> float:
     """Top-1 accuracy in percent of ``model`` on every example of ``data``."""
     import torch
 
@@ -35,7 +45,7 @@ def top1(model: Callable[[torch.Tensor], torch.Tensor], data: Split, batch_size:
     return 100.0 * correct / seen
 
 
-def miou(model: Callable[[torch.Tensor], torch.Tensor], data: Split, batch_size: int = 500) -> float:
+def miou(model: Callable[[torch.Tensor], torch.Tensor], data: Examples, batch_size: int = 500) -> float:
     """Mean intersection over union in percent of per-pixel labels (N, H, W) against
     outputs (N, classes, H, W), over the classes present in the labels or predictions
     (a class never seen and never predicted has no IoU), from one confusion matrix
@@ -119,7 +129,7 @@ class Metric(MetricInfo):
     """
 
     # (a default only because MetricInfo's fields have them: a Metric needs its function)
-    evaluate: Callable[[Any, Split], float] | None = None
+    evaluate: Callable[[Any, Examples], float] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str) or "," in self.name or "@" in self.name:
@@ -132,7 +142,7 @@ class Metric(MetricInfo):
     def info(self) -> MetricInfo:
         return MetricInfo(self.name, self.unit, self.higher_is_better)
 
-    def __call__(self, model: Any, data: Split, samples: int | None = None) -> float:
+    def __call__(self, model: Any, data: Examples, samples: int | None = None) -> float:
         """The metric on the first ``samples`` examples of ``data`` (all if None).
 
         The validation split is shuffled once when the task is built, so its first
@@ -197,11 +207,11 @@ class OnnxModel:
         return torch.from_numpy(np.concatenate(outs))
 
 
-def accuracy(model, data: Split, samples: int | None = None) -> float:
+def accuracy(model, data: Examples, samples: int | None = None) -> float:
     """Top-1 accuracy in percent on the first ``samples`` validation examples (all if None)."""
     return ACCURACY(model, data, samples)
 
 
-def onnx_accuracy(path, data: Split, samples: int | None = None) -> float:
+def onnx_accuracy(path, data: Examples, samples: int | None = None) -> float:
     """Top-1 accuracy in percent of an ONNX model on the same examples as :func:`accuracy`."""
     return ACCURACY(OnnxModel(path), data, samples)

@@ -28,7 +28,6 @@ import pandas as pd
 from autoprune._config import atomic_write_text
 from autoprune.errors import StudyError
 
-FINAL_TABLE = "final.csv"
 FINAL_SLACK = 3.0  # accuracy points a search-time figure may be below the pick's allowance and still be finalized
 
 
@@ -67,21 +66,6 @@ def choose_rows(rows: pd.DataFrame, base_accuracy: float | None, max_drop: float
         rest = by_score[~by_score["trial"].isin(chosen["trial"])]
         chosen = pd.concat([chosen, rest.head(members - len(chosen))])
     return chosen.sort_values("latency_ms")
-
-
-def read_final(study_dir: str | Path) -> pd.DataFrame:
-    """Every finalized member's figures (one row per trial), from the per-trial files."""
-    from autoprune.trials import TrialFiles
-
-    rows = []
-    for path in sorted(Path(study_dir).glob("trials/*/final/result.json")):
-        try:
-            row = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # a member whose result was never completely written is finalized again
-        if TrialFiles(path.parent.parent).final.state.is_file():
-            rows.append(row)
-    return pd.DataFrame(rows).sort_values("trial") if rows else pd.DataFrame()
 
 
 def fine_tune(model, task, rec, steps: int, masks, distill, seed: int) -> None:
@@ -162,10 +146,9 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     space's ``final_steps``).
     ``members``: at most this many front members (default: the space's ``final_members``).
     """
-    from autoprune.deploy import rebuild_model
     from autoprune.device import Device
     from autoprune.recover import Distill
-    from autoprune.results import SearchResult
+    from autoprune.results import FAILED_FILE, FINAL_TABLE, SearchResult, named, read_final, rebuild_model
     from autoprune.space import space_of
     from autoprune.trials import TrialFailure, TrialFiles
 
@@ -188,6 +171,7 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     base_full = task.metric(base_model, task.val)
     sign = task.metric.sign
     distill = Distill(base_model, rec.distill_weight, rec.distill_temperature) if rec.distill_weight > 0 else None
+    failures = []
     for _, row in chosen.iterrows():
         n = int(row["trial"])
         files = TrialFiles.of(result.study_dir, n).final
@@ -198,17 +182,27 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
                 log(f"trial {n}: already finalized ({steps} steps), kept")
                 continue
         files.dir.mkdir(parents=True, exist_ok=True)
+        # the member is not finalized until its new result is written: export must not
+        # pair the old figures with the new weights (deploy.final_figures)
+        done.unlink(missing_ok=True)
         # the baseline's task: one training split, so the teacher's kept outputs serve every member
         model, _, plan = rebuild_model(result, n, final=False)
         record = result.record(n)
         searched = int(record.finetune_steps or 0) if record is not None else 0
+        failed = files.dir / FAILED_FILE
         try:
             figures = finalize_member(model, plan, task, space, device, base_model, distill, steps, searched,
                                       seed=n + steps, out=files, tag=f"trial {n}",
                                       calibration_seed=int(result.identity.get("seed", 0)))
         except TrialFailure as exc:
-            raise StudyError(f"trial {n} could not be timed again: {exc}; its search-time figures stand. Run "
-                             f"`autoprune finalize {result.study_dir}` to try again.") from None
+            # that member's failure, not the command's: the others are finalized, and this
+            # one keeps its search-time figures, marked (results.SearchResult._with_final)
+            atomic_write_text(failed, json.dumps({"trial": n, "reason": str(exc), "final_steps": steps}, indent=1))
+            log(f"trial {n}: could not be finalized ({exc}); its search-time figures stand, marked. "
+                f"`autoprune finalize {result.study_dir} --trials {n}` tries it again.")
+            failures.append(f"trial {n}: {exc}")
+            continue
+        failed.unlink(missing_ok=True)
         acc, m_ms, base_ms = figures["final_accuracy"], figures["final_latency_ms"], figures["baseline_latency_ms"]
         figures = {"trial": n, "search_accuracy": row["accuracy"], "search_latency_ms": row["latency_ms"],
                    **figures, "baseline_accuracy": base_full,
@@ -219,11 +213,12 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
         log(f"trial {n}{at}: {task.metric.name} {fmt(row['accuracy'])} ({searched} steps, search subset) -> {fmt(acc)} "
             f"(+{figures['final_steps']} steps, all {len(task.val)} validation images); latency {m_ms:.3f} ms, "
             f"baseline again {base_ms:.3f} ms: {base_ms / m_ms:.2f}x")
+    if len(failures) == len(chosen):  # not one member's fault: nothing could be finalized
+        raise StudyError(f"no member could be finalized ({'; '.join(failures)}); their search-time figures stand. "
+                         f"Run `autoprune finalize {result.study_dir}` to try again.")
     df = read_final(result.study_dir)
     if not df.empty:  # every row against the same, latest full-set baseline accuracy
         df["baseline_accuracy"] = base_full
         df["accuracy_drop"] = sign * (base_full - df["final_accuracy"])
-    from autoprune.results import named
-
     atomic_write_text(result.study_dir / FINAL_TABLE, named(df, result.metric).to_csv(index=False))
     return df

@@ -21,6 +21,10 @@ from typing import Any, Literal
 
 from autoprune._config import data_dir, load_named, stable_hash
 
+# the numeric precisions a candidate can have (autoprune.quantize makes all but float32);
+# here, with the profiles that say which a device runs, so config never imports a stage
+PRECISIONS = ("float32", "int8", "int8-dynamic", "float16")
+
 PROFILES_ENV = "AUTOPRUNE_PROFILES_DIR"
 
 
@@ -253,8 +257,6 @@ class PrecisionSettings:
     int8: Int8Settings = field(default_factory=Int8Settings)
 
     def __post_init__(self) -> None:
-        from autoprune.quantize import PRECISIONS
-
         unknown = [p for p in self.supported if p not in PRECISIONS]
         if unknown or not self.supported:
             raise ValueError(f"`supported` must list precisions among {', '.join(PRECISIONS)}, "

@@ -6,6 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from autoprune.evaluate import MetricInfo
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 class SearchProgress:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, emoji=False)
         self._progress: Progress | None = None
         self._task = None
         self._screen = None  # the screen's own bar (a line per screened plan would bury the trained ones)
@@ -33,7 +34,9 @@ class SearchProgress:
 
     def log(self, message: str) -> None:
         if self.enabled:
-            self.console.print(f"[dim]autoprune:[/] {message}", highlight=False)
+            # escaped: a message quotes user text (paths, reasons), never markup; soft_wrap: one
+            # line per message in a log file too, where the console is 80 columns wide
+            self.console.print(f"[dim]autoprune:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
     def start(self, total: int, done: int) -> None:
         if not self.enabled:
@@ -74,13 +77,13 @@ class SearchProgress:
             self._progress.console.print(
                 f"  trial {record.number:>3}: {self.metric.name} {self.metric.fmt(acc):>7}  latency {lat:7.3f} ms  "
                 f"size {record.size_mb or 0.0:.3f} MB  {mark}{extra}",
-                highlight=False,
+                highlight=False, soft_wrap=True,
             )
         elif not record.interrupted:
             stage = record.fail_stage.value if record.fail_stage else "?"
             self._progress.console.print(
-                f"  {'screened plan' if record.screen else 'trial'} {record.number:>3}: [red]failed at {stage}[/]: {(record.fail_reason or '')[:160]}",
-                highlight=False,
+                f"  {'screened plan' if record.screen else 'trial'} {record.number:>3}: [red]failed at {stage}[/]: {escape((record.fail_reason or '')[:160])}",
+                highlight=False, soft_wrap=True,
             )
         if record.counts:
             self._progress.advance(self._task)

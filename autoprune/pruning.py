@@ -566,7 +566,7 @@ def _apply(
     if any(METHODS[c.method].needs_gradients for c in wanted.values()):
         if not gradient_batches:
             raise PruningError("a gradient-based method was chosen but no labelled batches given")
-        from autoprune.recover import default_loss
+        from autoprune.tasks._base import default_loss
 
         pruned.zero_grad(set_to_none=True)
         for x, y in gradient_batches:

@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from autoprune.profiles import PRECISIONS, Int8Settings
+
 if TYPE_CHECKING:
     from autoprune.export import OnnxArtifact
-    from autoprune.profiles import Int8Settings
 
-PRECISIONS = ("float32", "int8", "int8-dynamic", "float16")
 CALIBRATIONS = ("minmax", "entropy", "percentile")
 
 
@@ -84,8 +84,6 @@ def quantize(float_onnx: OnnxArtifact, precision: str, out: Path, *, calibration
     if precision == "float32":
         return Quantized(float_onnx, {"precision": "float32"})
     import onnxruntime.quantization as q
-
-    from autoprune.profiles import Int8Settings
 
     int8 = int8 or Int8Settings()
     out = Path(out)

@@ -19,15 +19,10 @@ from torch import nn
 from autoprune.pruning import apply_masks
 
 # _base, not the package: the package's loader builds the built-in tasks with ``train``
-from autoprune.tasks._base import Split
+from autoprune.tasks._base import Split, default_loss
 
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def default_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of ``model(x)`` against class indices ``y`` (also per pixel)."""
-    return nn.functional.cross_entropy(model(x), y)
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ def _render(result: SearchResult) -> str:
     _hypervolume_section(page, result, df)
     _latency_section(page, result, df)
     _methods_section(page, df, front, plans)
-    import autoprune
+    from autoprune._version import __version__
 
     name = escape(str(result.identity.get("study", result.study_dir.name)))
     written = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -170,7 +170,7 @@ def _render(result: SearchResult) -> str:
         f"<title>autoprune report: {name}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         f"<h1>autoprune report: {name}</h1>\n"
         f"<p class=\"small\">{escape(str(result.study_dir))}, written {written} by autoprune "
-        f"{escape(autoprune.__version__)}. Self-contained: opens offline.</p>\n"
+        f"{escape(__version__)}. Self-contained: opens offline.</p>\n"
         + "\n".join(page.parts)
         + "\n</body>\n</html>\n"
     )

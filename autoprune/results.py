@@ -17,11 +17,11 @@ import pandas as pd
 
 from autoprune import storage as storage_mod
 from autoprune._config import atomic_write_text
-from autoprune.errors import StudyError
+from autoprune.errors import ExportError, StudyError
 from autoprune.evaluate import MetricInfo
 from autoprune.plots import pareto_plots
 from autoprune.storage import default_url
-from autoprune.trials import TrialRecord
+from autoprune.trials import TrialFiles, TrialRecord
 
 FRONT_COLUMNS = [
     "trial", "accuracy", "accuracy_drop", "latency_ms", "latency_p90_ms", "speedup",
@@ -136,6 +136,19 @@ def _fidelity(row: dict[str, Any]) -> str | None:
     return f"search: {int(steps)} steps{images}" if steps is not None else "search"
 
 
+def noisy_mark(row) -> str:
+    """' (noisy)' after a latency whose timing processes disagreed (``latency_noisy``),
+    so a figure that may not repeat is never printed bare; '' otherwise."""
+    return " (noisy)" if _flag(row.get("latency_noisy")) or _flag(row.get("final_latency_noisy")) else ""
+
+
+def _flag(value) -> bool:
+    """True only for a recorded True (numpy's too); None or NaN (not recorded) is not."""
+    import numpy as np
+
+    return isinstance(value, (bool, np.bool_)) and bool(value)
+
+
 def final_fidelity(f) -> str:
     """What a finalized figure rests on, e.g. 'final: 640+800 steps, 5000 images'."""
     return f"final: {int(f['search_steps'])}+{int(f['final_steps'])} steps, {int(f['eval_samples'])} images"
@@ -192,15 +205,23 @@ class Recommendation:
         out = []
         figures = "final figures" if self.final else "search-time figures (not finalized: run `autoprune finalize`)"
         best = "most accurate" if self.metric.name == "accuracy" else f"best {self.metric.name}"
-        for label, row in ((f"fastest within {self.max_drop:g} pt of the baseline", self.fastest),
-                           (f"{best} within the {self.budget_ms:g} ms budget", self.most_accurate)):
+        for label, row, beaten in ((f"fastest within {self.max_drop:g} pt of the baseline", self.fastest,
+                                    "is faster within the drop"),
+                                   (f"{best} within the {self.budget_ms:g} ms budget", self.most_accurate,
+                                    "scores as well within the budget")):
             if row is None:
                 out.append(f"{label}: none ({figures})")
                 continue
             n = int(row["trial"])
+            if _flag(row.get("baseline")):
+                out.append(f"{label}: the unpruned model (trial {n}): no pruned candidate {beaten}; "
+                           f"{self.metric.name} {self.metric.fmt(row['accuracy'])}, {row['latency_ms']:.3f} ms"
+                           f"{noisy_mark(row)} [{row['fidelity']}]")
+                out.append(f"    export: autoprune export {study_dir} --trial {n} --out deploy-{n}")
+                continue
             out.append(f"{label}: trial {n}, {self.metric.name} {self.metric.fmt(row['accuracy'])} "
                        f"({-row['accuracy_drop']:+.2f} pt), "
-                       f"{row['latency_ms']:.3f} ms, {row['speedup']:.2f}x [{row['fidelity']}]")
+                       f"{row['latency_ms']:.3f} ms{noisy_mark(row)}, {row['speedup']:.2f}x [{row['fidelity']}]")
             out.append(f"    export: autoprune export {study_dir} --trial {n} --out deploy-{n}")
         return out
 
@@ -234,7 +255,6 @@ class SearchResult:
     def load(cls, study_dir: str | Path, storage: str | None = None) -> SearchResult:
         import optuna
 
-        from autoprune.finalize import read_final
         from autoprune.pareto import front_numbers
 
         study_dir = Path(study_dir)
@@ -300,7 +320,13 @@ class SearchResult:
         front = front.copy()
         front["search_accuracy"] = front["accuracy"]
         front["search_latency_ms"] = front["latency_ms"]
-        if self.final.empty or front.empty:
+        if front.empty:
+            return front
+        for n in read_failed(self.study_dir):  # a member finalize could not rebuild or time: said, not hidden
+            if self.final.empty or n not in set(self.final["trial"].astype(int)):
+                i = front.index[front["trial"] == n]
+                front.loc[i, "fidelity"] = front.loc[i, "fidelity"].astype(str) + "; finalize failed"
+        if self.final.empty:
             return front
         for _, f in self.final.iterrows():
             i = front.index[front["trial"] == int(f["trial"])]
@@ -309,6 +335,7 @@ class SearchResult:
             front.loc[i, "accuracy"] = f["final_accuracy"]
             front.loc[i, "accuracy_drop"] = f["accuracy_drop"]
             front.loc[i, "latency_ms"] = f["final_latency_ms"]
+            front.loc[i, "latency_noisy"] = _flag(f.get("final_latency_noisy"))
             front.loc[i, "speedup"] = f["paired_speedup"]
             front.loc[i, "fidelity"] = final_fidelity(f)
         return front.sort_values("latency_ms").reset_index(drop=True)
@@ -328,7 +355,27 @@ class SearchResult:
             fits = fits.assign(_good=self.metric.sign * fits["accuracy"])
             most = None if fits.empty else fits.sort_values(["_good", "latency_ms"], ascending=[False, True]).iloc[0].drop("_good")
             fastest = None if ok.empty else ok.sort_values(["latency_ms", "accuracy_drop"]).iloc[0]
+        # the unpruned model is always a candidate: a pick it beats is never recommended
+        base = self._baseline_pick(final)
+        if base is not None:
+            if fastest is None or float(fastest["speedup"]) <= 1.0:
+                fastest = base  # nothing within the drop is faster than it
+            if float(base["latency_ms"]) <= self.budget_ms and (
+                    most is None or self.metric.sign * (float(base["accuracy"]) - float(most["accuracy"])) > 0):
+                most = base
         return Recommendation(max_drop, self.budget_ms, fastest, most, not final.empty, self.metric)
+
+    def _baseline_pick(self, final: pd.DataFrame) -> pd.Series | None:
+        """The unpruned model as a pick, at the fidelity of the others: its whole-set
+        figure where members were finalized (final.csv's baseline), else its search-time one."""
+        if self.baseline is None:
+            return None
+        base = self.baseline.copy()  # on the front or not (a faster INT8 copy of it may dominate it)
+        if not final.empty and not self.final.empty and "baseline_accuracy" in self.final:
+            base["accuracy"] = float(self.final["baseline_accuracy"].iloc[-1])
+            base["fidelity"] = "unpruned, whole validation set"
+        base["accuracy_drop"], base["speedup"] = 0.0, 1.0
+        return base
 
     def record(self, trial: int) -> TrialRecord | None:
         return next((r for r in self.records if r.number == trial), None)
@@ -339,3 +386,73 @@ class SearchResult:
         if not self.trials.empty:
             pareto_plots(self.shown(self.trials), self.front, self.baseline, self.budget_ms, self.identity["device"],
                          self.identity["study"], self.study_dir, self.metric)
+
+# -- what finalize wrote, and the models behind the figures -------------------------------
+# (here, below finalize and deploy, which both read them: finalize -> results -> nothing above)
+
+FINAL_TABLE = "final.csv"
+FAILED_FILE = "failed.json"  # in trials/<n>/final/: why the member could not be finalized
+
+
+def read_final(study_dir: str | Path) -> pd.DataFrame:
+    """Every finalized member's figures (one row per trial), from the per-trial files."""
+    rows = []
+    for path in sorted(Path(study_dir).glob("trials/*/final/result.json")):
+        try:
+            row = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a member whose result was never completely written is finalized again
+        if TrialFiles(path.parent.parent).final.state.is_file():
+            rows.append(row)
+    return pd.DataFrame(rows).sort_values("trial") if rows else pd.DataFrame()
+
+
+def read_failed(study_dir: str | Path) -> dict[int, str]:
+    """Members whose last finalize failed (trial -> reason); their search-time figures stand."""
+    failed = {}
+    for path in sorted(Path(study_dir).glob(f"trials/*/final/{FAILED_FILE}")):
+        try:
+            row = json.loads(path.read_text())
+            failed[int(row["trial"])] = str(row["reason"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return failed
+
+
+def rebuild_model(result: SearchResult, trial: int, final: bool = True):
+    """The trial's pruned, fine-tuned PyTorch model, rebuilt from its plan and weights
+    (the weights of ``autoprune finalize`` when it ran and ``final`` is true)."""
+    from autoprune.tasks import load_task
+
+    files = TrialFiles.of(result.study_dir, trial)
+    task = load_task(result.identity["task"], result.identity.get("data_dir"), result.identity.get("task_args"))
+    model, plan = load_candidate(task, files, final=final, label=f"trial {trial}")
+    return model, task, plan
+
+
+def load_candidate(task, files: TrialFiles, final: bool = False, label: str = "the candidate"):
+    """A candidate's pruned model with its saved weights, from its folder's ``plan.json``
+    and ``state.pt`` (``final/state.pt`` when ``final`` and it exists: callers that
+    package files decide ``final`` with ``deploy.final_figures``); and its plan."""
+    import pickle
+
+    import torch
+
+    from autoprune import pruning
+
+    plan_file, state_file = files.plan, files.state
+    if final and files.final.state.is_file():
+        state_file = files.final.state
+    if not plan_file.is_file() or not state_file.is_file():
+        raise ExportError(f"{label}'s files are missing from {files.dir}; it cannot be exported.")
+    plan = pruning.PruningPlan.from_dict(json.loads(plan_file.read_text()))
+    # Only the layer shapes matter here (the weights are loaded below).
+    shape_plan = plan.shape_only()
+    model, _ = pruning.apply(task.model, shape_plan, task.example_input(1), ignored_layers=task.ignored_layers)
+    try:
+        model.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=True))
+    except (RuntimeError, OSError, pickle.UnpicklingError) as exc:
+        # weights_only=True: a state file holding anything but tensors is refused, not run
+        first = str(exc).strip().splitlines()[0]
+        raise ExportError(f"{label}'s saved weights {state_file} cannot be loaded: {first}") from None
+    return model.eval(), plan

@@ -130,7 +130,7 @@ class SearchConfig:
             if budget is not None and not (budget > 0 and math.isfinite(budget)):
                 raise ConfigError(f"the latency budget for {name} must be a positive number of ms, got {budget}.")
         if self.precisions is not None:
-            from autoprune.quantize import PRECISIONS
+            from autoprune.profiles import PRECISIONS
 
             unknown = [p for p in self.precisions if p not in PRECISIONS]
             if unknown or not self.precisions:
@@ -295,6 +295,11 @@ def _load_task(setup: _Setup, log: Callable[[str], None]):
             if isinstance(split, DataSplit):
                 split.workers = config.workers
     validate(task)
+    info, floor = task.metric.info, config.min_metric
+    if floor is not None and info.unit == "%" and not 0.0 <= floor <= 100.0:
+        # a percentage floor outside 0-100 hides every candidate: say so now, not as an empty recommendation
+        raise ConfigError(f"--min-metric {floor:g} is outside 0-100: {info.name} is a percentage. Give the least "
+                          f"{info.name} worth showing, e.g. --min-metric 85.")
     return task
 
 
@@ -388,7 +393,7 @@ def log_trace(resolved, log: Callable[[str], None]) -> None:
     if resolved.protected:
         log("not offered for pruning: " + "; ".join(f"{k} ({why})" for k, why in resolved.protected.items()))
     for said in resolved.warnings:
-        log(f"[yellow]Torch-Pruning warned:[/] {said[:200]}")
+        log(f"Torch-Pruning warned: {' '.join(said.split())}")  # whole: a cut warning hid its advice
 
 
 def _check_budget(ctx: Context, budget_ms: float, log: Callable[[str], None]) -> dict[str, Any]:
@@ -416,7 +421,7 @@ def _check_budget(ctx: Context, budget_ms: float, log: Callable[[str], None]) ->
                         f"the unpruned {ctx.task.name} model cannot be exported and timed on "
                         f"{ctx.device.name}: {exc}"
                     ) from None
-                log(f"[yellow]the most-pruned model failed ({type(exc).__name__}: {exc}); budget not checked[/]")
+                log(f"the most-pruned model failed ({type(exc).__name__}: {exc}); budget not checked")
                 continue
             found[label] = (onnx, m)
     finally:

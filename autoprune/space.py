@@ -242,7 +242,7 @@ class PrecisionConfig:
     percentile: float = 99.999  # the percentile method's cut
 
     def __post_init__(self) -> None:
-        from autoprune.quantize import PRECISIONS
+        from autoprune.profiles import PRECISIONS
 
         unknown = [p for p in self.choices if p not in PRECISIONS]
         if unknown or not self.choices:

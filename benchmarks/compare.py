@@ -197,7 +197,7 @@ def members(df: pd.DataFrame, base_acc: float, base_ms: float, n: int, slack: fl
 
 
 def finalize_arm(ctx, device, arm: str, cands: pd.DataFrame, root: Path, n: int) -> pd.DataFrame:
-    from autoprune.deploy import load_candidate
+    from autoprune.results import load_candidate
     from autoprune.finalize import FINAL_SLACK, finalize_member
     from autoprune.trials import TrialFailure, TrialFiles
 

@@ -174,6 +174,8 @@ CATALOGUE = [
     ("unreachable budget", _with(S, latency_budget_ms="0.000001", results_dir="{root}/fresh"),
      ["below what any candidate can reach", "unpruned model takes"]),
     ("zero trials", _with(S, trials="0"), ["--trials must be at least 1"]),
+    ("a percentage floor above 100", _with(S, min_metric="200", results_dir="{root}/fresh"),
+     ["--min-metric 200 is outside 0-100: accuracy is a percentage"]),
     ("bad study name", _with(S, study="../escape"), ["study name '../escape' must start"]),
     ("missing dataset", ["search", "--task", "fashion-mnist", "--device", "x86-ort", "--latency-budget-ms", "1",
                          "--data-dir", "{root}/notastudy", "--results-dir", "{root}/fresh"],
@@ -199,6 +201,9 @@ CATALOGUE = [
     ("run a non-package", ["run", "{root}/notastudy"], ["not a deploy package"]),
     ("run a tampered package", ["run", "{root}/tampered"], ["model.onnx does not match its sha256", "Refusing"]),
     ("run with a missing input", ["run", "{root}/pkg", "--input", "{root}/none.npy"], ["cannot read input"]),
+    # issue 28: rich turned ":abc:" into an emoji; user text is printed as it is
+    ("a digest that reads as an emoji code", ["run", "{root}/pkg", "--expect-digest", "abc"],
+     ["not the expected sha256:abc: its manifest"]),
     ("run with a wrong-shape input", ["run", "{root}/pkg", "--input", "{root}/x_wrong.npy"],
      ["has shape [3, 3]; the model takes [1, 1, 8, 8]"]),
     ("groups of an unknown task", ["groups", "--task", "nope"], ["unknown task 'nope'"]),

@@ -35,3 +35,18 @@ def test_front_export_run_through_the_cli(digits_study, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "checksums ok; output shape (1, 10)" in " ".join(proc.stdout.split())
     assert np.load(tmp_path / "y.npy").shape == (1, 10)
+
+
+def test_trial_lines_stay_whole_in_a_log_file(tmp_path):
+    """Issue 28: written to a file (rich's console is 80 columns wide there), a trial's line
+    broke ("int8  640 steps" alone on the next line). Each is one line now."""
+    proc = run_cli("search", "--no-finalize", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "5",
+                   "--trials", "3", "--precision", "float32,int8", "--results-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    trial_lines = [ln for ln in lines if ln.lstrip().startswith("trial ") and "latency" in ln]
+    assert len(trial_lines) >= 3, proc.stderr
+    for ln in trial_lines:
+        assert "size" in ln and "budget" in ln, ln  # the line's end is on the line
+    wrapped = [ln for ln in lines if ln.strip() and ln.strip().split()[0] in ("int8", "float32", "MB", "budget")]
+    assert not wrapped, wrapped

@@ -98,3 +98,70 @@ def test_export_prints_the_digest_that_run_checks(digits_study, tmp_path):
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(PackageError, match="not the expected"):
         run_package(out, expect_digest=digest)
+
+
+def _rewrite(pkg, name: str, data: bytes) -> None:
+    """Change a package as an attacker who can also edit its manifest would."""
+    from autoprune._config import sha256_file
+
+    (pkg / name).write_bytes(data)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    for f in manifest["files"]:
+        manifest["files"][f]["sha256"] = sha256_file(pkg / f)
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("where", ["/etc/passwd", "../../manifest.json"])
+def test_a_package_whose_weights_point_outside_is_one_error_line(package, tmp_path, where):
+    """Issue 27.7: an artifact whose initializer reads external data from elsewhere is refused
+    by ONNX Runtime; `run` says so in one line, with no traceback."""
+    import shutil
+
+    import onnx
+    from conftest import run_cli
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(package[0], pkg)
+    artifact = json.loads((pkg / "manifest.json").read_text())["runtime"]["artifact"]
+    model = onnx.load(str(pkg / artifact))
+    init = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    init.ClearField("raw_data")
+    init.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", where), ("offset", "0"), ("length", "64")):
+        entry = init.external_data.add()
+        entry.key, entry.value = key, value
+    _rewrite(pkg, artifact, model.SerializeToString())
+    proc = run_cli("run", str(pkg), "--runs", "1")
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr and proc.stderr.count("autoprune: error:") == 1, proc.stderr
+    assert "refused the package's artifact" in " ".join(proc.stderr.split())
+
+
+def test_a_package_without_its_float_check_says_so(package, tmp_path):
+    """Issue 27.7: a manifest stripped of its check no longer drops the agreement line silently."""
+    import shutil
+
+    from conftest import run_cli
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(package[0], pkg)
+    (pkg / "check.npz").unlink()
+
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    del manifest["check"], manifest["files"]["check.npz"]  # every other file still matches
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    proc = run_cli("run", str(pkg), "--runs", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "check against the float model" not in proc.stdout
+    assert "has no float check" in " ".join(proc.stderr.split()), proc.stderr
+
+
+def test_the_pt2_program_takes_any_batch_size(package, digits_task):
+    """Issue 28: model.pt2 took batch 1 only; it now takes any batch where the model allows."""
+    out, _ = package
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["pt2"]["batch"] == "dynamic"
+    program = torch.export.load(str(out / "model.pt2")).module()
+    for n in (1, 3, 16):
+        x = digits_task.val.first(n)[0]
+        assert tuple(program(x).shape) == (n, 10)

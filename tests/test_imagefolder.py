@@ -97,5 +97,79 @@ def test_mismatched_class_folders_and_empty_folders_are_refused(folder, tmp_path
     _clear_error(proc, f"image folder {empty / 'train'} holds no images torchvision can read")
     proc = run_cli(*S, "--task", f"imagefolder:{folder}", "--model", "torchvision:resnet81", "--weights", weights)
     _clear_error(proc, "unknown torchvision classification model 'resnet81'", "resnet18")
+    proc = run_cli(*S, "--task", f"imagefolder:{folder}", "--model", "torchvision:resnet18", "--weights", weights,
+                   "--input-size", "100000")
+    _clear_error(proc, "--input-size must be between 8 and 2048 pixels, got 100000")
     proc = run_cli(*S, "--task", "digits", "--weights", weights)
     _clear_error(proc, "--model, --weights and --input-size go with --task imagefolder:DIR")
+
+
+class _Payload:
+    """A pickle that runs code when it is loaded (issue 27.1): it touches ``marker`` and
+    then returns a real tensor, so only a loader that never unpickles objects notices."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (eval, (f"(__import__('pathlib').Path({self.marker!r}).touch(), __import__('torch').zeros(1))[1]",))
+
+
+@pytest.mark.parametrize("form", ["inside-a-state-dict", "a-plain-pickle", "a-whole-model"])
+def test_a_weights_file_that_needs_unpickling_is_refused_not_run(folder, tmp_path, form):
+    import torch
+    import torchvision
+
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "weights.pt"
+    model = torchvision.models.get_model("resnet18", weights=None, num_classes=10)
+    if form == "inside-a-state-dict":
+        state = model.state_dict()
+        state["fc.bias"] = _Payload(marker)
+        torch.save(state, path)
+    elif form == "a-plain-pickle":
+        import pickle
+
+        path.write_bytes(pickle.dumps({"fc.bias": _Payload(marker)}))
+    else:
+        model.payload = _Payload(marker)  # a whole pickled model (torch.save(model)) carrying it
+        torch.save(model, path)
+    proc = run_cli(*S, "--task", f"imagefolder:{folder}", "--model", "torchvision:resnet18", "--weights", str(path),
+                   "--input-size", "32")
+    assert not marker.exists(), "the weights file's pickle ran"
+    _clear_error(proc, "is not a plain state_dict", "never unpickles", ".state_dict(), 'weights.pt')")
+
+
+def test_sixteen_bit_greyscale_keeps_its_grey_levels(tmp_path):
+    """Issue 28: a 16-bit PNG went through PIL's RGB conversion as two grey levels."""
+    import numpy as np
+    from PIL import Image
+
+    from autoprune.tasks.imagefolder import load_image
+
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (8, 1))
+    path = tmp_path / "ramp16.png"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I")  # PIL reads it as 16-bit
+    got = np.asarray(load_image(str(path)))
+    assert got.shape == (8, 64, 3) and len(np.unique(got)) >= 60, np.unique(got)
+    assert got[0, 0, 0] == 0 and got[0, -1, 0] == 255
+    palette = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8), (8, 1)), "P")
+    palette.putpalette([v for i in range(256) for v in (4 * i % 256, 4 * i % 256, 4 * i % 256)])
+    palette.save(tmp_path / "palette.png")
+    assert len(np.unique(np.asarray(load_image(str(tmp_path / "palette.png"))))) == 64  # its palette's greys
+
+
+def test_unreadable_images_are_named_at_set_up(folder, tmp_path):
+    """Issue 28: a zero-byte image among the first examples was a raw traceback, and a
+    truncated one further in failed candidates at recovery without naming the file."""
+    odd = tmp_path / "odd"
+    shutil.copytree(folder, odd)
+    first = sorted((odd / "train" / sorted(p.name for p in (odd / "train").iterdir())[0]).iterdir())[0]
+    first.write_bytes(b"")
+    late = sorted((odd / "val" / sorted(p.name for p in (odd / "val").iterdir())[-1]).iterdir())[-1]
+    late.write_bytes(late.read_bytes()[: len(late.read_bytes()) // 2])
+    weights = str(_weights(tmp_path, "resnet18"))
+    proc = run_cli(*S, "--task", f"imagefolder:{odd}", "--model", "torchvision:resnet18", "--weights", weights,
+                   "--input-size", "32")
+    _clear_error(proc, "2 of 300 images cannot be read", str(first), str(late), "Remove or replace them")

@@ -180,7 +180,8 @@ def test_a_crash_on_the_device_fails_one_trial_and_the_server_comes_back(tmp_pat
     else:  # the check ran before it left: the candidate is blamed
         assert trials.loc[1, "fail_stage"] == "measure"
     assert trials.loc[2, "state"] == "COMPLETE", trials.loc[2, "fail_reason"]
-    assert "dropped off the tracker" in log  # the wedged server was replaced
+    # the wedged server was replaced by the supervisor, or its listening loop restarted at once
+    assert "dropped off the tracker" in log or "listening again" in log, log[-2000:]
 
 
 # --- the emulated Cortex-A72 board -------------------------------------------------
@@ -373,3 +374,127 @@ def test_replies_not_signed_with_the_hosts_token_are_refused(tmp_path, monkeypat
         refused = case.runner.measure(case.artifact, case.profile)
     assert refused.kind is ResultKind.UNREACHABLE and refused.measurement is None
     assert "not signed with this host's token" in refused.error
+
+
+def test_a_reply_counts_only_for_the_request_it_answers(tmp_path, monkeypatch):
+    """Issue 27.2 and 27.3, as a rogue board registered under the key would try it: relay
+    the host's nonce (and its signed request) to the honest board with another model, or
+    answer with a bare result. The honest board signs nothing for a request that is not
+    the host's, and the host accepts only a reply signed over its own request."""
+    import json
+
+    import onnx
+    from tvm import rpc
+
+    from autoprune.runners import ResultKind
+    from autoprune.runners._protocol import file_sha256, open_signed, request_text, sign_request
+
+    token = "the-shared-token-0123456789abcdef"
+    monkeypatch.delenv("AUTOPRUNE_TRACKER", raising=False)
+    monkeypatch.setenv("AUTOPRUNE_DEVICE_TOKEN", token)
+    device = arm_device.DeviceProcesses(sys.executable, HOST_KEY, tmp_path / "logs")  # the honest board
+    with arm_device.running(device):
+        case = RunnerCase.digits(host_profile(tmp_path, device.tracker_address), tmp_path / "digits")
+        artifact = Path(case.artifact)
+        other = tmp_path / "other" / artifact.name  # another model that runs just as well
+        other.parent.mkdir()
+        model = onnx.load(str(artifact))
+        weight = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+        weight.raw_data = bytes(len(weight.raw_data))
+        onnx.save(model, str(other))
+        profile_json = json.dumps(case.profile.to_dict())
+        nonce = "0f" * 16
+        sent = request_text(nonce, {artifact.name: file_sha256(str(artifact))}, profile_json, "trial 1")
+        mac = sign_request(token, sent)
+
+        host, port = device.tracker_address.rsplit(":", 1)
+        remote = rpc.connect_tracker(host, int(port)).request(HOST_KEY, priority=1, session_timeout=60)
+        time_fn = remote.get_function("autoprune.time")
+        # the rogue board relays the host's request with its own model
+        remote.upload(str(other), artifact.name)
+        relayed = time_fn(artifact.name, profile_json, "trial 1", nonce, mac)
+        assert json.loads(relayed)["signature"] is None  # the board refused to sign it
+        assert not open_signed(token, sent, relayed).ok
+        # ... or with no signed request at all: nothing signed
+        assert json.loads(time_fn(artifact.name, profile_json, "trial 1", nonce))["signature"] is None
+        # the host's own request is timed and its reply accepted
+        remote.upload(str(artifact), artifact.name)
+        honest = time_fn(artifact.name, profile_json, "trial 1", nonce, mac)
+        accepted = open_signed(token, sent, honest)
+        assert accepted.ok and accepted.measurement.median_ms > 0, accepted.error
+        # that reply counts for no other request: another nonce, another tag
+        for other_request in (request_text("1e" * 16, {artifact.name: file_sha256(str(artifact))}, profile_json,
+                                           "trial 1"),
+                              request_text(nonce, {artifact.name: file_sha256(str(artifact))}, profile_json, "trial 2")):
+            assert not open_signed(token, other_request, honest).ok
+    # a bare result (no signature wrapper) is refused when the host has a token
+    bare = open_signed(token, sent, json.loads(honest)["result"])
+    assert bare.kind is ResultKind.UNREACHABLE and "not signed at all" in bare.error
+    assert open_signed(None, sent, json.loads(honest)["result"]).ok  # without a token there is nothing to check
+
+
+def test_a_client_cannot_load_code_through_tvms_global_functions(host_device, tmp_path):
+    """Issue 27.4: TVM's global functions that load a library from any path (running its
+    constructor) answer a client of `autoprune device-server` with a refusal; the
+    server's own functions (timing, loading a module from the session's folder) use them."""
+    import subprocess
+
+    from tvm import rpc
+
+    marker = tmp_path / "constructor-ran"
+    source = tmp_path / "evil.c"
+    source.write_text('#include <stdio.h>\n__attribute__((constructor)) static void run(void) '
+                      f'{{ FILE *f = fopen("{marker}", "w"); if (f) fclose(f); }}\n')
+    library = tmp_path / "evil.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    host, port = host_device.tracker_address.rsplit(":", 1)
+    remote = rpc.connect_tracker(host, int(port)).request(HOST_KEY, priority=1, session_timeout=60)
+    for name, args in (("ffi.ModuleLoadFromFile", (str(library), "so")),
+                       ("ffi.Module.load_from_file.so", (str(library), "so"))):
+        with pytest.raises(Exception, match="refused"):  # noqa: PT011 - TVM wraps the server's error
+            remote.get_function(name)(*args)
+    with pytest.raises(Exception, match="outside this session's folder"):  # noqa: PT011
+        remote.load_module(str(library))  # TVM's own loader, by an absolute name
+    assert not marker.exists(), "a library's constructor ran on the board"
+    # what MetaSchedule's runner does to tune on the board still works: a module uploaded
+    # to the session is loaded from there (a client can run code it uploads: the README says so)
+    remote.upload(str(library), "evil.so")
+    remote.load_module("evil.so")
+    assert marker.exists()
+
+
+def test_a_board_survives_idle_malformed_and_huge_handshakes(host_device, tmp_path):
+    """Issue 27.5, as an attacker's client: a connection that says nothing (it held the
+    board), 8 bytes with a negative key length (they crashed its accept loop) and a 2 GB
+    length header (memory grew by what was streamed). The board goes on timing."""
+    import socket
+    import struct
+
+    from tvm.rpc.base import RPC_MAGIC
+
+    from autoprune.runners.rpc import tracker_servers
+
+    host, port = host_device.tracker_address.rsplit(":", 1)
+    server = next(s for s in tracker_servers(host, int(port)) if s["key"] == f"server:{HOST_KEY}")
+    address = ("127.0.0.1", int(server["addr"][1]))
+    idle = socket.create_connection(address, timeout=60)
+    negative = socket.create_connection(address, timeout=60)
+    negative.sendall(struct.pack("<ii", RPC_MAGIC, -8))
+    huge = socket.create_connection(address, timeout=60)  # (a send the board never reads ends in 60 s)
+    huge.sendall(struct.pack("<ii", RPC_MAGIC, (1 << 31) - 1))
+    try:
+        huge.sendall(b"k" * (64 << 20))  # the board must not keep what it is sent
+    except OSError:
+        pass  # refused and closed: what should happen
+    path = host_profile(tmp_path, host_device.tracker_address)
+    case = RunnerCase.digits(path, tmp_path)
+    started = time.monotonic()
+    # each refused connection makes TVM's loop register with the tracker again: wait for it
+    while not any(s["key"] == f"server:{HOST_KEY}" for s in tracker_servers(host, int(port))):
+        assert time.monotonic() - started < 60, "the board dropped off the tracker"
+        time.sleep(1)
+    result = case.runner.measure(case.artifact, case.profile, tag="after the attack")
+    assert result.ok, result.error
+    assert time.monotonic() - started < 120
+    for conn in (idle, negative, huge):
+        conn.close()

@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -146,3 +147,48 @@ def test_hypervolume_2d_is_the_dominated_area():
     # [1, 2) at 50% plus [2, 4) at 80%
     assert hypervolume_2d(points, ref_latency_ms=4.0) == pytest.approx(1 * 50 + 2 * 80)
     assert hypervolume_2d(points.iloc[0:0], ref_latency_ms=4.0) == 0.0
+
+
+def test_a_noisy_latency_is_marked_where_it_is_printed():
+    """Issue 28: a final latency flagged noisy (CV 7.8) was printed and recommended bare."""
+    import numpy as np
+    import pandas as pd
+
+    from autoprune.results import Recommendation, noisy_mark
+
+    row = pd.Series({"trial": 3, "accuracy": 91.0, "accuracy_drop": 0.4, "latency_ms": 0.5, "speedup": 1.46,
+                     "fidelity": "final: 640+800 steps, 10000 images", "latency_noisy": np.True_})
+    quiet = row.copy()
+    quiet["latency_noisy"] = None  # not recorded: not noisy
+    assert noisy_mark(row) == " (noisy)" and noisy_mark(quiet) == ""
+    lines = Recommendation(1.0, 1.0, row, quiet, True).lines(Path("results/x"))
+    assert "0.500 ms (noisy), 1.46x" in lines[0] and "(noisy)" not in lines[2]
+
+
+def test_a_pick_the_unpruned_model_beats_is_never_recommended(digits_study):
+    """Issue 28: "fastest within 1 pt" named a 0.91x model and "most accurate within the
+    budget" a model less accurate than the unpruned one, which fit the budget too. The
+    unpruned model is a candidate: it is the pick then, said so, with its export command."""
+    import copy
+
+    result = copy.copy(digits_study)
+    front = result.front.copy()
+    base = result.baseline
+    pruned = ~front["baseline"].astype(bool)
+    # every pruned member slower than the unpruned model, and less accurate
+    front.loc[pruned, "speedup"] = 0.91
+    front.loc[pruned, "latency_ms"] = float(base["latency_ms"]) * 1.1
+    front.loc[pruned, "accuracy"] = float(base["accuracy"]) - 0.4
+    front.loc[pruned, "accuracy_drop"] = 0.4
+    result.front = front
+    result.identity = dict(result.identity, latency_budget_ms=float(base["latency_ms"]) * 2)
+    pick = result.recommend(max_drop=1.0)
+    assert bool(pick.fastest["baseline"]) and bool(pick.most_accurate["baseline"])
+    text = "\n".join(pick.lines(result.study_dir))
+    assert f"the unpruned model (trial {int(base['trial'])}): no pruned candidate is faster within the drop" in text
+    assert "no pruned candidate scores as well within the budget" in text
+    assert f"--trial {int(base['trial'])}" in text
+    # a pruned model that is faster within the drop is still the pick
+    front.loc[pruned, "speedup"] = 2.0
+    front.loc[pruned, "latency_ms"] = float(base["latency_ms"]) / 2
+    assert not bool(result.recommend(max_drop=1.0).fastest["baseline"])

@@ -88,3 +88,84 @@ def test_finalize_fine_tunes_and_times_the_front_again(digits_study, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     proc = run_cli("finalize", str(tmp_path / "nothing"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_export_during_an_interrupted_finalize_packages_one_consistent_set(digits_study, tmp_path):
+    """Issue 27.6: a member whose final files are written but whose result is not (finalize
+    killed in between) is packaged from its search-time files, all of them; once its result
+    is written, from its final files, all of them. Either way the package's ONNX file
+    computes what its check file says the float model does."""
+    import json
+    import shutil
+
+    import numpy as np
+    import onnxruntime as ort
+    from conftest import run_cli
+
+    folder = tmp_path / "copy"
+    shutil.copytree(digits_study.study_dir, folder)
+    done = digits_study.trials[(digits_study.trials["state"] == "COMPLETE") & ~digits_study.trials["baseline"]]
+    member = int(done[done["precision"].fillna("float32") == "float32"].sort_values("latency_ms").iloc[0]["trial"])
+    proc = run_cli("finalize", str(folder), "--steps", "60", "--trials", str(member))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    final_dir = folder / "trials" / str(member) / "final"
+    result = final_dir / "result.json"
+    kept = result.read_text()
+
+    def package(name: str) -> dict:
+        out = tmp_path / name
+        proc = run_cli("export", str(folder), "--trial", str(member), "--out", str(out))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        manifest = json.loads((out / "manifest.json").read_text())
+        check = np.load(out / "check.npz")
+        session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+        batch = manifest["input"]["shape"][0]
+        got = np.concatenate([session.run(None, {session.get_inputs()[0].name: check["inputs"][i:i + batch]})[0]
+                              for i in range(0, len(check["inputs"]), batch)])
+        assert np.max(np.abs(got - check["float_outputs"])) < 1e-3, "model.onnx and model.pt2 came from different weights"
+        return manifest
+
+    # killed after the member's weights and ONNX file, before its result and final.csv
+    result.unlink()
+    (folder / "final.csv").unlink()
+    interrupted = package("interrupted")
+    assert interrupted["files_from"] == "search" and interrupted["finalized"] is None
+    assert (tmp_path / "interrupted" / "model.onnx").read_bytes() == (folder / "trials" / str(member) / "model.onnx").read_bytes()
+    # its result written, final.csv not yet: the final files, with the final figures
+    result.write_text(kept)
+    whole = package("whole")
+    assert whole["files_from"] == "final" and whole["finalized"]["final_steps"] == 60
+    assert (tmp_path / "whole" / "model.onnx").read_bytes() == (final_dir / "model.onnx").read_bytes()
+    assert whole["metrics"]["accuracy"] == pytest.approx(json.loads(kept)["final_accuracy"])
+
+
+def test_one_members_failure_at_finalize_is_that_members(digits_study, tmp_path, monkeypatch):
+    """Issue 29: a member that cannot be timed again (here its timing process dies of a real
+    SIGSEGV) keeps its search-time figures, marked, and finalize completes with the others."""
+    import shutil
+
+    from autoprune.errors import StudyError
+    from autoprune.finalize import finalize
+    from autoprune.results import SearchResult
+
+    folder = tmp_path / "copy"
+    shutil.copytree(digits_study.study_dir, folder)
+    front = digits_study.front[~digits_study.front["baseline"].astype(bool)]
+    done = digits_study.trials[(digits_study.trials["state"] == "COMPLETE") & ~digits_study.trials["baseline"]]
+    a = int(front.iloc[0]["trial"])
+    b = int(done[done["trial"] != a].iloc[0]["trial"])
+    said: list[str] = []
+    monkeypatch.setenv("AUTOPRUNE_FAULT", f"segv@device#{a}")
+    df = finalize(folder, steps=10, trials=[a, b], log=said.append)
+    assert list(df["trial"]) == [b]
+    assert any(f"trial {a}: could not be finalized" in m and "SIGSEGV" in m for m in said), said
+    marked = SearchResult.load(folder).front.set_index("trial")
+    assert marked.loc[a, "fidelity"].endswith("; finalize failed")
+    assert marked.loc[a, "accuracy"] == front.iloc[0]["accuracy"]  # its search-time figures stand
+    with pytest.raises(StudyError, match="no member could be finalized"):  # every member failing is the command's
+        finalize(folder, steps=10, trials=[a], log=said.append)
+    monkeypatch.delenv("AUTOPRUNE_FAULT")
+    df = finalize(folder, steps=10, trials=[a], log=said.append)  # tried again: finalized, the mark gone
+    assert set(df["trial"]) == {a, b}
+    assert not (folder / "trials" / str(a) / "final" / "failed.json").exists()
+    assert SearchResult.load(folder).front.set_index("trial").loc[a, "fidelity"].startswith("final")

@@ -94,40 +94,98 @@ class RunnerResult:
         return RESULT_TAG + self.to_json()
 
 
-def sign(token: str, nonce: str, text: str) -> str:
-    """HMAC-SHA256 of a reply to the request ``nonce``, keyed by the shared token."""
+def file_sha256(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def request_text(nonce: str, files: dict[str, str], profile_json: str, tag: str) -> str:
+    """What one timing request is, canonically: its nonce, the sha256 of every file it
+    uploaded (the artifact and its side files), the sha256 of the profile it sent (the
+    backend, threads and measurement settings) and its tag. Host and board each compute
+    it from what they hold; a signature over it binds a reply to this request alone."""
+    import hashlib
+
+    return json.dumps({"nonce": nonce, "files": dict(sorted(files.items())),
+                       "profile": hashlib.sha256(profile_json.encode()).hexdigest(), "tag": tag}, sort_keys=True)
+
+
+def sign(token: str, purpose: str, request: str, text: str = "") -> str:
+    """HMAC-SHA256, keyed by the shared token, of a ``purpose`` ("request" from the host,
+    "reply" from the board: one is never accepted as the other), the request and a text."""
     import hashlib
     import hmac
 
-    return hmac.new(token.encode(), f"{nonce}\n{text}".encode(), hashlib.sha256).hexdigest()
+    return hmac.new(token.encode(), f"{purpose}\n{request}\n{text}".encode(), hashlib.sha256).hexdigest()
 
 
-def signed(token: str | None, nonce: str, result: RunnerResult) -> str:
-    """A device's reply: the result and, when the device has a token, its signature."""
-    text = result.to_json()
-    return json.dumps({"result": text, "signature": sign(token, nonce, text) if token else None})
-
-
-def open_signed(token: str | None, nonce: str, reply: str) -> RunnerResult:
-    """The result in a device's reply, if it is signed with ``token`` (when the host has one).
-
-    A reply that is not signed for this request with this host's token is refused: a
-    board registered under the key by someone else does not know the token, and a
-    replayed reply carries another request's nonce.
-    """
+def _valid(token: str, signature: object, purpose: str, request: str, text: str = "") -> bool:
     import hmac
 
+    return isinstance(signature, str) and hmac.compare_digest(signature, sign(token, purpose, request, text))
+
+
+def sign_request(token: str | None, request: str) -> str:
+    """The host's signature of its request ("" without a token)."""
+    return sign(token, "request", request) if token else ""
+
+
+def request_ok(token: str | None, request: str, request_mac: str) -> bool:
+    """Did a host with this board's token sign ``request``? (Always, without a token.)"""
+    return not token or _valid(token, request_mac, "request", request)
+
+
+def refusal() -> str:
+    """A board's reply to a request not signed with its token: a refusal, itself unsigned
+    (unauthenticated clients get nothing signed)."""
+    result = RunnerResult.failed(ResultKind.UNREACHABLE, f"the board refused the request: it is not signed with "
+                                                         f"the board's token (${TOKEN_ENV}).")
+    return json.dumps({"result": result.to_json(), "signature": None})
+
+
+def signed(token: str | None, request: str, result: RunnerResult) -> str:
+    """A device's reply to ``request`` (which :func:`request_ok` accepted): the result
+    and, when the device has a token, its signature over the request and the result."""
+    text = result.to_json()
+    return json.dumps({"result": text, "signature": sign(token, "reply", request, text) if token else None})
+
+
+def open_signed(token: str | None, request: str, reply: str) -> RunnerResult:
+    """The result in a device's reply, if it is signed with ``token`` for ``request``
+    (when the host has a token: then nothing else is accepted, a bare result included).
+
+    Refused: a board registered under the key by someone else (it does not know the
+    token), a reply replayed from another request (another nonce), and a reply an honest
+    board signed for another artifact, profile or tag (a rogue board relaying the nonce).
+    """
     try:
         data = json.loads(reply)
         text, signature = data["result"], data.get("signature")
-    except (ValueError, TypeError, KeyError):
+        if not isinstance(text, str):
+            raise TypeError("result is not a string")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        if token:
+            return _refused("a reply that is not signed at all")
         return RunnerResult.from_json(reply)  # malformed: from_json says so
-    if token and not (isinstance(signature, str) and hmac.compare_digest(signature, sign(token, nonce, text))):
-        return RunnerResult.failed(
-            ResultKind.UNREACHABLE,
-            f"the device's reply is not signed with this host's token (${TOKEN_ENV}): a board that does not "
-            "share it answered under this key. Start your boards' device servers with the same token.")
+    if token and not _valid(token, signature, "reply", request, text):
+        inner = RunnerResult.from_json(text)
+        said = signature is None and not inner.ok and "board refused the request" in (inner.error or "")
+        return _refused("the board says the request is not signed with its token: the two tokens differ" if said
+                        else "a reply not signed for this request")
     return RunnerResult.from_json(text)
+
+
+def _refused(what: str) -> RunnerResult:
+    return RunnerResult.failed(
+        ResultKind.UNREACHABLE,
+        f"the device's reply is not signed with this host's token (${TOKEN_ENV}) for this request ({what}): a "
+        "board that does not share the token answered under this key, or relayed another's answer. Start your "
+        "boards' device servers with the same token.")
 
 
 def from_output(stdout: str) -> RunnerResult | None:

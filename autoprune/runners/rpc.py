@@ -42,8 +42,11 @@ from autoprune.runners._protocol import (
     TOKEN_ENV,
     ResultKind,
     RunnerResult,
+    file_sha256,
     from_output,
     open_signed,
+    request_text,
+    sign_request,
 )
 from autoprune.runners.local import end_with_parent
 
@@ -217,10 +220,14 @@ def _client(request: dict[str, Any]) -> RunnerResult:
                 ResultKind.CANDIDATE_FAILED,
                 f"the device under key {key!r} runs a plain TVM RPC server without autoprune's timing "
                 "function; start it with `autoprune device-server` instead")
-        # 4. time it on the device; the reply is signed for this request when the host has a token
-        nonce = secrets.token_hex(16)
-        reply = time_fn(artifact.name, json.dumps(request["profile"]), request["tag"], nonce)
-        return open_signed(os.environ.get(TOKEN_ENV), nonce, reply)
+        # 4. time it on the device; with a token, the request is signed and so must be the
+        # reply, over this request: this nonce, these files, this profile and tag
+        token = os.environ.get(TOKEN_ENV)
+        nonce, profile_json = secrets.token_hex(16), json.dumps(request["profile"])
+        sent = request_text(nonce, {name: file_sha256(str(artifact.parent / name)) for name in uploaded},
+                            profile_json, request["tag"])
+        reply = time_fn(artifact.name, profile_json, request["tag"], nonce, sign_request(token, sent))
+        return open_signed(token, sent, reply)
     except Exception as exc:  # noqa: BLE001 - classified here, where it is known: device lost, or candidate
         try:
             still_there = has_key(tracker_servers(host, port), key)

@@ -9,6 +9,12 @@ import torch
 from torch import nn
 
 
+def default_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``model(x)`` against class indices ``y`` (also per pixel): a
+    task's loss unless it brings its own (training, Taylor importance)."""
+    return nn.functional.cross_entropy(model(x), y)
+
+
 @dataclass(frozen=True, eq=False)
 class Split:
     """A labelled split held in memory: ``x`` float (N, *input_shape), ``y`` the labels
@@ -257,8 +263,6 @@ class Task:
     def loss_of(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The task's training loss on one batch (cross-entropy by default)."""
         if self.loss is None:
-            from autoprune.recover import default_loss
-
             return default_loss(model, x, y)
         return self.loss(model, (x, y))
 
