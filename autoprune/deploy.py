@@ -47,25 +47,6 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def final_figures(result: SearchResult, trial: int) -> dict[str, Any] | None:
-    """The trial's final figures when finalize completed it, else None.
-
-    A member's ``final/result.json`` is written last, after its weights and its ONNX
-    file (and removed before a member is finalized again), so it is the one sign that
-    the final files are whole: a package takes all of them or none (issue 27.6: export
-    during an interrupted finalize mixed final weights with the search-time ONNX).
-    """
-    files = TrialFiles.of(result.study_dir, trial).final
-    done = files.dir / "result.json"
-    if not (done.is_file() and files.state.is_file() and files.onnx.is_file()):
-        return None
-    try:
-        figures = json.loads(done.read_text())
-    except (OSError, ValueError):
-        return None
-    return figures if isinstance(figures, dict) and "final_accuracy" in figures else None
-
-
 def _figures(row, base, final: dict[str, Any] | None) -> dict[str, Any]:
     """Accuracy and latency for the manifest: the final ones when the trial was
     finalized (full fine-tune, whole validation set, paired timing), else the search's;
@@ -172,9 +153,10 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
         raise ExportError(f"cannot write into {parent}: {exc.strerror}.") from None
 
     try:
-        from autoprune.results import rebuild_model
+        from autoprune.results import final_result, rebuild_model
 
-        final = final_figures(result, trial)  # `autoprune finalize` completed it: package its files
+        # `autoprune finalize` completed it: package its final files, all of them
+        final = final_result(TrialFiles.of(result.study_dir, trial).final)
         model, task, plan = rebuild_model(result, trial, final=final is not None)
         device = Device.open(result.identity["device"], check=False)
         profile = device.profile

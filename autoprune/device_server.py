@@ -34,12 +34,12 @@ import signal
 import sys
 import time
 
+from autoprune._config import sha256_file
 from autoprune.runners import _device
 from autoprune.runners._protocol import (
     TOKEN_ENV,
     ResultKind,
     RunnerResult,
-    file_sha256,
     refusal,
     request_ok,
     request_text,
@@ -88,7 +88,7 @@ def _session_files(artifact: str) -> dict[str, str]:
 
     path = tvm_ffi.get_global_func("tvm.rpc.server.workpath")(artifact)
     names = [path, *sorted(glob.glob(glob.escape(path) + ".*"))]
-    return {os.path.basename(n): file_sha256(n) for n in names}
+    return {os.path.basename(n): sha256_file(n) for n in names}
 
 
 def _time(artifact: str, profile_json: str, tag: str) -> RunnerResult:

@@ -148,7 +148,15 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     """
     from autoprune.device import Device
     from autoprune.recover import Distill
-    from autoprune.results import FAILED_FILE, FINAL_TABLE, SearchResult, named, read_final, rebuild_model
+    from autoprune.results import (
+        FAILED_FILE,
+        FINAL_TABLE,
+        SearchResult,
+        final_result,
+        named,
+        read_final,
+        rebuild_model,
+    )
     from autoprune.space import space_of
     from autoprune.trials import TrialFailure, TrialFiles
 
@@ -176,14 +184,14 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
         n = int(row["trial"])
         files = TrialFiles.of(result.study_dir, n).final
         done = files.dir / "result.json"
-        if done.is_file() and files.state.is_file():
-            previous = json.loads(done.read_text())
-            if (previous.get("final_steps"), previous.get("final_batch_size")) == (steps, rec.final_batch_size):
-                log(f"trial {n}: already finalized ({steps} steps), kept")
-                continue
+        previous = final_result(files)
+        if previous is not None and \
+                (previous.get("final_steps"), previous.get("final_batch_size")) == (steps, rec.final_batch_size):
+            log(f"trial {n}: already finalized ({steps} steps), kept")
+            continue
         files.dir.mkdir(parents=True, exist_ok=True)
         # the member is not finalized until its new result is written: export must not
-        # pair the old figures with the new weights (deploy.final_figures)
+        # pair the old figures with the new weights (results.final_result)
         done.unlink(missing_ok=True)
         # the baseline's task: one training split, so the teacher's kept outputs serve every member
         model, _, plan = rebuild_model(result, n, final=False)

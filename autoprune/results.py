@@ -394,16 +394,29 @@ FINAL_TABLE = "final.csv"
 FAILED_FILE = "failed.json"  # in trials/<n>/final/: why the member could not be finalized
 
 
+def final_result(files: TrialFiles) -> dict[str, Any] | None:
+    """A member's final figures (``files`` is its ``final/`` folder) when finalize
+    completed it, else None.
+
+    ``result.json`` is written last, after the member's weights and its ONNX file (and
+    removed before a member is finalized again), so it is the one sign that the final
+    files are whole: a package takes all of them or none (issue 27.6: export during an
+    interrupted finalize mixed final weights with the search-time ONNX).
+    """
+    done = files.dir / "result.json"
+    if not (done.is_file() and files.state.is_file() and files.onnx.is_file()):
+        return None
+    try:
+        figures = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None  # a result that was never completely written: the member is finalized again
+    return figures if isinstance(figures, dict) and "final_accuracy" in figures else None
+
+
 def read_final(study_dir: str | Path) -> pd.DataFrame:
     """Every finalized member's figures (one row per trial), from the per-trial files."""
-    rows = []
-    for path in sorted(Path(study_dir).glob("trials/*/final/result.json")):
-        try:
-            row = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # a member whose result was never completely written is finalized again
-        if TrialFiles(path.parent.parent).final.state.is_file():
-            rows.append(row)
+    found = (final_result(TrialFiles(path)) for path in sorted(Path(study_dir).glob("trials/*/final")))
+    rows = [row for row in found if row is not None]
     return pd.DataFrame(rows).sort_values("trial") if rows else pd.DataFrame()
 
 
@@ -433,7 +446,7 @@ def rebuild_model(result: SearchResult, trial: int, final: bool = True):
 def load_candidate(task, files: TrialFiles, final: bool = False, label: str = "the candidate"):
     """A candidate's pruned model with its saved weights, from its folder's ``plan.json``
     and ``state.pt`` (``final/state.pt`` when ``final`` and it exists: callers that
-    package files decide ``final`` with ``deploy.final_figures``); and its plan."""
+    package files decide ``final`` with :func:`final_result`); and its plan."""
     import pickle
 
     import torch

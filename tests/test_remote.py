@@ -387,7 +387,8 @@ def test_a_reply_counts_only_for_the_request_it_answers(tmp_path, monkeypatch):
     from tvm import rpc
 
     from autoprune.runners import ResultKind
-    from autoprune.runners._protocol import file_sha256, open_signed, request_text, sign_request
+    from autoprune._config import sha256_file
+    from autoprune.runners._protocol import open_signed, request_text, sign_request
 
     token = "the-shared-token-0123456789abcdef"
     monkeypatch.delenv("AUTOPRUNE_TRACKER", raising=False)
@@ -404,7 +405,7 @@ def test_a_reply_counts_only_for_the_request_it_answers(tmp_path, monkeypatch):
         onnx.save(model, str(other))
         profile_json = json.dumps(case.profile.to_dict())
         nonce = "0f" * 16
-        sent = request_text(nonce, {artifact.name: file_sha256(str(artifact))}, profile_json, "trial 1")
+        sent = request_text(nonce, {artifact.name: sha256_file(artifact)}, profile_json, "trial 1")
         mac = sign_request(token, sent)
 
         host, port = device.tracker_address.rsplit(":", 1)
@@ -423,9 +424,9 @@ def test_a_reply_counts_only_for_the_request_it_answers(tmp_path, monkeypatch):
         accepted = open_signed(token, sent, honest)
         assert accepted.ok and accepted.measurement.median_ms > 0, accepted.error
         # that reply counts for no other request: another nonce, another tag
-        for other_request in (request_text("1e" * 16, {artifact.name: file_sha256(str(artifact))}, profile_json,
+        for other_request in (request_text("1e" * 16, {artifact.name: sha256_file(artifact)}, profile_json,
                                            "trial 1"),
-                              request_text(nonce, {artifact.name: file_sha256(str(artifact))}, profile_json, "trial 2")):
+                              request_text(nonce, {artifact.name: sha256_file(artifact)}, profile_json, "trial 2")):
             assert not open_signed(token, other_request, honest).ok
     # a bare result (no signature wrapper) is refused when the host has a token
     bare = open_signed(token, sent, json.loads(honest)["result"])

@@ -94,16 +94,6 @@ class RunnerResult:
         return RESULT_TAG + self.to_json()
 
 
-def file_sha256(path: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def request_text(nonce: str, files: dict[str, str], profile_json: str, tag: str) -> str:
     """What one timing request is, canonically: its nonce, the sha256 of every file it
     uploaded (the artifact and its side files), the sha256 of the profile it sent (the

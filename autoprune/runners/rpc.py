@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autoprune._config import sha256_file
 from autoprune.errors import DeviceError
 from autoprune.measure import combine
 from autoprune.runners._base import Runner
@@ -42,7 +43,6 @@ from autoprune.runners._protocol import (
     TOKEN_ENV,
     ResultKind,
     RunnerResult,
-    file_sha256,
     from_output,
     open_signed,
     request_text,
@@ -224,7 +224,7 @@ def _client(request: dict[str, Any]) -> RunnerResult:
         # reply, over this request: this nonce, these files, this profile and tag
         token = os.environ.get(TOKEN_ENV)
         nonce, profile_json = secrets.token_hex(16), json.dumps(request["profile"])
-        sent = request_text(nonce, {name: file_sha256(str(artifact.parent / name)) for name in uploaded},
+        sent = request_text(nonce, {name: sha256_file(artifact.parent / name) for name in uploaded},
                             profile_json, request["tag"])
         reply = time_fn(artifact.name, profile_json, request["tag"], nonce, sign_request(token, sent))
         return open_signed(token, sent, reply)
