@@ -87,6 +87,14 @@ def cmd_device_server(args: argparse.Namespace) -> int:
             raise ConfigError(f"--token-file: the token in {args.token_file} is shorter than 16 characters; "
                               "make one with `python -c 'import secrets; print(secrets.token_hex(32))'`.")
         os.environ[TOKEN_ENV] = token  # the server's sessions sign their replies with it
+    if args.max_upload_mb is not None:
+        import os
+
+        from autoprune.device_server import MAX_UPLOAD_ENV
+
+        if args.max_upload_mb < 1:
+            raise ConfigError(f"--max-upload-mb {args.max_upload_mb}: give at least 1 (MiB).")
+        os.environ[MAX_UPLOAD_ENV] = str(args.max_upload_mb)  # read by the server's sessions
     _warn_open(args.host)
     serve(tracker, args.key, args.host, args.port, args.port + 100,
           log=lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -134,7 +142,11 @@ def cmd_groups(args: argparse.Namespace) -> int:
             channels += f" ({info.channel_groups} conv groups)"
         table.add_row(info.name, info.root_type, channels, "yes" if g else "no",
                       ", ".join(g.rule.methods) if g else "", ", ".join(info.members))
-    out.print(table)
+    if whole.found:
+        out.print(table)
+    else:
+        out.print(f"no prunable group in {task.name}: autoprune cuts the output channels of nn.Conv*/nn.Linear "
+                  "layers (and what they reach), and none of this model's can be cut; why:", markup=False)
     log_trace(whole, out.print)
     blocks = find_blocks(task.model)
     if blocks:
@@ -429,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--token-file", type=Path, metavar="FILE",
                    help="sign timing replies with the token in FILE (or $AUTOPRUNE_DEVICE_TOKEN); hosts with "
                         "the same $AUTOPRUNE_DEVICE_TOKEN refuse replies of boards without it")
+    s.add_argument("--max-upload-mb", type=int, metavar="MB",
+                   help="what one session may upload in all (default 2048; a larger upload is refused)")
     s.set_defaults(func=cmd_device_server)
     s = sub.add_parser("methods", help="list pruning methods")
     s.set_defaults(func=cmd_methods)

@@ -33,6 +33,7 @@ import re
 import signal
 import sys
 import time
+from pathlib import Path
 
 from autoprune._config import sha256_file
 from autoprune.runners import _device
@@ -160,7 +161,17 @@ def confine_sessions() -> None:
         def refused(name: str):
             raise ValueError("refused: autoprune's device server does not link modules for clients")
 
+        def upload(name: str, data) -> None:
+            path, limit = workpath(name), max_upload_bytes()
+            used = sum(f.stat().st_size for f in Path(root).rglob("*") if f.is_file() and str(f) != path)
+            if used + len(data) > limit:
+                raise ValueError(f"refused: this session's uploads would reach {(used + len(data)) >> 20} MiB "
+                                 f"(the board allows {limit >> 20} MiB: device-server --max-upload-mb)")
+            with open(path, "wb") as file:
+                file.write(bytes(data))
+
         tvm_ffi.register_global_func("tvm.rpc.server.workpath", workpath, override=True)
+        tvm_ffi.register_global_func("tvm.rpc.server.upload", upload, override=True)
         def load_confined(name: str):
             path = workpath(name)
             with trusted():  # the library loaders answer for a file in this session (MetaSchedule's runner)
@@ -178,14 +189,103 @@ def confine_sessions() -> None:
 # TVM's server takes one connection at a time, in one thread: a client that connects and
 # says nothing, announces a negative or huge length, or holds a session open, had the board
 # to itself (issue 27.5). These bound what one connection can take.
-HANDSHAKE_S = 10.0  # a connection has this long to say who it is; the tracker's messages come at once
+HANDSHAKE_S = 10.0  # a connection has this long to say who it is
 MAX_MESSAGE = 1 << 16  # the largest length a handshake (or tracker message) may announce, in bytes
+MAX_HANDSHAKES = 32  # connections whose handshake is being read at once; more are closed at once
 MAX_SESSION_S = 1800.0  # a session ends after this, whatever timeout its client asked for
 RESTART_PAUSE_S = 1.0
+MAX_UPLOAD_ENV = "AUTOPRUNE_MAX_UPLOAD_MB"
+MAX_UPLOAD_MB = 2048  # what one session may upload in all (a ResNet-50 and its library are ~0.2 GB)
+
+
+def max_upload_bytes() -> int:
+    return int(os.environ.get(MAX_UPLOAD_ENV) or MAX_UPLOAD_MB) << 20
 
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)  # the server process's log (TVM's own lines go there too)
+
+
+class _Replayed:
+    """An accepted connection whose handshake was already read: TVM's loop reads it again
+    from here, then the session takes the socket itself (:func:`harden_server`)."""
+
+    def __init__(self, sock, handshake: bytes):
+        self.sock, self._unread = sock, handshake
+
+    def recv(self, nbytes: int) -> bytes:
+        if not self._unread:
+            return self.sock.recv(nbytes)
+        chunk, self._unread = self._unread[:nbytes], self._unread[nbytes:]
+        return chunk
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+class _Handshakes:
+    """TVM's listening socket, as its listen loop sees it: connections come out of
+    ``accept()`` only once they have said who they are.
+
+    A thread accepts every connection at once and reads each one's handshake in a thread
+    of its own, within :data:`HANDSHAKE_S` and :data:`MAX_MESSAGE`; a connection that
+    stays silent, announces a bad length or is not TVM's RPC is closed there. Before,
+    TVM's loop read handshakes itself, one at a time: a silent client held the board, and
+    each bad one made the loop drop and renew its registration at the tracker (a client
+    that had just been handed the board then found it gone).
+    """
+
+    def __init__(self, listening):
+        import queue
+        import socket
+        import threading
+
+        self._listening = listening
+        self._ready, self._signal = socket.socketpair()  # readable when a connection is ready
+        self._connections: queue.Queue = queue.Queue()
+        self._slots = threading.BoundedSemaphore(MAX_HANDSHAKES)
+        self._thread = threading.Thread
+        self._thread(target=self._accept, name="autoprune-accept", daemon=True).start()
+
+    def fileno(self) -> int:
+        return self._ready.fileno()  # what TVM's loop waits on with select()
+
+    def accept(self):
+        self._ready.recv(1)
+        return self._connections.get()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, addr = self._listening.accept()
+            except OSError:
+                time.sleep(0.1)  # a timeout set on the listening socket, or a client gone before accept
+                continue
+            if not self._slots.acquire(blocking=False):
+                conn.close()  # too many handshakes under way: a flood, not a host
+                continue
+            self._thread(target=self._handshake, args=(conn, addr), daemon=True).start()
+
+    def _handshake(self, conn, addr) -> None:
+        import struct
+
+        from tvm.rpc.base import RPC_MAGIC, recvall
+
+        try:
+            conn.settimeout(HANDSHAKE_S)
+            head = recvall(conn, 8)
+            magic, length = struct.unpack("<ii", head)
+            if magic != RPC_MAGIC or not 0 < length <= MAX_MESSAGE:
+                raise OSError(f"refused: magic {magic:#x}, a key announced as {length} bytes")
+            key = recvall(conn, length)
+        except OSError:
+            conn.close()
+            return
+        finally:
+            self._slots.release()
+        conn.settimeout(None)
+        self._connections.put((_Replayed(conn, head + key), addr))
+        self._signal.send(b"!")
 
 
 def harden_server(log=_say) -> None:
@@ -195,18 +295,18 @@ def harden_server(log=_say) -> None:
     its module-level names before its listening thread starts, as
     :func:`confine_sessions` does (tests/test_remote.py fails if TVM renames them):
 
-    - ``base.recvall``: a handshake length outside 1 .. :data:`MAX_MESSAGE` is refused
-      (8 bytes with a negative length crashed the accept loop; a 2 GB one grew memory by
-      what the client streamed);
-    - every socket gets a :data:`HANDSHAKE_S` timeout (an idle connection blocked the
-      board), set back to blocking for the session itself, which is capped at
-      :data:`MAX_SESSION_S`;
-    - ``_listen_loop``: restarted after anything a client's bytes make it raise (and
-      after a session that died, which TVM raises there), so the board registers with
-      the tracker again at once instead of dropping off it until the supervisor's restart.
+    - ``_listen_loop``: given :class:`_Handshakes` in place of its listening socket, so
+      handshakes are read side by side, within :data:`HANDSHAKE_S` (an idle connection
+      blocked the board) and :data:`MAX_MESSAGE` (8 bytes with a negative length crashed
+      the accept loop; a 2 GB one grew memory by what the client streamed); and restarted
+      after anything else a client makes it raise (TVM raises there for a session that
+      died), so the board goes on serving instead of dropping off the tracker until the
+      supervisor's restart;
+    - ``base.recvall``: a length outside 1 .. :data:`MAX_MESSAGE` is refused, the same
+      bound for the tracker's messages;
+    - ``_serving``: the session gets the socket itself and is capped at
+      :data:`MAX_SESSION_S`.
     """
-    import socket
-
     import tvm.rpc.base as tvm_base
     import tvm.rpc.server as tvm_server
 
@@ -222,7 +322,7 @@ def harden_server(log=_say) -> None:
     home = os.getcwd()
 
     def bounded_serving(sock, addr, opts, load_library):
-        sock.settimeout(None)  # the session's C++ loop reads the descriptor: it must block
+        sock = getattr(sock, "sock", sock)  # the session's C++ loop reads the descriptor itself
         asked = opts.get("timeout")
         try:
             return serving(sock, addr, {**opts, "timeout": min(float(asked or MAX_SESSION_S), MAX_SESSION_S)},
@@ -233,16 +333,16 @@ def harden_server(log=_say) -> None:
             os.chdir(home)
             sock.close()
 
-    def listen_loop(*args):
+    def listen_loop(listening, *rest):
+        handshakes = _Handshakes(listening)
         while True:
             try:
-                return loop(*args)
-            except Exception as exc:  # noqa: BLE001 - a client's malformed bytes: serve the next one
+                return loop(handshakes, *rest)
+            except Exception as exc:  # noqa: BLE001 - a client's bytes or a dead session: serve the next one
                 log(f"device server: a connection failed ({type(exc).__name__}: {exc}); listening again")
                 time.sleep(RESTART_PAUSE_S)
 
     listen_loop.autoprune_hardened = True  # type: ignore[attr-defined]
-    socket.setdefaulttimeout(HANDSHAKE_S)  # the sockets the server makes from now on (the session's: see above)
     tvm_base.recvall = recvall
     tvm_server._serving = bounded_serving
     tvm_server._listen_loop = listen_loop

@@ -294,6 +294,91 @@ def _channel_groups(graph, group) -> int:
     return max(found)
 
 
+def _all_groups(graph, ignored: list, root_types: tuple, failed: dict):
+    """Torch-Pruning's ``DependencyGraph.get_all_groups``, one root at a time.
+
+    Written out (it is that method's loop) because the library's stops at the first group
+    it cannot follow: a GRU fed by a linear layer raised IndexError in its index mapping
+    and ended the trace of the whole model (issue 28). Here such a root goes to
+    ``failed`` (root module -> exception) and the other groups are offered.
+    """
+    ignored = list(ignored) + list(getattr(graph, "IGNORED_LAYERS_IN_TRACING", []))
+    visited: set[int] = set()
+    for module in list(graph.module2node):
+        if not isinstance(module, root_types) or any(module is i for i in ignored) or id(module) in visited:
+            continue
+        pruner = graph.get_pruner_of_module(module)
+        if pruner is None or pruner.get_out_channels(module) is None:
+            continue
+        try:
+            group = graph.get_pruning_group(module, pruner.prune_out_channels,
+                                            list(range(pruner.get_out_channels(module))))
+        except Exception as exc:  # noqa: BLE001 - Torch-Pruning's own failure for this root only
+            failed[module] = exc
+            continue
+        prunable = True
+        for dep, _ in group:
+            if graph.is_out_channel_pruning_fn(dep.handler):
+                visited.add(id(dep.target.module))
+                prunable = prunable and not any(dep.target.module is i for i in ignored)
+        if prunable:
+            yield group
+
+
+def _recurrent_reached(graph, root, owners: dict[int, str], limit: int = 64) -> list[str]:
+    """The recurrent layers that ``root``'s output reaches in the traced graph."""
+    seen, todo, found = set(), [graph.module2node[root]], []
+    while todo and len(seen) < limit:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        # a recurrent layer shows as its own node or as its weights feeding an op node
+        hits = [owners[id(n.module)] for n in (node, *node.inputs) if id(n.module) in owners]
+        if hits:
+            found.extend(hits)
+            continue
+        todo.extend(node.outputs)
+    return list(dict.fromkeys(found))
+
+
+def _not_traced(model: nn.Module, graph, failed: dict, names: dict, protected: dict[str, str]) -> None:
+    """Say why the groups Torch-Pruning could not follow, and the recurrent layers, are
+    never offered."""
+    from torch import nn
+
+    recurrent = {n: m for n, m in model.named_modules() if isinstance(m, nn.RNNBase)}
+    owners = {id(p): f"{n} ({type(m).__name__})" for n, m in recurrent.items() for p in m.parameters()}
+    owners.update({id(m): f"{n} ({type(m).__name__})" for n, m in recurrent.items()})
+    for root, exc in failed.items():
+        reached = _recurrent_reached(graph, root, owners)
+        if reached:
+            protected[names[root]] = (f"its channels feed {', '.join(reached)}, which Torch-Pruning cannot cut "
+                                      f"with them ({type(exc).__name__} in its index mapping)")
+        else:
+            protected[names[root]] = f"Torch-Pruning cannot follow its channels ({type(exc).__name__}: {exc})"
+    for name, module in recurrent.items():
+        protected.setdefault(name, f"{type(module).__name__} hidden size {module.hidden_size}: recurrent layers' "
+                                   "own units are not cut (autoprune cuts convolutions and linear layers)")
+
+
+def _bare_parameters(model: nn.Module, offered: list, protected: dict[str, str]) -> None:
+    """Parameters outside any layer Torch-Pruning knows (a weight used through
+    ``torch.nn.functional``) that no offered group cuts: say so, or an empty ``groups``
+    table leaves the user guessing (issue 28)."""
+    from torch import nn
+
+    reached = {id(dep.target.module) for group in offered for dep, _ in group}
+    for name, module in model.named_modules():
+        if type(module).__module__.startswith("torch.nn"):
+            continue  # PyTorch's layers: Torch-Pruning knows them, or they are listed above
+        for pname, param in module.named_parameters(recurse=False):
+            if id(param) not in reached:
+                protected[f"{name}.{pname}" if name else pname] = (
+                    "a bare parameter that no offered group cuts: autoprune cuts the channels of nn.Conv*/"
+                    "nn.Linear layers and what they reach, never a weight used through torch.nn.functional")
+
+
 def _groups(model: nn.Module, graph, ignored_layers: tuple[str, ...], protected: dict[str, str] | None = None):
     """Yield (GroupInfo, tp group) for every prunable group, in graph order; groups
     left out because they are protected go to ``protected`` (root -> why)."""
@@ -302,9 +387,8 @@ def _groups(model: nn.Module, graph, ignored_layers: tuple[str, ...], protected:
     names = {m: n for n, m in model.named_modules()}
     modules = dict(model.named_modules())
     ignored = [modules[n] for n in ignored_layers]
-    for group in graph.get_all_groups(
-        ignored_layers=ignored, root_module_types=(nn.modules.conv._ConvNd, nn.Linear)
-    ):
+    failed: dict = {}
+    for group in _all_groups(graph, ignored, (nn.modules.conv._ConvNd, nn.Linear), failed):
         root = group[0].dep.target.module
         if (why := _protected(graph, group)) is not None:
             if protected is not None:
@@ -327,6 +411,8 @@ def _groups(model: nn.Module, graph, ignored_layers: tuple[str, ...], protected:
         info = GroupInfo(names[root], type(root).__name__, channels, members,
                          heads.pop() if heads else 0, ch_groups)
         yield info, group
+    if protected is not None:
+        _not_traced(model, graph, failed, names, protected)
 
 
 @dataclass(frozen=True)
@@ -343,8 +429,9 @@ def trace(model: nn.Module, example_input: torch.Tensor, ignored_layers: tuple[s
     model = copy.deepcopy(model).eval()
     graph, said = _graph(model, example_input)
     protected: dict[str, str] = {}
-    groups = [info for info, _ in _groups(model, graph, ignored_layers, protected)]
-    return GraphSummary(groups, protected, said)
+    found = list(_groups(model, graph, ignored_layers, protected))
+    _bare_parameters(model, [group for _, group in found], protected)
+    return GraphSummary([info for info, _ in found], protected, said)
 
 
 def find_groups(

@@ -368,6 +368,12 @@ def _prepare(setup: _Setup, task, log: Callable[[str], None]) -> Context:
         log(f"precision {', '.join(dropped)} not offered: {setup.device.name} supports "
             f"{', '.join(setup.device.profile.precision.supported)}")
     log_trace(resolved, log)
+    if not resolved.found:
+        raise ConfigError(
+            f"nothing in the model of task {task.name!r} can be pruned: autoprune cuts the output channels of "
+            "nn.Conv*/nn.Linear layers (and what they reach), and none of this model's can be cut (why: "
+            "'not offered for pruning' above). Build the model from those layers, or prune another one."
+        )
     if not resolved.groups:
         raise ConfigError(
             f"search space {config.space!r} leaves no prunable group in task "

@@ -290,3 +290,66 @@ def test_attention_groups_lose_whole_heads():
             assert (m.num_heads, m.head_dim, m.embed_dim) == (2, 8, 16)
     assert pruned.hidden_dim == 16
     assert pruned(x).shape == (1, 10)
+
+
+class _GruClassifier(torch.nn.Module):
+    """A linear front-end feeding a GRU: Torch-Pruning's index mapping raises on it."""
+
+    def __init__(self, conv_front: bool = False):
+        super().__init__()
+        self.front = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                                         torch.nn.Conv2d(4, 1, 3, padding=1)) if conv_front else torch.nn.Identity()
+        self.inp = torch.nn.Linear(8, 32)
+        self.gru = torch.nn.GRU(32, 16, batch_first=True)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.front(x).flatten(1, 2)  # (batch, 8, 8): eight steps of eight features
+        out, _ = self.gru(self.inp(x))
+        return self.fc(out[:, -1])
+
+
+class _Functional(torch.nn.Module):
+    """Weights used through torch.nn.functional only."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1 = torch.nn.Parameter(torch.randn(16, 1, 3, 3) * 0.1)
+        self.w2 = torch.nn.Parameter(torch.randn(10, 16 * 64) * 0.01)
+
+    def forward(self, x):
+        x = torch.nn.functional.relu(torch.nn.functional.conv2d(x, self.w1, padding=1))
+        return torch.nn.functional.linear(x.flatten(1), self.w2)
+
+
+def test_groups_that_are_never_offered_say_why():
+    """Issue 28.5: a GRU fed by a linear layer ended the whole trace inside Torch-Pruning
+    (IndexError), and a model of functional calls got an empty table without a word."""
+    x = torch.randn(1, 1, 8, 8)
+    gru = pruning.trace(_GruClassifier().eval(), x)
+    assert gru.groups == []
+    assert "feed gru (GRU)" in gru.protected["inp"]
+    assert "hidden size 16" in gru.protected["gru"] and "recurrent" in gru.protected["gru"]
+    # the group Torch-Pruning cannot follow is left out; the others are still offered and cut
+    model = _GruClassifier(conv_front=True).eval()
+    mixed = pruning.trace(model, x)
+    assert "front.0" in [g.name for g in mixed.groups] and "inp" in mixed.protected
+    pruned, _ = pruning.apply(model, PruningPlan({"front.0": GroupChoice("l1", 0.5)}), x)
+    assert pruned.front[0].out_channels == 2 and pruned(x).shape == (1, 10)
+    functional = pruning.trace(_Functional().eval(), x)
+    assert functional.groups == []
+    assert "torch.nn.functional" in functional.protected["w1"] and "w2" in functional.protected
+
+
+def test_a_model_with_nothing_to_prune_is_refused_at_set_up(tmp_path):
+    import autoprune
+    from autoprune.errors import ConfigError
+    from autoprune.tasks import Split, Task
+
+    g = torch.Generator().manual_seed(0)
+    data = Split(torch.randn(32, 1, 8, 8, generator=g), torch.randint(0, 10, (32,), generator=g))
+    task = Task("functional", _Functional().eval(), (1, 8, 8), data, data)
+    with pytest.raises(ConfigError, match="nothing in the model of task 'functional' can be pruned"):
+        autoprune.search(task=task, device="x86-ort", latency_budget_ms=1.0, n_trials=1,
+                         results_dir=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
