@@ -370,14 +370,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     res = run_package(args.package, args.input, runs=args.runs, expect_digest=args.expect_digest)
     if res["note"]:
         err.print(f"[dim]autoprune:[/] {escape(res['note'])}", highlight=False)
-    out.print(f"checksums ok; output shape {tuple(res['output_shape'])}; latency median "
+    shapes = "; ".join(f"{name} {tuple(a.shape)}" for name, a in res["outputs"].items()) \
+        if len(res["outputs"]) > 1 else f"output shape {tuple(res['output_shape'])}"
+    out.print(f"checksums ok; {escape(shapes)}; latency median "
               f"{res['latency_median_ms']:.3f} ms, p90 {res['latency_p90_ms']:.3f} ms over {res['runs']} runs "
               f"(search measured {res['manifest']['metrics']['latency_ms']:.3f} ms)")
     if res.get("agreement"):
         a, precision = res["agreement"], (res["manifest"].get("precision") or {}).get("precision", "float32")
         top1 = f"same top class on {a['top1_agreement']:.0%}, " if "top1_agreement" in a else ""
+        each = "".join(f", {name} {diff:.3g}" for name, diff in a.get("per_output", {}).items())
         out.print(f"check against the float model ({precision} package) on {a['examples']} validation inputs: "
-                  f"{top1}max |difference| {a['max_abs_diff']:.3g}", highlight=False)
+                  f"{top1}max |difference| {a['max_abs_diff']:.3g}{each}", highlight=False, markup=False)
     if res.get("no_check"):
         err.print(f"[yellow]warning:[/] {escape(res['no_check'])}", highlight=False)
     out.print(f"digest {res['digest']} " + ("(as expected)" if args.expect_digest else
@@ -385,7 +388,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.save_output:
         import numpy as np
 
-        np.save(args.save_output, res["output"])
+        if len(res["outputs"]) > 1:  # one array per output, named as the manifest names them
+            np.savez(args.save_output, **res["outputs"])
+        else:
+            np.save(args.save_output, res["output"])
     return 0
 
 
@@ -541,7 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", type=_count(1), default=100, help="timed runs (default 100)")
     s.add_argument("--expect-digest", metavar="sha256:HEX",
                    help="refuse the package unless its digest (printed by `autoprune export`) is this one")
-    s.add_argument("--save-output", type=Path, help="write the output array to this .npy file")
+    s.add_argument("--save-output", type=Path, help="write the output array to this .npy file (a model with "
+                   "several outputs: an .npz archive, one array per output name)")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("report", help="write a self-contained HTML report of a study")

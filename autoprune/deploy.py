@@ -95,14 +95,31 @@ def _check_inputs(task, batch: int) -> np.ndarray:
     return x
 
 
-def check_agreement(run, inputs: np.ndarray, expected: np.ndarray, batch: int) -> dict[str, Any]:
-    """How the artifact's outputs (``run``: one batch in, one out) follow ``expected``:
-    max |difference|, and for class scores the share of examples with the same top class."""
-    got = np.concatenate([run(inputs[i:i + batch]) for i in range(0, len(inputs), batch)])
-    out: dict[str, Any] = {"examples": len(got), "max_abs_diff": float(np.max(np.abs(got - expected)))}
-    if got.ndim == 2 and got.shape[1] > 1:
-        out["top1_agreement"] = float(np.mean(got.argmax(1) == expected.argmax(1)))
+def check_agreement(run, inputs: np.ndarray, expected: list[np.ndarray], batch: int,
+                    names: list[str] | None = None) -> dict[str, Any]:
+    """How the artifact's outputs (``run``: one batch in, a list of outputs out) follow
+    ``expected`` (one array per output): max |difference| over all of them, per output
+    when there are several (``per_output``), and for class scores in the first output
+    the share of examples with the same top class."""
+    runs = [run(inputs[i:i + batch]) for i in range(0, len(inputs), batch)]
+    if any(len(r) != len(expected) for r in runs):
+        raise PackageError(f"the artifact returns {len(runs[0])} outputs; the float model returned {len(expected)}: "
+                           "the package is damaged or not autoprune's.")
+    got = [np.concatenate([r[k] for r in runs]) for k in range(len(expected))]
+    diffs = [float(np.max(np.abs(g - e))) if g.size else 0.0 for g, e in zip(got, expected, strict=True)]
+    out: dict[str, Any] = {"examples": len(got[0]), "max_abs_diff": max(diffs)}
+    if len(expected) > 1:
+        out["per_output"] = dict(zip(names or [str(k) for k in range(len(expected))], diffs, strict=True))
+    first, want = got[0], expected[0]
+    if first.ndim == 2 and first.shape[1] > 1:
+        out["top1_agreement"] = float(np.mean(first.argmax(1) == want.argmax(1)))
     return out
+
+
+def _check_arrays(arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+    if len(arrays) == 1:
+        return {"float_outputs": arrays[0]}
+    return {f"float_outputs_{k}": a for k, a in enumerate(arrays)}
 
 
 def _export_program(model, task, batch: int):
@@ -128,7 +145,8 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
     """
     import torch
 
-    from autoprune.export import INPUT_NAME, OUTPUT_NAME, OnnxArtifact
+    from autoprune import outputs
+    from autoprune.export import INPUT_NAME, OnnxArtifact
 
     df = result.trials
     rows = df[df["trial"] == trial] if not df.empty else df
@@ -186,14 +204,17 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
         program, pt2_batch = _export_program(model, task, profile.batch_size)
         torch.export.save(program, staging / "model.pt2")
         with torch.no_grad():
-            expected = model(example).numpy()
+            returned = model(example)
+        names, expected = outputs.names(returned), [t.numpy() for t in outputs.flat(returned)]
         # a few validation inputs with the float model's outputs: `autoprune run` checks
         # the artifact against them (for a quantized model, how closely it follows the float one)
         check_x = _check_inputs(task, profile.batch_size)
         with torch.no_grad():
-            check_y = np.concatenate([model(torch.from_numpy(check_x[i:i + profile.batch_size])).numpy()
-                                      for i in range(0, len(check_x), profile.batch_size)])
-        np.savez(staging / CHECK_FILE, inputs=check_x, float_outputs=check_y)
+            batches = [outputs.flat(model(torch.from_numpy(check_x[i:i + profile.batch_size])))
+                       for i in range(0, len(check_x), profile.batch_size)]
+        check_y = [np.concatenate([b[k].numpy() for b in batches]) for k in range(len(names))]
+        # one output: `float_outputs` as before; several: `float_outputs_0`, `float_outputs_1`, ...
+        np.savez(staging / CHECK_FILE, inputs=check_x, **_check_arrays(check_y))
         artifact = staging / Path(built.artifact_path).name
         runtime: dict[str, Any] = {"backend": profile.backend, "artifact": artifact.name,
                                    **device.backend.runtime_info(built, profile)}
@@ -201,9 +222,8 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
         agreement: dict[str, Any] | None = None
         if device.runs_here():
             run = device.load(artifact, runtime)
-            got = run(example.numpy())
-            parity = float(np.max(np.abs(got - expected)))
-            agreement = check_agreement(run, check_x, check_y, profile.batch_size)
+            parity = check_agreement(run, example.numpy(), expected, profile.batch_size)["max_abs_diff"]
+            agreement = check_agreement(run, check_x, check_y, profile.batch_size, names)
         precision = record.precision or "float32"
         quantization = dict(record.quantization or {"precision": "float32"})
         if final and final.get("calibration_samples"):  # finalize calibrated the fine-tuned weights again
@@ -217,7 +237,8 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
             "trial": int(trial),
             "task": result.identity["task"],
             "input": {"name": INPUT_NAME, "shape": list(example.shape), "dtype": "float32"},
-            "output": {"name": OUTPUT_NAME, "shape": list(expected.shape)},
+            "output": {"name": names[0], "shape": list(expected[0].shape)},
+            "outputs": [{"name": n, "shape": list(e.shape)} for n, e in zip(names, expected, strict=True)],
             "plan": plan.to_dict(),
             "precision": quantization,  # how the model was quantized (calibration method and samples), or float32
             "pt2": {"batch": pt2_batch},  # "dynamic": any batch size; else the one it takes
@@ -416,11 +437,12 @@ def run_package(folder: str | Path, input_path: str | Path | None = None, runs: 
     def run_once():
         return run(x)
 
-    out = run_once()
+    outs = run_once()
+    names = _output_names(manifest, len(outs))
     agreement, no_check = None, None
     check = manifest.get("check")
     if isinstance(check, dict) and check.get("file") in manifest["files"]:
-        agreement = _agreement(folder / check["file"], run, spec["shape"])
+        agreement = _agreement(folder / check["file"], run, spec["shape"], names)
     else:  # every package autoprune exports has one: say so rather than drop the line
         no_check = ("this package has no float check (its manifest names no check file), so its outputs were "
                     "not compared with the float model's; autoprune's packages all have one")
@@ -432,8 +454,9 @@ def run_package(folder: str | Path, input_path: str | Path | None = None, runs: 
         run_once()
         times.append(time.perf_counter() - t0)
     return {
-        "output": out,
-        "output_shape": list(out.shape),
+        "output": outs[0],  # the first output (the only one, for most models)
+        "output_shape": list(outs[0].shape),
+        "outputs": dict(zip(names, outs, strict=True)),
         "latency_median_ms": float(np.median(times) * 1e3),
         "latency_p90_ms": float(np.percentile(times, 90) * 1e3),
         "runs": runs,
@@ -445,15 +468,29 @@ def run_package(folder: str | Path, input_path: str | Path | None = None, runs: 
     }
 
 
-def _agreement(path: Path, run, shape: list[int]) -> dict[str, Any]:
+def _output_names(manifest: dict[str, Any], count: int) -> list[str]:
+    """The outputs' names as the manifest lists them (an untrusted file: plain strings
+    only), else ``output`` or ``output.K``."""
+    listed = manifest.get("outputs")
+    names = [o.get("name") for o in listed if isinstance(o, dict)] if isinstance(listed, list) else []
+    if len(names) == count and all(isinstance(n, str) and 0 < len(n) <= 200 for n in names):
+        return names
+    return ["output"] if count == 1 else [f"output.{k}" for k in range(count)]
+
+
+def _agreement(path: Path, run, shape: list[int], names: list[str]) -> dict[str, Any]:
     """The package's own check: its artifact on the kept validation inputs, against the
     float model's outputs (the file's checksum was verified with the others)."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            inputs, expected = data["inputs"], data["float_outputs"]
+            inputs = data["inputs"]
+            if "float_outputs" in data.files:
+                expected = [data["float_outputs"]]
+            else:
+                expected = [data[f"float_outputs_{k}"] for k in range(len(names))]
     except (OSError, ValueError, KeyError) as exc:
         raise PackageError(f"{path} cannot be read ({exc}); the package is damaged.") from None
     if inputs.ndim != len(shape) or list(inputs.shape[1:]) != list(shape[1:]) or len(inputs) % shape[0]:
         raise PackageError(f"{path} holds inputs of shape {list(inputs.shape)}, not batches of {shape}; "
                            "the package is damaged.")
-    return check_agreement(run, inputs.astype(np.float32), expected, shape[0])
+    return check_agreement(run, inputs.astype(np.float32), expected, shape[0], names)

@@ -145,8 +145,8 @@ class Device:
         return self.backend.runs_here(self.profile)
 
     def load(self, artifact_path: str | Path,
-             runtime: dict[str, Any] | None = None) -> Callable[[np.ndarray], np.ndarray]:
-        """Load a built artifact to run it here (numpy in, first output out)."""
+             runtime: dict[str, Any] | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
+        """Load a built artifact to run it here (numpy in, every output out, a list)."""
         return self.backend.load(artifact_path, self.profile, runtime)
 
 

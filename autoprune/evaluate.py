@@ -189,22 +189,28 @@ class OnnxModel:
         spec = self.session.get_inputs()[0]
         self.name = spec.name
         self.batch = spec.shape[0] if isinstance(spec.shape[0], int) and spec.shape[0] > 0 else None
+        self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor):
+        """The outputs for ``x``, shaped as the PyTorch model's were (a tensor, or a tuple
+        or dict of them: :func:`autoprune.outputs.rebuild`)."""
         import numpy as np
         import torch
 
+        from autoprune.outputs import rebuild
+
         x = x.detach().numpy().astype(np.float32)
         if self.batch is None:
-            return torch.from_numpy(self.session.run(None, {self.name: x})[0])
-        outs = []
+            return rebuild(self.output_names, [torch.from_numpy(o) for o in self.session.run(None, {self.name: x})])
+        parts: list[list] = [[] for _ in self.output_names]
         for start in range(0, len(x), self.batch):
             chunk = x[start:start + self.batch]
             real = len(chunk)
             if real < self.batch:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - real, axis=0)])
-            outs.append(self.session.run(None, {self.name: chunk})[0][:real])
-        return torch.from_numpy(np.concatenate(outs))
+            for part, got in zip(parts, self.session.run(None, {self.name: chunk}), strict=True):
+                part.append(got[:real])
+        return rebuild(self.output_names, [torch.from_numpy(np.concatenate(p)) for p in parts])
 
 
 def accuracy(model, data: Examples, samples: int | None = None) -> float:

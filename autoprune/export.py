@@ -23,10 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from autoprune import outputs
 from autoprune._config import sha256_file
 from autoprune.errors import first_line
 
-INPUT_NAME, OUTPUT_NAME, OPSET = "input", "output", 17
+INPUT_NAME, OPSET = "input", 17
+OUTPUT_NAME = outputs.OUTPUT_NAME  # a model with several outputs: outputs.names
 DYNAMO_OPSET = 18  # the dynamo exporter's lowest
 
 
@@ -47,8 +49,9 @@ class OnnxArtifact:
     nonzero_params: int
     max_abs_diff: float
     input_shape: tuple[int, ...]
-    output_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]  # the first output's, with several
     gzip_bytes: int = 0  # what the file costs to ship: zeros from sparse methods compress
+    output_names: tuple[str, ...] = (OUTPUT_NAME,)  # outputs.names: how the outputs go back together
 
 
 def architecture_hash(model_bytes: bytes) -> str:
@@ -159,20 +162,25 @@ def _quiet_stdout():
         os.close(saved)
 
 
-def _export(model: nn.Module, example_input: torch.Tensor, dynamo: bool) -> bytes:
-    """The checked ONNX bytes of ``model`` from one of torch's two exporters."""
+def _export(model: nn.Module, example_input: torch.Tensor, dynamo: bool,
+            output_names: list[str] | None = None) -> bytes:
+    """The checked ONNX bytes of ``model`` from one of torch's two exporters (a model with
+    several outputs is exported through :class:`outputs.Flat`, one ONNX output each)."""
     import onnx
 
+    output_names = output_names or [OUTPUT_NAME]
+    if len(output_names) > 1 or output_names != [OUTPUT_NAME]:
+        model = outputs.Flat(model)
     with warnings.catch_warnings(), torch.no_grad(), _mha_fastpath_off(), _quiet_stdout():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
         if dynamo:
             program = torch.onnx.export(model, (example_input,), None, input_names=[INPUT_NAME],
-                                        output_names=[OUTPUT_NAME], opset_version=DYNAMO_OPSET, dynamo=True,
+                                        output_names=output_names, opset_version=DYNAMO_OPSET, dynamo=True,
                                         verbose=False)
             blob = program.model_proto.SerializeToString()
         else:
             buf = io.BytesIO()
-            torch.onnx.export(model, (example_input,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            torch.onnx.export(model, (example_input,), buf, input_names=[INPUT_NAME], output_names=output_names,
                               opset_version=OPSET, dynamo=False)
             blob = buf.getvalue()
     onnx.checker.check_model(onnx.load_from_string(blob))
@@ -193,18 +201,23 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: Path, parity_at
 
     model = model.eval()
     with torch.no_grad(), _mha_fastpath_off():
-        expected = model(example_input).numpy()
-    if not np.isfinite(expected).all():
+        out = model(example_input)
+    try:
+        names = outputs.names(out)
+        wanted = [t.numpy() for t in outputs.flat(out)]
+    except TypeError as exc:
+        raise ExportFailure(str(exc)) from None
+    if not all(np.isfinite(e).all() for e in wanted):
         raise ExportFailure(
             "the model's outputs are not finite (NaN or inf): the pruned model diverged, e.g. a fine-tune "
             "with too high a learning rate, or batch-norm statistics that no longer fit its weights"
         )
     try:
-        blob = _export(model, example_input, dynamo=False)
+        blob = _export(model, example_input, dynamo=False, output_names=names)
     except Exception as exc:  # noqa: BLE001 - any exporter failure is this candidate's failure
         legacy = f"{type(exc).__name__}: {first_line(exc)}"
         try:
-            blob = _export(model, example_input, dynamo=True)
+            blob = _export(model, example_input, dynamo=True, output_names=names)
         except Exception as again:  # noqa: BLE001
             raise ExportFailure(f"ONNX export failed: {legacy}; the dynamo exporter too: "
                                 f"{type(again).__name__}: {first_line(again)}") from exc
@@ -212,17 +225,7 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: Path, parity_at
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
-    got = session.run(None, {INPUT_NAME: example_input.numpy()})[0]
-    if got.shape != expected.shape:
-        raise ExportFailure(f"ONNX output shape {got.shape} != PyTorch {expected.shape}")
-    diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
-    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-    allowed = parity_atol + parity_rtol * scale
-    if not diff <= allowed:  # also catches NaN
-        raise ExportFailure(
-            f"ONNX Runtime output differs from PyTorch by {diff:.3g} (> parity_atol {parity_atol:g} + "
-            f"parity_rtol {parity_rtol:g} x max |output| {scale:.3g})"
-        )
+    diff = parity(session.run(None, {INPUT_NAME: example_input.numpy()}), wanted, names, parity_atol, parity_rtol)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,5 +240,32 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: Path, parity_at
         nonzero_params=nonzero,
         max_abs_diff=diff,
         input_shape=tuple(example_input.shape),
-        output_shape=tuple(expected.shape),
+        output_shape=tuple(wanted[0].shape),
+        output_names=tuple(names),
     )
+
+
+def parity(got: list[np.ndarray], wanted: list[np.ndarray], names: list[str], atol: float, rtol: float) -> float:
+    """The largest difference between ONNX Runtime's outputs and PyTorch's, each output
+    held to ``atol + rtol * its own max |value|`` (a box output in pixels and a score in
+    0-1 are not held to one scale).
+
+    Raises:
+        ExportFailure: an output is missing, has another shape, or differs by more.
+    """
+    if len(got) != len(wanted):
+        raise ExportFailure(f"the ONNX file has {len(got)} outputs; PyTorch's model returned {len(wanted)}")
+    worst = 0.0
+    for name, g, w in zip(names, got, wanted, strict=True):
+        label = "" if len(names) == 1 else f" {name}"
+        if g.shape != w.shape:
+            raise ExportFailure(f"ONNX output{label} shape {g.shape} != PyTorch {w.shape}")
+        diff = float(np.max(np.abs(g - w))) if g.size else 0.0
+        scale = float(np.max(np.abs(w))) if w.size else 0.0
+        if not diff <= atol + rtol * scale:  # also catches NaN
+            raise ExportFailure(
+                f"ONNX Runtime output{label} differs from PyTorch by {diff:.3g} (> parity_atol {atol:g} + "
+                f"parity_rtol {rtol:g} x max |output| {scale:.3g})"
+            )
+        worst = max(worst, diff)
+    return worst

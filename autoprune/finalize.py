@@ -178,7 +178,8 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     base_model, task, _ = rebuild_model(result, int(base["trial"]), final=False)
     base_full = task.metric(base_model, task.val)
     sign = task.metric.sign
-    distill = Distill(base_model, rec.distill_weight, rec.distill_temperature) if rec.distill_weight > 0 else None
+    distill = (Distill(base_model, rec.distill_weight, rec.distill_temperature, outputs=task.distill)
+               if rec.distill_weight > 0 else None)
     failures = []
     for _, row in chosen.iterrows():
         n = int(row["trial"])

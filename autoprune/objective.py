@@ -152,7 +152,7 @@ class Context:
         rec = self.space.space.recovery
         if rec.distill_weight <= 0:
             return None
-        return Distill(self.task.model, rec.distill_weight, rec.distill_temperature)
+        return Distill(self.task.model, rec.distill_weight, rec.distill_temperature, outputs=self.task.distill)
 
     @functools.cached_property
     def calibration_inputs(self):

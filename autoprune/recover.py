@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from autoprune.outputs import distill_modes, flat, names
 from autoprune.pruning import apply_masks
 
 # _base, not the package: the package's loader builds the built-in tasks with ``train``
@@ -81,6 +82,11 @@ class Distill:
     on the outputs softened by temperature ``T``; the T^2 keeps the soft term's gradient
     on the scale of the hard one's. The teacher sees the same (augmented) batch.
 
+    A model with several outputs (a tuple, list or dict) is distilled per output, as
+    ``outputs`` (``Task.distill``: output key or position -> ``"kl"``, ``"mse"`` or
+    ``"none"``) says; by default KL for the first output and mean squared error for the
+    others (a detector's class scores and boxes). The soft term is their sum.
+
     The teacher is fixed and in eval mode, so its output for a training example (and its
     flip) never changes: outputs are kept per example, and a search's later fine-tunes
     pay nothing for the teacher. Without the cache its forward pass costs more than a
@@ -92,44 +98,59 @@ class Distill:
     weight: float = 0.5
     temperature: float = 4.0
     cache_mb: float = 256.0
+    outputs: Mapping | None = None
     _cache: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
+    _modes: list[str] | None = field(default=None, repr=False)
+
+    def _teacher(self, x: torch.Tensor) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return flat(self.teacher(x))
 
     def teacher_out(self, data: Split, idx: torch.Tensor | None, flip: torch.Tensor | None,
-                    x: torch.Tensor) -> torch.Tensor:
-        """The teacher's outputs for the batch ``x``, examples ``idx`` of ``data`` (flipped
-        where ``flip``); ``idx`` None (a stream without indices): computed, not kept."""
+                    x: torch.Tensor) -> list[torch.Tensor]:
+        """The teacher's outputs (a list, one tensor per output) for the batch ``x``,
+        examples ``idx`` of ``data`` (flipped where ``flip``); ``idx`` None (a stream
+        without indices): computed, not kept."""
         if idx is None:
-            with torch.no_grad():
-                return self.teacher(x)
+            return self._teacher(x)
         entry = self._cache.get(data)
         if entry is None:
-            with torch.no_grad():
-                one = self.teacher(x[:1])
-            mb = 2 * len(data) * one[0].numel() * one.element_size() / 2**20
-            entry = (torch.empty((2, len(data), *one.shape[1:]), dtype=one.dtype),
+            one = self._teacher(x[:1])
+            mb = 2 * len(data) * sum(o[0].numel() * o.element_size() for o in one) / 2**20
+            entry = ([torch.empty((2, len(data), *o.shape[1:]), dtype=o.dtype) for o in one],
                      torch.zeros((2, len(data)), dtype=torch.bool)) if mb <= self.cache_mb else False
             self._cache[data] = entry
         if entry is False:
-            with torch.no_grad():
-                return self.teacher(x)
-        out, known = entry
+            return self._teacher(x)
+        kept, known = entry
         side = flip.long() if flip is not None else torch.zeros_like(idx)
         miss = ~known[side, idx]
         if miss.any():
-            with torch.no_grad():
-                out[side[miss], idx[miss]] = self.teacher(x[miss])
+            for out, got in zip(kept, self._teacher(x[miss]), strict=True):
+                out[side[miss], idx[miss]] = got
             known[side[miss], idx[miss]] = True
-        return out[side, idx]
+        return [out[side, idx] for out in kept]
 
-    def loss(self, student_out: torch.Tensor, teacher_out: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+    def loss(self, student_out, teacher_out: list[torch.Tensor], hard: torch.Tensor) -> torch.Tensor:
+        student = flat(student_out)
+        if self._modes is None:
+            self._modes = distill_modes(names(student_out), self.outputs)
+        soft = hard.new_zeros(())
+        for mode, s, t in zip(self._modes, student, teacher_out, strict=True):
+            if mode == "kl":
+                soft = soft + self._kl(s, t)
+            elif mode == "mse":
+                soft = soft + nn.functional.mse_loss(s, t)
+        return (1.0 - self.weight) * hard + self.weight * soft
+
+    def _kl(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         t = self.temperature
         # over the class axis (dim 1), so per-pixel outputs (N, C, H, W) distil too
-        soft = nn.functional.kl_div(
-            nn.functional.log_softmax(student_out / t, dim=1),
-            nn.functional.log_softmax(teacher_out / t, dim=1),
+        return nn.functional.kl_div(
+            nn.functional.log_softmax(student / t, dim=1),
+            nn.functional.log_softmax(teacher / t, dim=1),
             reduction="none", log_target=True,
         ).sum(1).mean() * (t * t)
-        return (1.0 - self.weight) * hard + self.weight * soft
 
 
 def train(model: nn.Module, data: Split, config: TrainConfig, masks: Mapping[str, torch.Tensor] | None = None,

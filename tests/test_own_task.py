@@ -147,3 +147,75 @@ def test_a_task_reads_its_data_from_a_dataset_and_a_dataloader(tmp_path):
                               results_dir=tmp_path, progress=False, workers=0)
     assert (result.trials["state"] == "COMPLETE").all(), result.trials[["state", "fail_reason"]]
     assert train.reads > 0  # recovery read the training data through the dataset (workers=0: this process)
+
+
+@pytest.mark.slow  # about 2 min: the example's base model, 4 trials, one finalized member, export and run
+def test_a_model_with_two_outputs_searches_exports_and_runs_per_output(tmp_path):
+    """Issue 28.1: the two-head example (a dict of class scores and a box, its own loss and
+    metric, KL on one head and MSE on the other) searches, finalizes, exports every
+    output to ONNX and runs with a float check per output."""
+    import numpy as np
+
+    from conftest import REPO, run_cli
+
+    proc = run_cli("search", "--task", "examples.two_heads:task", "--task-arg", "steps=300", "--device", "x86-ort",
+                   "--latency-budget-ms", "1", "--trials", "4", "--final-members", "1",
+                   "--results-dir", str(tmp_path / "r"), cwd=REPO, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "detections %" in " ".join(proc.stdout.split())
+    study = next((tmp_path / "r").iterdir())
+    trials = pd.read_csv(study / "trials.csv")
+    done = trials[trials["state"] == "COMPLETE"]
+    assert len(done) >= 3 and done["detections"].between(50, 100).all(), trials[["trial", "state", "fail_reason"]]
+    pruned = done[~done["baseline"]]
+    assert not pruned.empty
+    n = int(pruned["trial"].iloc[0])
+    exported = run_cli("export", str(study), "--trial", str(n), "--out", str(tmp_path / "pkg"), cwd=REPO)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    manifest = json.loads((tmp_path / "pkg" / "manifest.json").read_text())
+    assert [o["name"] for o in manifest["outputs"]] == ["output:logits", "output:box"]
+    assert [o["shape"] for o in manifest["outputs"]] == [[1, 10], [1, 4]]
+    ran = run_cli("run", str(tmp_path / "pkg"), "--save-output", str(tmp_path / "out.npz"))
+    assert ran.returncode == 0, ran.stderr
+    text = " ".join(ran.stdout.split())
+    assert "output:logits (1, 10); output:box (1, 4)" in text
+    assert "output:box" in text.split("check against the float model")[1]  # the float check, per output
+    saved = np.load(tmp_path / "out.npz")
+    assert saved["output:logits"].shape == (1, 10) and saved["output:box"].shape == (1, 4)
+
+
+def test_a_model_with_several_outputs_needs_its_own_loss_and_says_which_outputs_distil():
+    import torch
+
+    from autoprune.errors import TaskError
+    from autoprune.outputs import distill_modes
+    from autoprune.recover import Distill
+    from autoprune.tasks import Split, Task
+    from autoprune.tasks._validate import validate
+
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.a(x), self.b(x)
+
+    data = Split(torch.randn(16, 4), torch.randint(0, 3, (16,)))
+    with pytest.raises(TaskError, match=r"returns 2 outputs \(2x3, 2x2\); give the task its own loss"):
+        validate(Task("two", Two().eval(), (4,), data, data))
+    with pytest.raises(TaskError, match="Task.distill names output 'boxes'"):
+        validate(Task("two", Two().eval(), (4,), data, data, distill={"boxes": "mse"},
+                      loss=lambda m, b: m(b[0])[0].sum()))
+    assert distill_modes(["output.0", "output.1"], None) == ["kl", "mse"]
+    assert distill_modes(["output:logits", "output:box"], {"box": "none"}) == ["kl", "none"]
+    # per output: a student equal to the teacher on the KL head and off on the MSE head
+    teacher = Two().eval()
+    x, hard = torch.randn(8, 4), torch.tensor(1.0)
+    with torch.no_grad():
+        t = list(teacher(x))
+    d = Distill(teacher, weight=0.5)
+    off = d.loss((t[0].clone(), t[1] + 1.0), t, hard)
+    assert off.item() == pytest.approx(0.5 * 1.0 + 0.5 * 1.0, abs=1e-5)  # the MSE of 1 on the box head only
+    muted = Distill(teacher, weight=0.5, outputs={1: "none"})
+    assert muted.loss((t[0].clone(), t[1] + 1.0), t, hard).item() == pytest.approx(0.5, abs=1e-5)

@@ -31,9 +31,9 @@ def test_distillation_term_is_zero_when_the_student_matches_the_teacher():
     d = Distill(teacher, weight=0.25, temperature=3.0)
     with torch.no_grad():
         t = teacher(x)
-    same = d.loss(t.clone(), t, hard)
+    same = d.loss(t.clone(), [t], hard)
     assert same.item() == pytest.approx(0.75 * 2.0, abs=1e-5)  # only the label term is left
-    other = d.loss(torch.randn(4, 5, 6, 6), t, hard)
+    other = d.loss(torch.randn(4, 5, 6, 6), [t], hard)
     assert other.item() > same.item() + 0.1
 
 
@@ -48,10 +48,10 @@ def test_teacher_outputs_are_kept_per_example_and_flip(digits_task, request):
     x = torch.where(flip[:, None, None, None], data.x[idx].flip(-1), data.x[idx])
     with torch.no_grad():
         expected = digits_task.model(x)
-    got = d.teacher_out(data, idx, flip, x)
+    [got] = d.teacher_out(data, idx, flip, x)  # one tensor per output
     assert torch.allclose(got, expected, atol=1e-5)
     calls.clear()
-    again = d.teacher_out(data, idx, flip, x)  # every (example, flip) is known now
+    [again] = d.teacher_out(data, idx, flip, x)  # every (example, flip) is known now
     assert calls == [] and torch.equal(again, got)
     d.teacher_out(data, torch.tensor([3, 5]), torch.tensor([False, False]), data.x[[3, 5]])
     assert calls == [1]  # only the unseen example 5 is run

@@ -50,8 +50,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def load(self, artifact_path: str | Path, profile: DeviceProfile,
-             runtime: Mapping[str, Any] | None = None) -> Callable[[np.ndarray], np.ndarray]:
-        """Load the artifact to run it here: numpy input in, the first output out.
+             runtime: Mapping[str, Any] | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
+        """Load the artifact to run it here: numpy input in, every output out (a list, in
+        the ONNX file's order).
 
         ``runtime`` is what :meth:`runtime_info` recorded when it was built (a deploy
         package's manifest), if known.

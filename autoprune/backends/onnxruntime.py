@@ -116,7 +116,7 @@ class OrtBackend(Backend):
         return timed_loop(run_once, profile.measurement, settings.intra_op_threads)
 
     def load(self, artifact_path: str | Path, profile: DeviceProfile,
-             runtime: Mapping[str, Any] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+             runtime: Mapping[str, Any] | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
         import onnxruntime as ort
 
         settings = profile.onnxruntime
@@ -128,8 +128,8 @@ class OrtBackend(Backend):
         session = ort.InferenceSession(str(artifact_path), session_options(settings), providers=providers)
         name = session.get_inputs()[0].name
 
-        def run(x: np.ndarray) -> np.ndarray:
-            return session.run(None, {name: x})[0]
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            return session.run(None, {name: x})
 
         return run
 

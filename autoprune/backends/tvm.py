@@ -581,7 +581,7 @@ class TvmBackend(Backend):
         return {"target": resolve_target(profile.tvm), "build": built.info}
 
     def load(self, artifact_path: str | Path, profile: DeviceProfile,
-             runtime: Mapping[str, Any] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+             runtime: Mapping[str, Any] | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
         assert profile.tvm is not None
         try:
             import tvm
@@ -604,8 +604,10 @@ class TvmBackend(Backend):
         vm, dev = load_library(library, target["kind"])
         main = vm["main"]
 
-        def run(x: np.ndarray) -> np.ndarray:
-            return main(tvm.runtime.tensor(x, dev)).numpy()  # the copy back counts, as with ONNX Runtime
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            out = main(tvm.runtime.tensor(x, dev))
+            outs = out if isinstance(out, list | tuple) or type(out).__name__ == "Array" else [out]
+            return [o.numpy() for o in outs]  # the copy back counts, as with ONNX Runtime
 
         return run
 

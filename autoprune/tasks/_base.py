@@ -210,6 +210,10 @@ class Task:
             ``y`` by default (which also fits per-pixel labels (N, H, W)). With
             distillation on, the last output ``model`` returned in the call is the
             one distilled.
+        distill: for a model with several outputs (a tuple, list or dict of tensors),
+            how each is distilled from the unpruned model: ``{key or position: "kl" |
+            "mse" | "none"}``; unnamed outputs keep the default, KL (class scores) for
+            the first and mean squared error for the others.
     """
 
     name: str
@@ -225,6 +229,7 @@ class Task:
     notes: tuple[str, ...] = ()
     metric: Any = None  # autoprune.evaluate.Metric; None: top-1 accuracy
     loss: Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor]], torch.Tensor] | None = None
+    distill: dict | None = None
 
     def __post_init__(self) -> None:
         from autoprune.evaluate import ACCURACY, Metric
@@ -233,6 +238,9 @@ class Task:
             object.__setattr__(self, "metric", ACCURACY)
         elif not isinstance(self.metric, Metric):
             raise TypeError(f"Task.metric must be an autoprune.evaluate.Metric, got {type(self.metric).__name__}.")
+        if self.distill is not None and not isinstance(self.distill, dict):
+            raise TypeError(f"Task.distill must be a dict (output key or position -> 'kl', 'mse' or 'none'), "
+                            f"got {type(self.distill).__name__}.")
         if self.loss is not None and not callable(self.loss):
             raise TypeError(f"Task.loss must be callable as loss(model, (x, y)), got {type(self.loss).__name__}.")
         for label in ("train", "val"):

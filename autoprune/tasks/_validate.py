@@ -13,7 +13,9 @@ import copy
 
 import torch
 
+from autoprune import outputs
 from autoprune.errors import MetricError, TaskError, first_line
+from autoprune.evaluate import ACCURACY
 from autoprune.tasks._base import Split, Task
 
 CHECK_SAMPLES = 64  # examples the metric is checked on (the baseline trial scores the subset)
@@ -65,6 +67,15 @@ def validate(task: Task) -> float:
     """Check ``task`` (see the module docstring); return its metric on the first
     ``CHECK_SAMPLES`` validation examples. Raises TaskError saying what is wrong."""
     out = _forward(task, task.example_input(2))
+    try:
+        names = outputs.names(out) if outputs.flat(out) else []
+        outputs.distill_modes(names, task.distill)
+    except (TypeError, ValueError) as exc:
+        raise TaskError(f"task {task.name!r}: {exc}") from None
+    if len(names) > 1 and (task.loss is None or task.metric is ACCURACY):
+        raise TaskError(f"task {task.name!r}: the model returns {len(names)} outputs {outputs.describe(out)}; "
+                        "give the task its own loss and metric (Task(loss=..., metric=...)): the default "
+                        "cross-entropy and accuracy score one tensor of class scores.")
     if task.loss is None:
         if not isinstance(out, torch.Tensor) or out.dim() < 2:
             raise TaskError(f"task {task.name!r}: the model outputs {_shape(out)}; the default loss "

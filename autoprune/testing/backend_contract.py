@@ -97,7 +97,7 @@ class BackendContract:
                 case.backend.load(built.artifact_path, case.profile, runtime)
             return
         run = case.backend.load(built.artifact_path, case.profile, runtime)
-        got = run(case.example)
+        [got] = run(case.example)  # a list: one array per output
         assert got.shape == case.expected.shape
         assert np.max(np.abs(got - case.expected)) <= case.atol
 
