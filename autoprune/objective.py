@@ -28,6 +28,7 @@ import torch
 
 from autoprune import pruning
 from autoprune.device import Device
+from autoprune.errors import DataError
 from autoprune.evaluate import OnnxModel
 from autoprune.export import OnnxArtifact, count_params, to_onnx
 from autoprune.limits import time_limit
@@ -193,6 +194,8 @@ def _stage(name: str, times: dict[str, float], limit_s: float | None = None):
             yield
     except TrialFailure:
         raise
+    except DataError as exc:  # the data's fault, not the candidate's: the search stops, the trial runs again on resume
+        raise DataError(data_error_message(exc)) from None
     except OSError as exc:
         if exc.errno in MACHINE_ERRNOS:
             raise  # the machine's fault, not the candidate's: the search stops, and the trial runs again on resume
@@ -201,6 +204,16 @@ def _stage(name: str, times: dict[str, float], limit_s: float | None = None):
         raise TrialFailure(name, f"{type(exc).__name__}: {exc}") from exc
     finally:  # summed: iterative pruning enters prune and recover several times
         times[name] = round(times.get(name, 0.0) + time.perf_counter() - start, 4)
+
+
+def data_error_message(exc: DataError) -> str:
+    """A DataError's own line: one re-raised from a DataLoader worker carries the worker's
+    whole traceback, whose last line is the message."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return last.split("DataError: ", 1)[-1]
 
 
 def prune(ctx: Context, plan: pruning.PruningPlan, seed: int, model=None, fraction: float = 1.0,

@@ -173,3 +173,31 @@ def test_unreadable_images_are_named_at_set_up(folder, tmp_path):
     proc = run_cli(*S, "--task", f"imagefolder:{odd}", "--model", "torchvision:resnet18", "--weights", weights,
                    "--input-size", "32")
     _clear_error(proc, "2 of 300 images cannot be read", str(first), str(late), "Remove or replace them")
+
+
+def test_an_image_that_breaks_after_set_up_is_the_datas_error_not_the_candidates(folder, tmp_path):
+    """Issue 28.4: an image unreadable during training failed candidates at recovery with a
+    DataLoader traceback that never named the file. Now it stops the search naming it
+    (the trial runs again on resume), also through a DataLoader worker."""
+    import torch
+
+    from autoprune.errors import DataError
+    from autoprune.objective import _stage
+    from autoprune.tasks.imagefolder import load_image
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match=f"image {broken} cannot be read"):
+        load_image(str(broken))
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            load_image(str(broken))
+
+    loader = torch.utils.data.DataLoader(Images(), num_workers=1)
+    with pytest.raises(DataError) as caught, _stage("recover", {}):
+        next(iter(loader))
+    assert str(caught.value).startswith(f"image {broken} cannot be read") and "Traceback" not in str(caught.value)

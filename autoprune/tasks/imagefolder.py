@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autoprune.errors import TaskError, did_you_mean, first_line
+from autoprune.errors import DataError, TaskError, did_you_mean, first_line
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -37,6 +37,18 @@ def transform(size: int):
 
 
 def load_image(path: str):
+    """An image file as an RGB PIL image (:func:`decode`). A file that cannot be read is
+    the data's fault, whenever it is found: DataError naming it, which stops the search
+    (the trial runs again on resume) instead of failing the candidate being trained."""
+    try:
+        return decode(path)
+    except Exception as exc:  # noqa: BLE001 - any reason a file is not an image
+        raise DataError(f"image {path} cannot be read ({type(exc).__name__}: {first_line(exc)}); it was "
+                        "readable at set-up, so it changed since. Replace or remove it, then run the same "
+                        "command again: the search resumes") from None
+
+
+def decode(path: str):
     """An image file as an RGB PIL image, keeping what 16-bit greyscale holds (PIL's
     ``convert("RGB")``, torchvision's default loader, clips it to black and white:
     two grey levels); palette and other modes convert as PIL does."""
@@ -62,7 +74,7 @@ def unreadable(paths: list[str]) -> list[tuple[str, str]]:
 
     def check(path: str) -> tuple[str, str] | None:
         try:
-            load_image(path)  # a full decode: PIL raises on a truncated file
+            decode(path)  # a full decode: PIL raises on a truncated file
         except Exception as exc:  # noqa: BLE001 - any reason a file is not an image
             return path, f"{type(exc).__name__}: {first_line(exc)}"
         return None
