@@ -142,6 +142,31 @@ def test_parity_mismatch_is_a_failed_build(onnx_model, tmp_path):
     assert "differs from ONNX Runtime" in built.error and built.info["parity_max_abs_diff"] > 0
 
 
+def test_two_models_built_into_one_folder_each_run_their_own_code(onnx_model, digits_task, tmp_path):
+    """Issue 29's wrong outputs ("TVM output differs from ONNX Runtime by 3.96"): the
+    budget check built the unpruned and the most-pruned model into one folder, and dlopen
+    handed the second parity check the first library, loaded under the same path. Not a
+    TVM fault: glibc matches an already loaded object by its name."""
+    from autoprune import pruning
+    from autoprune.backends.tvm import load_library, run_library
+    from autoprune.pruning import GroupChoice, PruningPlan
+
+    profile = with_tuning(load_profile("x86-tvm"), tmp_path / "db", max_trials=0)
+    x = digits_task.example_input(1)
+    small, _ = pruning.apply(digits_task.model, PruningPlan({g: GroupChoice("l1", 0.75) for g in
+                                                             ("features.0", "features.3", "features.6")}),
+                             x, ignored_layers=digits_task.ignored_layers)
+    other = to_onnx(small, x, tmp_path / "small.onnx", 1e-4)
+    backend, shared = backends.create("tvm"), tmp_path / "build"
+    outputs = []
+    for model in (onnx_model, other):
+        built = backend.build(model, profile, shared)  # the same folder, so the same model.so
+        assert built.error is None, built.error
+        vm, dev = load_library(built.artifact_path)
+        outputs.append(run_library(vm, dev, [x.numpy()])[0])
+    assert not np.allclose(outputs[0], outputs[1])  # the second library is the second model
+
+
 @pytest.mark.slow  # 50-130 s: MetaSchedule builds and runs real candidates
 def test_tuning_fills_the_database_and_the_next_candidate_reuses_it(onnx_model, digits_task, tmp_path):
     import torch
