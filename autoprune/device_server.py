@@ -29,9 +29,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import re
 import signal
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -236,16 +239,11 @@ class _Handshakes:
     """
 
     def __init__(self, listening):
-        import queue
-        import socket
-        import threading
-
         self._listening = listening
         self._ready, self._signal = socket.socketpair()  # readable when a connection is ready
         self._connections: queue.Queue = queue.Queue()
         self._slots = threading.BoundedSemaphore(MAX_HANDSHAKES)
-        self._thread = threading.Thread
-        self._thread(target=self._accept, name="autoprune-accept", daemon=True).start()
+        threading.Thread(target=self._accept, name="autoprune-accept", daemon=True).start()
 
     def fileno(self) -> int:
         return self._ready.fileno()  # what TVM's loop waits on with select()
@@ -264,7 +262,7 @@ class _Handshakes:
             if not self._slots.acquire(blocking=False):
                 conn.close()  # too many handshakes under way: a flood, not a host
                 continue
-            self._thread(target=self._handshake, args=(conn, addr), daemon=True).start()
+            threading.Thread(target=self._handshake, args=(conn, addr), daemon=True).start()
 
     def _handshake(self, conn, addr) -> None:
         import struct

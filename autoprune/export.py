@@ -51,7 +51,6 @@ class OnnxArtifact:
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]  # the first output's, with several
     gzip_bytes: int = 0  # what the file costs to ship: zeros from sparse methods compress
-    output_names: tuple[str, ...] = (OUTPUT_NAME,)  # outputs.names: how the outputs go back together
 
 
 def architecture_hash(model_bytes: bytes) -> str:
@@ -169,7 +168,7 @@ def _export(model: nn.Module, example_input: torch.Tensor, dynamo: bool,
     import onnx
 
     output_names = output_names or [OUTPUT_NAME]
-    if len(output_names) > 1 or output_names != [OUTPUT_NAME]:
+    if output_names != [OUTPUT_NAME]:
         model = outputs.Flat(model)
     with warnings.catch_warnings(), torch.no_grad(), _mha_fastpath_off(), _quiet_stdout():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
@@ -241,7 +240,6 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: Path, parity_at
         max_abs_diff=diff,
         input_shape=tuple(example_input.shape),
         output_shape=tuple(wanted[0].shape),
-        output_names=tuple(names),
     )
 
 

@@ -72,11 +72,11 @@ def keys(output_names: Sequence[str]) -> list[str | int]:
 def rebuild(output_names: Sequence[str], tensors: Sequence[Any]) -> Any:
     """The model's output again, from an ONNX file's outputs and their names."""
     output_names = list(output_names)
-    if len(tensors) == 1 and output_names in ([OUTPUT_NAME], []):
-        return tensors[0]
     if output_names and all(n.startswith(OUTPUT_NAME + ":") for n in output_names):
         return {n.split(":", 1)[1]: t for n, t in zip(output_names, tensors, strict=True)}
-    return tuple(tensors) if len(tensors) > 1 else tensors[0]
+    if output_names == [f"{OUTPUT_NAME}.{i}" for i in range(len(tensors))]:
+        return tuple(tensors)  # a tuple or list, also of one tensor
+    return tuple(tensors) if len(tensors) > 1 else tensors[0]  # one output, or a file from elsewhere
 
 
 class Flat(nn.Module):

@@ -207,6 +207,11 @@ def test_a_model_with_several_outputs_needs_its_own_loss_and_says_which_outputs_
     with pytest.raises(TaskError, match="Task.distill names output 'boxes'"):
         validate(Task("two", Two().eval(), (4,), data, data, distill={"boxes": "mse"},
                       loss=lambda m, b: m(b[0])[0].sum()))
+    from autoprune.outputs import rebuild
+
+    one = torch.zeros(2, 3)
+    assert isinstance(rebuild(["output.0"], [one]), tuple)  # a model returning a 1-tuple gets a tuple back
+    assert rebuild(["output"], [one]) is one and set(rebuild(["output:a", "output:b"], [one, one])) == {"a", "b"}
     assert distill_modes(["output.0", "output.1"], None) == ["kl", "mse"]
     assert distill_modes(["output:logits", "output:box"], {"box": "none"}) == ["kl", "none"]
     # per output: a student equal to the teacher on the KL head and off on the MSE head

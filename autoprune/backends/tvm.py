@@ -319,7 +319,11 @@ def run_library(vm, dev, inputs: list) -> list:
     import tvm
 
     args = [tvm.runtime.tensor(x, dev) for x in inputs]
-    out = vm["main"](*args)
+    return numpy_outputs(vm["main"](*args))
+
+
+def numpy_outputs(out) -> list:
+    """What ``main`` returned (one tensor, or a tuple of them) as a list of numpy arrays."""
     outs = out if isinstance(out, list | tuple) or type(out).__name__ == "Array" else [out]
     return [o.numpy() for o in outs]
 
@@ -623,9 +627,7 @@ class TvmBackend(Backend):
         main = vm["main"]
 
         def run(x: np.ndarray) -> list[np.ndarray]:
-            out = main(tvm.runtime.tensor(x, dev))
-            outs = out if isinstance(out, list | tuple) or type(out).__name__ == "Array" else [out]
-            return [o.numpy() for o in outs]  # the copy back counts, as with ONNX Runtime
+            return numpy_outputs(main(tvm.runtime.tensor(x, dev)))  # the copy back counts, as with ONNX Runtime
 
         return run
 
