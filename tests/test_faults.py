@@ -88,16 +88,24 @@ def test_a_killed_search_takes_its_timing_process_and_scratch_folders_with_it(tm
                                "--results-dir", str(tmp_path / "r")], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
 
-    def timing_processes() -> list[str]:
+    def trial_1_timing() -> str | None:
+        # the budget check's timing processes come and go before trial 1: only trial 1's
+        # (its environment names the trial) hangs and stays
         found = subprocess.run(["pgrep", "-P", str(search.pid), "-f", "autoprune.runners._device"],
                                capture_output=True, text=True)
-        return found.stdout.split()
+        for pid in found.stdout.split():
+            try:
+                environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            except OSError:  # it ended between pgrep and here
+                continue
+            if b"AUTOPRUNE_FAULT_TRIAL=1" in environ:
+                return pid
+        return None
 
     deadline = time.monotonic() + 120
-    while not timing_processes():  # trial 1's timing process, hanging
+    while (child := trial_1_timing()) is None:  # trial 1's timing process, hanging
         assert search.poll() is None and time.monotonic() < deadline, "trial 1 never reached its timing"
         time.sleep(0.2)
-    child = timing_processes()[0]
     os.kill(search.pid, signal.SIGKILL)
     search.wait()
     time.sleep(0.5)
