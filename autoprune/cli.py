@@ -212,7 +212,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     result = join(storage=args.storage, study_name=args.study, results_dir=args.results_dir,
                   n_trials=args.trials, data_dir=args.data_dir, progress=not args.quiet,
-                  setup_timeout_s=args.setup_timeout_s, setup_memory_gb=args.setup_memory_gb)
+                  setup_timeout_s=args.setup_timeout_s, setup_memory_gb=args.setup_memory_gb,
+                  finalize=not args.no_finalize)
     if not args.quiet:
         _print_front(result)
     return 0
@@ -512,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results-dir", default="results", help="where this worker writes trial files")
     s.add_argument("--trials", type=int, help="total trials the study should hold (default: the search's)")
     s.add_argument("--data-dir", help="dataset folder on this machine")
+    s.add_argument("--no-finalize", action="store_true",
+                   help="when the trials are done, leave finalizing to the other processes (by default every "
+                        "process finalizes the front members whose trial files it holds, each member once)")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     _setup_limits(s)
     s.set_defaults(func=cmd_worker)

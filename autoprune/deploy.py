@@ -171,10 +171,19 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
         raise ExportError(f"cannot write into {parent}: {exc.strerror}.") from None
 
     try:
+        from autoprune import storage as storage_mod
         from autoprune.results import final_result, rebuild_model
 
         # `autoprune finalize` completed it: package its final files, all of them
         final = final_result(TrialFiles.of(result.study_dir, trial).final)
+        state = storage_mod.final_states(result.study).get(trial) if final is None else None
+        if storage_mod.finalized_elsewhere(state, trial, result.study_dir, files_here=False):
+            # the front shows its final figures, whose files are in another results folder
+            raise ExportError(
+                f"trial {trial} was finalized by {state.get('owner')} into {state.get('dir')}, not "
+                f"{result.study_dir}: export it there (`autoprune export {state.get('dir')} --trial {trial}` on "
+                "that machine), or share the results folder; the search-time files here would not match its "
+                "final figures.")
         model, task, plan = rebuild_model(result, trial, final=final is not None)
         device = Device.open(result.identity["device"], check=False)
         profile = device.profile

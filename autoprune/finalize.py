@@ -12,9 +12,11 @@ re-estimated after), is scored on every
 validation example, exported, and timed right after the baseline is timed again, so
 its speed-up is a paired figure.
 
-Each member's figures are written to ``trials/<n>/final/result.json`` as soon as it is
+Each member's figures are written to ``trials/<n>/final/result.json`` and to the study's
+storage (a study attribute per member; its trials are not changed) as soon as it is
 done, so an interrupted finalize resumes where it stopped; ``final.csv`` gathers them.
-The study itself is not changed.
+Members are claimed through the storage, so a search and its workers finalize
+different members side by side, each once (``autoprune.storage.claim_final``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pandas as pd
 from autoprune._config import atomic_write_text
 from autoprune.errors import StudyError
 
+POLL_S = 2.0  # how often a process waiting for members that others finalize looks again
 FINAL_SLACK = 3.0  # accuracy points a search-time figure may be below the pick's allowance and still be finalized
 
 
@@ -138,29 +141,102 @@ def finalize_member(model, plan, task, space, device, base_model, distill, steps
     }
 
 
+def _may_still_claim(owner: str | None, states: dict[int, dict], started: float) -> bool:
+    """Whether the process that ran a member (and alone holds its files) may still come
+    to finalize it: alive on this host; on another host, finalizing another member now
+    (it claims one at a time), or not yet GRACE_S after our start (it may not have come
+    to finalize yet)."""
+    from autoprune.storage import GRACE_S, claim_alive, owner_alive
+
+    alive = owner_alive(owner)
+    if alive is not None:
+        return alive
+    busy = any(s.get("owner") == owner and claim_alive(s) for s in states.values())
+    return busy or time.monotonic() - started < GRACE_S
+
+
+def _baseline(result, trial: int):
+    """The unpruned model and the task. Its files may be in another process's results
+    folder; it is the task's own model either way (the baseline is never fine-tuned)."""
+    from autoprune.results import rebuild_model
+    from autoprune.tasks import load_task
+    from autoprune.trials import TrialFiles
+
+    files = TrialFiles.of(result.study_dir, trial)
+    if files.plan.is_file() and files.state.is_file():
+        model, task, _ = rebuild_model(result, trial, final=False)
+        return model, task
+    task = load_task(result.identity["task"], result.identity.get("data_dir"), result.identity.get("task_args"))
+    return task.model.eval(), task
+
+
+def _finalize_one(result, space, n: int, row, files, device, base_model, task, base_full: float, distill,
+                  steps: int, log) -> str | None:
+    """Finalize member ``n`` (claimed by this process) into ``files`` (its ``final/``
+    folder); return None, or why it failed (that member's failure, not the command's:
+    it keeps its search-time figures, marked, and the others go on)."""
+    from autoprune.results import FAILED_FILE, rebuild_model
+    from autoprune.trials import TrialFailure
+
+    files.dir.mkdir(parents=True, exist_ok=True)
+    done, failed = files.dir / "result.json", files.dir / FAILED_FILE
+    # the member is not finalized until its new result is written: export must not
+    # pair the old figures with the new weights (results.final_result)
+    done.unlink(missing_ok=True)
+    # the baseline's task: one training split, so the teacher's kept outputs serve every member
+    model, _, plan = rebuild_model(result, n, final=False)
+    record = result.record(n)
+    searched = int(record.finetune_steps or 0) if record is not None else 0
+    try:
+        figures = finalize_member(model, plan, task, space, device, base_model, distill, steps, searched,
+                                  seed=n + steps, out=files, tag=f"trial {n}",
+                                  calibration_seed=int(result.identity.get("seed", 0)))
+    except TrialFailure as exc:
+        atomic_write_text(failed, json.dumps({"trial": n, "reason": str(exc), "final_steps": steps}, indent=1))
+        log(f"trial {n}: could not be finalized ({exc}); its search-time figures stand, marked. "
+            f"`autoprune finalize {result.study_dir} --trials {n}` tries it again.")
+        return str(exc)
+    failed.unlink(missing_ok=True)
+    sign = task.metric.sign
+    acc, m_ms, base_ms = figures["final_accuracy"], figures["final_latency_ms"], figures["baseline_latency_ms"]
+    figures = {"trial": n, "search_accuracy": row["accuracy"], "search_latency_ms": row["latency_ms"],
+               **figures, "baseline_accuracy": base_full, "accuracy_drop": sign * (base_full - acc)}
+    atomic_write_text(done, json.dumps(figures, indent=1))
+    at = "" if figures["precision"] == "float32" else f" at {figures['precision']}"
+    fmt = task.metric.fmt
+    log(f"trial {n}{at}: {task.metric.name} {fmt(row['accuracy'])} ({searched} steps, search subset) -> {fmt(acc)} "
+        f"(+{figures['final_steps']} steps, all {len(task.val)} validation images); latency {m_ms:.3f} ms, "
+        f"baseline again {base_ms:.3f} ms: {base_ms / m_ms:.2f}x")
+    return None
+
+
 def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int] | None = None,
-             members: int | None = None, log=print) -> pd.DataFrame:
+             members: int | None = None, log=print, storage: str | None = None, retry_failed: bool = True,
+             poll_s: float = POLL_S) -> pd.DataFrame:
     """Finalize the front of the study in ``results_dir``; return the final table.
 
     ``steps``: fine-tune steps per member on top of its search-time ones (default: the
     space's ``final_steps``).
     ``members``: at most this many front members (default: the space's ``final_members``).
+    ``storage``: the study's storage URL when ``config.json`` cannot name it (a password).
+    ``retry_failed``: finalize members whose last finalize failed again (``autoprune
+    finalize`` does; the end of a search or a worker leaves them).
+
+    Any number of processes (a search and its workers, on any machines) may finalize
+    one study at once: each member is claimed through the storage
+    (:func:`autoprune.storage.claim_final`), finalized by one of them, and its figures
+    are written to the storage as well as to ``trials/<n>/final/``. A process finalizes
+    the members whose trial files it holds, then waits for the ones other processes
+    finalize (taking them over when their process died), so each returns the whole table.
     """
+    from autoprune import storage as storage_mod
     from autoprune.device import Device
     from autoprune.recover import Distill
-    from autoprune.results import (
-        FAILED_FILE,
-        FINAL_TABLE,
-        SearchResult,
-        final_result,
-        named,
-        read_final,
-        rebuild_model,
-    )
+    from autoprune.results import FINAL_TABLE, SearchResult, final_result, named, read_final
     from autoprune.space import space_of
-    from autoprune.trials import TrialFailure, TrialFiles
+    from autoprune.trials import TrialFiles
 
-    result = SearchResult.load(results_dir)
+    result = SearchResult.load(results_dir, storage=storage)
     base = result.baseline
     if base is None:
         raise StudyError(f"{results_dir} has no completed baseline trial; finalize needs it to pair timings.")
@@ -171,62 +247,95 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     if chosen.empty:
         raise StudyError(f"{results_dir} has no feasible front member to finalize (run more trials, raise the "
                          "budget, or name --trials).")
-    # a fresh measurement every time: the point is to time again, not to reuse; and a
-    # TVM library tuned harder than the search's (the one that is deployed)
-    device = Device.open(result.identity["device"], fresh=True, final=True)
+    key = {"final_steps": steps, "final_batch_size": rec.final_batch_size}
+    store, study = result.storage, result.study
+    opened = None  # the device, the baseline and the teacher: opened for the first member this process claims
 
-    base_model, task, _ = rebuild_model(result, int(base["trial"]), final=False)
-    base_full = task.metric(base_model, task.val)
-    sign = task.metric.sign
-    distill = (Distill(base_model, rec.distill_weight, rec.distill_temperature, outputs=task.distill)
-               if rec.distill_weight > 0 else None)
+    def open_once():
+        nonlocal opened
+        if opened is None:
+            # a fresh measurement every time: the point is to time again, not to reuse; and a
+            # TVM library tuned harder than the search's (the one that is deployed)
+            device = Device.open(result.identity["device"], fresh=True, final=True)
+            base_model, task = _baseline(result, int(base["trial"]))
+            distill = (Distill(base_model, rec.distill_weight, rec.distill_temperature, outputs=task.distill)
+                       if rec.distill_weight > 0 else None)
+            opened = device, base_model, task, task.metric(base_model, task.val), distill
+        return opened
+
+    rows = {int(row["trial"]): row for _, row in chosen.iterrows()}
+    pending = list(rows)
+    started = time.monotonic()
+    waiting_said: set[int] = set()
     failures = []
-    for _, row in chosen.iterrows():
-        n = int(row["trial"])
-        files = TrialFiles.of(result.study_dir, n).final
-        done = files.dir / "result.json"
-        previous = final_result(files)
-        if previous is not None and \
-                (previous.get("final_steps"), previous.get("final_batch_size")) == (steps, rec.final_batch_size):
-            log(f"trial {n}: already finalized ({steps} steps), kept")
-            continue
-        files.dir.mkdir(parents=True, exist_ok=True)
-        # the member is not finalized until its new result is written: export must not
-        # pair the old figures with the new weights (results.final_result)
-        done.unlink(missing_ok=True)
-        # the baseline's task: one training split, so the teacher's kept outputs serve every member
-        model, _, plan = rebuild_model(result, n, final=False)
-        record = result.record(n)
-        searched = int(record.finetune_steps or 0) if record is not None else 0
-        failed = files.dir / FAILED_FILE
-        try:
-            figures = finalize_member(model, plan, task, space, device, base_model, distill, steps, searched,
-                                      seed=n + steps, out=files, tag=f"trial {n}",
-                                      calibration_seed=int(result.identity.get("seed", 0)))
-        except TrialFailure as exc:
-            # that member's failure, not the command's: the others are finalized, and this
-            # one keeps its search-time figures, marked (results.SearchResult._with_final)
-            atomic_write_text(failed, json.dumps({"trial": n, "reason": str(exc), "final_steps": steps}, indent=1))
-            log(f"trial {n}: could not be finalized ({exc}); its search-time figures stand, marked. "
-                f"`autoprune finalize {result.study_dir} --trials {n}` tries it again.")
-            failures.append(f"trial {n}: {exc}")
-            continue
-        failed.unlink(missing_ok=True)
-        acc, m_ms, base_ms = figures["final_accuracy"], figures["final_latency_ms"], figures["baseline_latency_ms"]
-        figures = {"trial": n, "search_accuracy": row["accuracy"], "search_latency_ms": row["latency_ms"],
-                   **figures, "baseline_accuracy": base_full,
-                   "accuracy_drop": sign * (base_full - acc)}
-        atomic_write_text(done, json.dumps(figures, indent=1))
-        at = "" if figures["precision"] == "float32" else f" at {figures['precision']}"
-        fmt = task.metric.fmt
-        log(f"trial {n}{at}: {task.metric.name} {fmt(row['accuracy'])} ({searched} steps, search subset) -> {fmt(acc)} "
-            f"(+{figures['final_steps']} steps, all {len(task.val)} validation images); latency {m_ms:.3f} ms, "
-            f"baseline again {base_ms:.3f} ms: {base_ms / m_ms:.2f}x")
-    if len(failures) == len(chosen):  # not one member's fault: nothing could be finalized
-        raise StudyError(f"no member could be finalized ({'; '.join(failures)}); their search-time figures stand. "
+    while pending:
+        for n in list(pending):
+            row, trial_files = rows[n], TrialFiles.of(result.study_dir, n)
+            files = trial_files.final
+            previous = final_result(files)
+            all_states = storage_mod.final_states(study)
+            state = all_states.get(n)
+            if previous is not None and all(previous.get(k) == v for k, v in key.items()) and \
+                    (state is None or (state.get("state") == "running" and not storage_mod.claim_alive(state))):
+                # finalized before figures went to the storage, or killed between its result and its record
+                storage_mod.settle_final(study, n, result.study_dir, {"state": "done", **key, "figures": previous})
+            if not (trial_files.plan.is_file() and trial_files.state.is_file()):
+                # its files are in the results folder of the process that ran it
+                if storage_mod.claim_alive(state):
+                    if n not in waiting_said:
+                        log(f"trial {n}: waiting for {state.get('owner')}, which finalizes it")
+                        waiting_said.add(n)
+                    continue
+                same_key = state is not None and all(state.get(k) == v for k, v in key.items())
+                settled = same_key and (state.get("state") == "failed" or
+                                        storage_mod.finalized_elsewhere(state, n, result.study_dir, files_here=False))
+                record = result.record(n)
+                ran = record.owner if record else None
+                if not settled and state is None and ran != storage_mod.OWNER and _may_still_claim(ran, all_states, started):
+                    if n not in waiting_said:  # the process that ran it has not come to finalize yet
+                        log(f"trial {n}: waiting for {ran}, which ran it and holds its files")
+                        waiting_said.add(n)
+                    continue
+                if not settled:
+                    log(f"trial {n}: its files are not in {result.study_dir} (it ran in {ran or '?'}): "
+                        "finalize it there, or share the results folder")
+                pending.remove(n)
+                continue
+            claim = storage_mod.claim_final(store, study, n, key, result.study_dir, files_here=previous is not None,
+                                            retry_failed=retry_failed and n not in waiting_said)
+            if claim == "taken":
+                if n not in waiting_said:
+                    log(f"trial {n}: waiting for {state.get('owner') if state else 'another process'}, "
+                        "which finalizes it")
+                    waiting_said.add(n)
+                continue
+            pending.remove(n)
+            if claim == "done":
+                log(f"trial {n}: already finalized ({steps} steps), kept")
+                continue
+            if claim == "failed":
+                continue
+            device, base_model, task, base_full, distill = open_once()
+            with storage_mod.final_heartbeat(store, study, n):
+                failure = _finalize_one(result, space, n, row, files, device, base_model, task, base_full,
+                                        distill, steps, log)
+            if failure is None:
+                storage_mod.settle_final(study, n, result.study_dir,
+                                         {"state": "done", **key, "figures": final_result(files)})
+            else:
+                storage_mod.settle_final(study, n, result.study_dir, {"state": "failed", **key, "reason": failure})
+                failures.append(f"trial {n}: {failure}")
+        if pending:
+            time.sleep(poll_s)
+    states = storage_mod.final_states(study)
+    if all(states.get(n, {}).get("state") == "failed" for n in rows):  # nothing could be finalized
+        reasons = failures or [f"trial {n}: {states[n].get('reason')}" for n in rows]
+        raise StudyError(f"no member could be finalized ({'; '.join(reasons)}); their search-time figures stand. "
                          f"Run `autoprune finalize {result.study_dir}` to try again.")
-    df = read_final(result.study_dir)
+    df = read_final(result.study_dir, study)
     if not df.empty:  # every row against the same, latest full-set baseline accuracy
+        base_full = opened[3] if opened is not None else float(df["baseline_accuracy"].iloc[-1])
+        sign = result.metric.sign
         df["baseline_accuracy"] = base_full
         df["accuracy_drop"] = sign * (base_full - df["final_accuracy"])
     atomic_write_text(result.study_dir / FINAL_TABLE, named(df, result.metric).to_csv(index=False))

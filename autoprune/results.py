@@ -250,6 +250,7 @@ class SearchResult:
     final: pd.DataFrame = field(default_factory=pd.DataFrame)
     max_drop: float = DEFAULT_MAX_DROP
     min_metric: float | None = None
+    storage: Any = None  # the opened Optuna storage the study lives in
 
     @classmethod
     def load(cls, study_dir: str | Path, storage: str | None = None) -> SearchResult:
@@ -271,14 +272,15 @@ class SearchResult:
             raise StudyError(f"{cfg} is damaged ({type(exc).__name__}: {exc}); it cannot be read.") from None
         url = storage or identity.get("storage") or default_url(study_dir)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = storage_mod.load(storage_mod.open_storage(url), identity["study"])
+        store = storage_mod.open_storage(url)
+        study = storage_mod.load(store, identity["study"])
         if study is None:
             raise StudyError(f"storage {storage_mod.without_password(url)!r} has no study {identity['study']!r}.")
         records = storage_mod.records(study)
         trials = trials_frame(study, records)
         run = storage_mod.run_info(study)
-        result = cls(study_dir, study, identity, records, trials, trials.iloc[0:0], read_final(study_dir),
-                     float(run.get("max_drop", DEFAULT_MAX_DROP)), run.get("min_metric"))
+        result = cls(study_dir, study, identity, records, trials, trials.iloc[0:0], read_final(study_dir, study),
+                     float(run.get("max_drop", DEFAULT_MAX_DROP)), run.get("min_metric"), store)
         numbers = front_numbers(study) if not trials.empty else []
         front = trials.set_index("trial").loc[numbers].reset_index() if numbers else trials.iloc[0:0]
         result.front = result._with_final(result.shown(front))
@@ -322,7 +324,7 @@ class SearchResult:
         front["search_latency_ms"] = front["latency_ms"]
         if front.empty:
             return front
-        for n in read_failed(self.study_dir):  # a member finalize could not rebuild or time: said, not hidden
+        for n in read_failed(self.study_dir, self.study):  # a member finalize could not rebuild or time: said, not hidden
             if self.final.empty or n not in set(self.final["trial"].astype(int)):
                 i = front.index[front["trial"] == n]
                 front.loc[i, "fidelity"] = front.loc[i, "fidelity"].astype(str) + "; finalize failed"
@@ -413,23 +415,39 @@ def final_result(files: TrialFiles) -> dict[str, Any] | None:
     return figures if isinstance(figures, dict) and "final_accuracy" in figures else None
 
 
-def read_final(study_dir: str | Path) -> pd.DataFrame:
-    """Every finalized member's figures (one row per trial), from the per-trial files."""
-    found = (final_result(TrialFiles(path)) for path in sorted(Path(study_dir).glob("trials/*/final")))
-    rows = [row for row in found if row is not None]
-    return pd.DataFrame(rows).sort_values("trial") if rows else pd.DataFrame()
+def read_final(study_dir: str | Path, study=None) -> pd.DataFrame:
+    """Every finalized member's figures (one row per trial): from the member's final
+    files where they are here (what export packages), else from the study's storage
+    where a process finalized it into another results folder (which holds its files)."""
+    rows = {}
+    for path in sorted(Path(study_dir).glob("trials/*/final")):
+        row = final_result(TrialFiles(path))
+        if row is not None:
+            rows[int(row["trial"])] = row
+    if study is not None:
+        for n, state in storage_mod.final_states(study).items():
+            if n not in rows and storage_mod.finalized_elsewhere(state, n, Path(study_dir), files_here=False) and \
+                    isinstance(state.get("figures"), dict):
+                rows[n] = state["figures"]
+    return pd.DataFrame(list(rows.values())).sort_values("trial") if rows else pd.DataFrame()
 
 
-def read_failed(study_dir: str | Path) -> dict[int, str]:
+def read_failed(study_dir: str | Path, study=None) -> dict[int, str]:
     """Members whose last finalize failed (trial -> reason); their search-time figures stand."""
     failed = {}
+    if study is not None:
+        for n, state in storage_mod.final_states(study).items():
+            if state.get("state") == "failed":
+                failed[n] = str(state.get("reason"))
+            elif state.get("state") in ("done", "running"):
+                failed[n] = None  # finalized (or being finalized) since: a failure file left here is older
     for path in sorted(Path(study_dir).glob(f"trials/*/final/{FAILED_FILE}")):
         try:
             row = json.loads(path.read_text())
-            failed[int(row["trial"])] = str(row["reason"])
+            failed.setdefault(int(row["trial"]), str(row["reason"]))
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    return failed
+    return {n: reason for n, reason in failed.items() if reason is not None}
 
 
 def rebuild_model(result: SearchResult, trial: int, final: bool = True):

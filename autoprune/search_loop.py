@@ -767,7 +767,8 @@ def open_session(config: SearchConfig, *, worker: bool = False, store=None,
                            metric_names=[*OBJECTIVES, *(f"latency_ms@{d.name}" for d in setup.also)], queue=queue)
     if not worker:
         storage.set_run_info(study, {"target_trials": config.n_trials, "data_dir": config.data_dir,
-                                     "max_drop": config.max_drop, "min_metric": config.min_metric})
+                                     "max_drop": config.max_drop, "min_metric": config.min_metric,
+                                     "final_members": config.final_members, "finalize": config.finalize})
     return Session(setup, ctx, store, study, log)
 
 
@@ -796,7 +797,9 @@ def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool,
             bar.log(saved)
         result = results.SearchResult.load(session.study_dir, storage=config.storage)
         result.write_all()  # the search-time results are saved before finalize starts
-        if config.finalize and not worker and storage.finished(session.study) >= target:
+        # every process finalizes (a search and its workers): members are claimed through
+        # the storage, each finalized once, and each process waits for the others' members
+        if config.finalize and storage.finished(session.study) >= target:
             if result.front.empty or result.baseline is None:
                 bar.log("finalize skipped: no feasible front member or no baseline yet")
             else:
@@ -804,7 +807,8 @@ def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool,
 
                 bar.log("finalizing the front: full fine-tune, whole validation set, paired re-timing "
                         "(--no-finalize skips this)")
-                finalize(session.study_dir, members=config.final_members, log=bar.log)
+                finalize(session.study_dir, members=config.final_members, log=bar.log, storage=config.storage,
+                         retry_failed=False)
                 result = results.SearchResult.load(session.study_dir, storage=config.storage)
                 result.write_all()
     return result
@@ -914,8 +918,11 @@ def join(
     progress: bool = True,
     setup_timeout_s: float | None = SETUP_TIMEOUT_S,
     setup_memory_gb: float | None = None,
+    finalize: bool = True,
 ) -> SearchResult:
-    """Join a running study as a worker: run its trials until it holds its target.
+    """Join a running study as a worker: run its trials until it holds its target, then
+    finalize, with the other processes, the front members whose trial files are here
+    (``finalize=False``: leave that to the others).
 
     The study's task, device profile, space and budget come from the storage; this
     machine must have the same device profile (by hash: latencies must be comparable)
@@ -957,5 +964,7 @@ def join(
         screen_plans=identity.get("screen_plans"),
         task_args=tuple(sorted(identity.get("task_args", {}).items())),
         setup_timeout_s=setup_timeout_s, setup_memory_gb=setup_memory_gb,
+        finalize=finalize and bool(run.get("finalize", True)),  # a search run with --no-finalize: none of its workers
+        final_members=run.get("final_members"),  # the search's: every process chooses the same members
     )
     return _execute(config, target=target, worker=True, progress=progress, store=store)

@@ -14,6 +14,9 @@ process or many.
   another host: no heartbeat for ``GRACE_S``, judged by Optuna's
   ``fail_stale_trials``) is failed as ``interrupted`` and its plan is queued again, so a
   ``kill -9`` at any moment costs only the trial in flight.
+- **Finalize once per member.** The front members to finalize are claimed the same way
+  (a study attribute per member, under the study lock, with its own beat), and their
+  final figures are kept there, so every process can finalize and read them.
 
 Only Optuna's public API is used: the storage object is opened here and passed along,
 and trials are addressed by their number (``get_trial_id_from_study_id_trial_number``).
@@ -26,6 +29,7 @@ import fcntl
 import os
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,7 +266,7 @@ def retry(storage, study, record: TrialRecord) -> None:
         trials.retry(study, waiting)
 
 
-def _alive(owner: str | None) -> bool | None:
+def owner_alive(owner: str | None) -> bool | None:
     """True/False for an owner on this host; None when it runs elsewhere (use heartbeats)."""
     if not owner:
         return False  # started before owners were recorded: nobody can be running it
@@ -292,7 +296,7 @@ def fail_dead(storage, study) -> list[TrialRecord]:
 
     dead = []
     for record in records(study, states=(optuna.trial.TrialState.RUNNING,)):
-        if record.owner != OWNER and _alive(record.owner) is False:
+        if record.owner != OWNER and owner_alive(record.owner) is False:
             requeue(storage, study, record, f"its worker {record.owner or '?'} stopped")
             dead.append(record)
     with warnings.catch_warnings():  # public since Optuna 2.9, still marked experimental
@@ -339,6 +343,110 @@ def heartbeat(storage, trial_id: int) -> Iterator[None]:
 
     storage.record_heartbeat(trial_id)
     thread = threading.Thread(target=beat, name=f"autoprune-heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+# -- finalize: members claimed through the storage ------------------------------------
+#
+# Optuna does not let a finished trial change, so a member's finalize lives in a study
+# attribute of its own, ``autoprune_final:<n>``: first a claim (its owner and a beat
+# refreshed every HEARTBEAT_S), then its final figures or why it failed. Every process
+# that finalizes (search, worker, finalize) claims under the study lock, so each
+# member is finalized once however many join, and a claim whose owner died (same
+# rules as a trial's: its pid is gone, or no beat for GRACE_S) is taken over.
+
+FINAL_ATTR = "autoprune_final:"
+
+
+def final_states(study) -> dict[int, dict[str, Any]]:
+    """Every member's finalize state (trial -> ``{"state": "running" | "done" | "failed", ...}``),
+    read from the storage now."""
+    found = {}
+    for key, value in study.user_attrs.items():
+        if key.startswith(FINAL_ATTR) and isinstance(value, dict):
+            with contextlib.suppress(ValueError):
+                found[int(key[len(FINAL_ATTR):])] = value
+    return found
+
+
+def claim_alive(state: dict[str, Any] | None) -> bool:
+    """Whether a running claim's owner is still at work on it."""
+    if not state or state.get("state") != "running":
+        return False
+    alive = owner_alive(state.get("owner"))
+    if alive is None:  # another host: its beats say
+        return time.time() - float(state.get("beat", 0)) < GRACE_S
+    return alive
+
+
+def on_this_host(owner: str | None) -> bool:
+    return bool(owner) and str(owner).rpartition(":")[0] == socket.gethostname()
+
+
+def finalized_elsewhere(state: dict[str, Any] | None, trial: int, study_dir: Path, files_here: bool) -> bool:
+    """Whether member ``trial`` counts as finalized for the results folder ``study_dir``:
+    done, and its final files are here (``files_here``) or in the results folder that
+    finalized it (another host's, or one on this host that still holds them). Done into
+    this folder with the files gone since (removed by hand) is not finalized."""
+    if not state or state.get("state") != "done":
+        return False
+    if files_here:
+        return True
+    owner, folder = state.get("owner"), state.get("dir")
+    if not on_this_host(owner):
+        return True
+    if folder is None or Path(folder).resolve() == Path(study_dir).resolve():
+        return False
+    return (trials.TrialFiles.of(Path(folder), trial).final.dir / "result.json").is_file()
+
+
+def claim_final(storage, study, trial: int, key: dict[str, Any], study_dir: Path, *, files_here: bool,
+                retry_failed: bool = False) -> str:
+    """Claim member ``trial`` for this process, finalizing into ``study_dir``. Returns
+    ``"claimed"`` (finalize it now), ``"done"`` (finalized already with the same ``key``,
+    its steps and batch size; ``files_here``: its final files are in ``study_dir``, see
+    :func:`finalized_elsewhere`), ``"failed"`` (it failed with that key and
+    ``retry_failed`` is off) or ``"taken"`` (a live process finalizes it)."""
+    with study_lock(storage, study.study_name):
+        state = final_states(study).get(trial)
+        if state is not None and all(state.get(k) == v for k, v in key.items()):
+            if finalized_elsewhere(state, trial, study_dir, files_here):
+                return "done"
+            if state.get("state") == "failed" and not retry_failed:
+                return "failed"
+        if state is not None and state.get("owner") != OWNER and claim_alive(state):
+            return "taken"
+        study.set_user_attr(f"{FINAL_ATTR}{trial}", {"state": "running", "owner": OWNER, "beat": time.time(),
+                                                     "dir": str(Path(study_dir).resolve()), **key})
+        return "claimed"
+
+
+def settle_final(study, trial: int, study_dir: Path, state: dict[str, Any]) -> None:
+    """Record how this process's claim on ``trial`` ended (``state``: done with its
+    figures, or failed with a reason); ``study_dir``: the results folder holding its files."""
+    study.set_user_attr(f"{FINAL_ATTR}{trial}", {"owner": OWNER, "beat": time.time(),
+                                                 "dir": str(Path(study_dir).resolve()), **state})
+
+
+@contextlib.contextmanager
+def final_heartbeat(storage, study, trial: int) -> Iterator[None]:
+    """Refresh this process's claim on ``trial`` every HEARTBEAT_S while the block runs."""
+    stop = threading.Event()
+    name = f"{FINAL_ATTR}{trial}"
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(Exception), study_lock(storage, study.study_name):  # a missed beat is retried
+                state = study.user_attrs.get(name)
+                if isinstance(state, dict) and state.get("owner") == OWNER and state.get("state") == "running":
+                    study.set_user_attr(name, {**state, "beat": time.time()})
+
+    thread = threading.Thread(target=beat, name=f"autoprune-final-{trial}", daemon=True)
     thread.start()
     try:
         yield

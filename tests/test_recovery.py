@@ -8,6 +8,8 @@ import dataclasses
 import json
 import re
 import shutil
+import socket
+import subprocess
 
 import pandas as pd
 import pytest
@@ -208,8 +210,17 @@ def test_an_interrupted_finalize_resumes(finalized, tmp_path):
     final = pd.read_csv(study / "final.csv")
     kept, redo = int(final["trial"].iloc[0]), final["trial"].iloc[1:].astype(int).tolist()
     stamp = (study / "trials" / str(kept) / "final" / "state.pt").stat().st_mtime_ns
-    for n in redo:  # as if killed after the first member
+    # as if killed after the first member: the others' claims are held by a process now dead
+    from autoprune.results import SearchResult
+    from autoprune.storage import FINAL_ATTR
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stored = SearchResult.load(study).study
+    for n in redo:
         shutil.rmtree(study / "trials" / str(n) / "final")
+        claim = stored.user_attrs[f"{FINAL_ATTR}{n}"]
+        stored.set_user_attr(f"{FINAL_ATTR}{n}", {**claim, "state": "running", "owner": f"{socket.gethostname()}:{gone.pid}"})
     argv = [a if a != str(folder.parent) else str(copy_dir) for a in argv]
     proc = run_cli(*argv)
     assert proc.returncode == 0, proc.stderr[-3000:]

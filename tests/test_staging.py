@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pandas as pd
 import pytest
@@ -88,6 +89,19 @@ def test_finalize_fine_tunes_and_times_the_front_again(digits_study, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     proc = run_cli("finalize", str(tmp_path / "nothing"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    # finalized before figures went to the storage (its files only): kept, and recorded there
+    from autoprune.results import SearchResult
+    from autoprune.storage import FINAL_ATTR
+
+    study = SearchResult.load(folder).study
+    for n in final["trial"]:
+        study.set_user_attr(f"{FINAL_ATTR}{int(n)}", None)
+    assert SearchResult.load(folder).final["trial"].tolist() == final["trial"].tolist()  # from the files
+    proc = run_cli("finalize", str(folder), "--steps", "30", "--members", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for n in final["trial"]:
+        assert f"trial {int(n)}: already finalized" in " ".join(proc.stderr.split())
+        assert study.user_attrs[f"{FINAL_ATTR}{int(n)}"]["state"] == "done"
 
 
 def test_export_during_an_interrupted_finalize_packages_one_consistent_set(digits_study, tmp_path):
@@ -169,3 +183,67 @@ def test_one_members_failure_at_finalize_is_that_members(digits_study, tmp_path,
     assert set(df["trial"]) == {a, b}
     assert not (folder / "trials" / str(a) / "final" / "failed.json").exists()
     assert SearchResult.load(folder).front.set_index("trial").loc[a, "fidelity"].startswith("final")
+
+
+@pytest.mark.slow
+def test_processes_finalizing_one_study_share_its_members_and_take_over_a_dead_ones(digits_study, tmp_path):
+    """Issue 26.2: members are claimed through the study's storage. A second process skips
+    the member the first holds (alive), finalizes the others, and takes that member over
+    once the first is killed (-9) mid-member; each member is finalized once, none lost."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    from autoprune.results import SearchResult
+    from autoprune.storage import FINAL_ATTR
+
+    folder = tmp_path / "copy"
+    shutil.copytree(digits_study.study_dir, folder)
+    done = digits_study.trials[(digits_study.trials["state"] == "COMPLETE") & ~digits_study.trials["baseline"]]
+    members = sorted(int(n) for n in done["trial"].head(3))
+    first = members[0]  # the first of them each process comes to
+    study = SearchResult.load(folder).study
+    host = socket.gethostname()
+
+    def finalizer(fault: str | None = None) -> subprocess.Popen:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+        env.pop("AUTOPRUNE_FAULT", None)
+        if fault:
+            env["AUTOPRUNE_FAULT"] = fault
+        return subprocess.Popen([sys.executable, "-m", "autoprune", "finalize", str(folder), "--steps", "10",
+                                 "--trials", ",".join(map(str, members))], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def state(n: int) -> dict:
+        return study.user_attrs.get(f"{FINAL_ATTR}{n}") or {}
+
+    def wait_until(check, what: str, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.3)
+
+    holder = finalizer(f"hang@device#{first}")  # its timing of that member hangs: it holds the claim
+    wait_until(lambda: state(first).get("owner") == f"{host}:{holder.pid}" and state(first)["state"] == "running",
+               "the first process never claimed its first member")
+    other = finalizer()
+    wait_until(lambda: state(members[1]).get("owner") == f"{host}:{other.pid}",
+               "the second process never went past the member the first holds")
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.communicate()
+    out, err = other.communicate(timeout=600)
+    assert other.returncode == 0, err[-3000:]
+    said = " ".join(err.split())
+    assert f"trial {first}: waiting for {host}:{holder.pid}" in said
+    for n in members:
+        assert state(n)["state"] == "done" and state(n)["owner"] == f"{host}:{other.pid}", state(n)
+        assert len(re.findall(rf"trial {n}(?: at \w+)?: accuracy .*?-> ", said)) == 1, said  # once
+    final = pd.read_csv(folder / "final.csv")
+    # (the unpruned model at INT8 among them is not fine-tuned: 0 steps)
+    assert sorted(final["trial"]) == members and set(final["final_steps"]) <= {0, 10}

@@ -167,6 +167,41 @@ def test_two_models_built_into_one_folder_each_run_their_own_code(onnx_model, di
     assert not np.allclose(outputs[0], outputs[1])  # the second library is the second model
 
 
+def test_a_tuned_build_that_computes_other_numbers_falls_back_to_default_schedules(onnx_model, digits_task, tmp_path,
+                                                                                    monkeypatch):
+    """Issue 29: a build whose tuned module fails the parity check is built again with
+    the default schedules, and says so; the library shipped computes the model's numbers.
+    No tuned record is known to compute wrong numbers, so the tuned module here is a real
+    module of the same model with other weights, passed through the real tuning step."""
+    import copy
+
+    import torch
+
+    from autoprune.backends.tvm import TvmBackend, load_library, relax_module, run_library
+
+    profile = with_tuning(load_profile("x86-tvm"), tmp_path / "db", max_trials=0)
+    x = digits_task.example_input(1)
+    other = copy.deepcopy(digits_task.model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(1.5)
+    wrong, _ = relax_module(to_onnx(other, x, tmp_path / "other.onnx", 1e-4).path, profile)
+    real = TvmBackend._tune_and_apply
+
+    def tuned_wrong(self, mod, target, target_dict, profile, info):
+        return real(self, wrong, target, target_dict, profile, info)
+
+    monkeypatch.setattr(TvmBackend, "_tune_and_apply", tuned_wrong)
+    built = backends.create("tvm").build(onnx_model, profile, tmp_path / "build")
+    assert built.error is None, built.error
+    assert built.info["schedule"].startswith("default (the tuned build differed from ONNX Runtime by")
+    assert built.info["tuned_parity_max_abs_diff"] > 1e-2 and built.info["parity_max_abs_diff"] < 1e-3
+    vm, dev = load_library(built.artifact_path)
+    with torch.no_grad():
+        expected = digits_task.model(x).numpy()
+    assert np.allclose(run_library(vm, dev, [x.numpy()])[0], expected, atol=1e-3)
+
+
 @pytest.mark.slow  # 50-130 s: MetaSchedule builds and runs real candidates
 def test_tuning_fills_the_database_and_the_next_candidate_reuses_it(onnx_model, digits_task, tmp_path):
     import torch

@@ -204,3 +204,44 @@ def test_two_workers_share_one_screen_and_train_its_choice_once(postgres_url, tm
     assert len(trained) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trained)
     chosen = study.user_attrs["autoprune.screen_selected"]
     assert sorted(t.user_attrs["screened_from"] for t in trained if "screened_from" in t.user_attrs) == sorted(chosen)
+
+
+def test_a_search_and_its_worker_finalize_each_member_once_from_their_own_folders(postgres_url, tmp_path):
+    """Issue 26.2: every process finalizes when the trials are done. Members are claimed
+    through the storage, so each is finalized once, by a process holding its trial files;
+    every process ends with the whole final table (figures from the storage), and export
+    from a folder without a member's final files says where they are."""
+    import pandas as pd
+
+    profile = tmp_path / "quick.yaml"
+    profile.write_text(QUICK_PROFILE)
+    folders = [tmp_path / "a", tmp_path / "b"]
+    primary = _cli("search", "--task", "digits", "--device", str(profile), "--latency-budget-ms", "1.0",
+                   "--trials", "8", "--final-members", "3", "--storage", postgres_url, "--study", "fin",
+                   "--results-dir", str(folders[0]))
+    _wait_for_study(postgres_url, "fin")
+    worker = _cli("worker", "--storage", postgres_url, "--study", "fin", "--results-dir", str(folders[1]))
+    for p in (primary, worker):
+        out, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name="fin", storage=postgres_url)
+    states = {int(k.split(":")[1]): v for k, v in study.user_attrs.items() if k.startswith("autoprune_final:")}
+    assert 1 <= len(states) <= 3 and all(v["state"] == "done" for v in states.values()), states
+    owners = {p.pid: folder for p, folder in zip((primary, worker), folders)}
+    ran = {t.number: t.user_attrs["owner"] for t in study.trials}
+    for n, state in states.items():
+        pid = int(state["owner"].rsplit(":", 1)[1])
+        assert state["owner"] == ran[n]  # finalized by the process holding its trial files
+        for folder in folders:  # once: its final files are in that process's folder only
+            assert (folder / "fin" / "trials" / str(n) / "final" / "result.json").is_file() == (folder == owners[pid])
+    for folder in folders:  # each process's table has every member
+        assert sorted(pd.read_csv(folder / "fin" / "final.csv")["trial"]) == sorted(states)
+    elsewhere = next(((n, folder) for n, s in states.items() for folder in folders
+                      if folder != owners[int(s["owner"].rsplit(":", 1)[1])]), None)
+    assert elsewhere is not None
+    n, folder = elsewhere
+    proc = subprocess.run([sys.executable, "-m", "autoprune", "export", str(folder / "fin"), "--trial", str(n),
+                           "--out", str(tmp_path / "pkg")], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"trial {n} was finalized by" in " ".join(proc.stderr.split()) and not (tmp_path / "pkg").exists()
