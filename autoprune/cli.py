@@ -189,6 +189,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         screen_plans=args.screen_plans,
         task_args=_task_args_of(args),
         workers=args.workers,
+        artifacts=args.artifacts,
     )
     _print_front(result)
     _print_recommendation(result)
@@ -213,7 +214,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     result = join(storage=args.storage, study_name=args.study, results_dir=args.results_dir,
                   n_trials=args.trials, data_dir=args.data_dir, progress=not args.quiet,
                   setup_timeout_s=args.setup_timeout_s, setup_memory_gb=args.setup_memory_gb,
-                  finalize=not args.no_finalize)
+                  finalize=not args.no_finalize, artifacts=args.artifacts)
     if not args.quiet:
         _print_front(result)
     return 0
@@ -223,7 +224,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     from autoprune.finalize import finalize
 
     df = finalize(args.results, steps=args.steps, trials=args.trials, members=args.members,
-                  log=lambda m: err.print(f"[dim]autoprune:[/] {escape(m)}", highlight=False))
+                  log=lambda m: err.print(f"[dim]autoprune:[/] {escape(m)}", highlight=False), artifacts=args.artifacts)
     from autoprune.results import SearchResult, noisy_mark
 
     result = SearchResult.load(args.results)
@@ -351,7 +352,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from autoprune.deploy import export_trial, package_digest
     from autoprune.results import SearchResult
 
-    result = SearchResult.load(args.results, storage=args.storage)
+    if args.study is not None:  # a study known by its storage only: its folder here is made from it
+        from autoprune.results import study_folder
+
+        if args.storage is None:
+            raise ConfigError("--study needs --storage: the storage the study is in.")
+        study_folder(args.results, args.storage, args.study)
+    result = SearchResult.load(args.results, storage=args.storage, artifacts=args.artifacts)
     path = export_trial(result, args.trial, args.out)
     manifest = json.loads((path / "manifest.json").read_text())
     m, metric = manifest["metrics"], result.metric
@@ -474,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--study", help="study name (default TASK-DEVICE)")
     s.add_argument("--results-dir", default="results")
     s.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study folder)")
+    s.add_argument("--artifacts", metavar="URL",
+                   help="an artifact store for the trials' files (a folder, file://PATH, s3://BUCKET or gs://BUCKET), so "
+                        "finalize and export work from machines without this results folder")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "gp", "random"),
                    help="Optuna sampler (default tpe; see results/benchmarks/samplers.md)")
@@ -513,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results-dir", default="results", help="where this worker writes trial files")
     s.add_argument("--trials", type=int, help="total trials the study should hold (default: the search's)")
     s.add_argument("--data-dir", help="dataset folder on this machine")
+    s.add_argument("--artifacts", metavar="URL", help="the artifact store (default: the one the search named)")
     s.add_argument("--no-finalize", action="store_true",
                    help="when the trials are done, leave finalizing to the other processes (by default every "
                         "process finalizes the front members whose trial files it holds, each member once)")
@@ -530,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "recovery.final_members)")
     s.add_argument("--trials", type=lambda v: [int(x) for x in v.split(",")],
                    help="comma-separated trial numbers (default: the accuracy/latency front)")
+    s.add_argument("--artifacts", metavar="URL", help="the artifact store (default: the one the search named)")
     s.set_defaults(func=cmd_finalize)
 
     s = sub.add_parser("front", help="print a study's Pareto front")
@@ -542,7 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("results", type=Path)
     s.add_argument("--trial", type=int, required=True)
     s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--storage")
+    s.add_argument("--storage", help="the study's storage URL (default: the one its config.json names)")
+    s.add_argument("--study", help="with --storage: export from a study this machine has no folder of; RESULTS is "
+                                   "made as its folder (config.json from the storage) and the files come from the "
+                                   "artifact store")
+    s.add_argument("--artifacts", metavar="URL", help="the artifact store (default: the one the search named)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("run", help="verify and run a deploy package with plain onnxruntime")

@@ -172,12 +172,20 @@ def export_trial(result: SearchResult, trial: int, out: Path) -> Path:
 
     try:
         from autoprune import storage as storage_mod
+        from autoprune.artifacts import fetch
         from autoprune.results import final_result, rebuild_model
 
+        here = TrialFiles.of(result.study_dir, trial)
+        state = storage_mod.final_states(result.study).get(trial)
+        art = result.artifact_store()
+        if art is not None:  # what this folder lacks, from the study's artifact store
+            if not (here.plan.is_file() and here.state.is_file() and here.onnx.is_file()):
+                fetch(result.study, art, str(trial), here.dir)
+            if final_result(here.final) is None and state is not None and state.get("state") == "done":
+                fetch(result.study, art, f"{trial}/final", here.final.dir)
         # `autoprune finalize` completed it: package its final files, all of them
-        final = final_result(TrialFiles.of(result.study_dir, trial).final)
-        state = storage_mod.final_states(result.study).get(trial) if final is None else None
-        if storage_mod.finalized_elsewhere(state, trial, result.study_dir, files_here=False):
+        final = final_result(here.final)
+        if final is None and storage_mod.finalized_elsewhere(state, trial, result.study_dir, files_here=False):
             # the front shows its final figures, whose files are in another results folder
             raise ExportError(
                 f"trial {trial} was finalized by {state.get('owner')} into {state.get('dir')}, not "

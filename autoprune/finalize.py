@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from autoprune._config import atomic_write_text
-from autoprune.errors import StudyError
+from autoprune.errors import ExportError, StudyError
 
 POLL_S = 2.0  # how often a process waiting for members that others finalize looks again
 FINAL_SLACK = 3.0  # accuracy points a search-time figure may be below the pick's allowance and still be finalized
@@ -155,6 +155,18 @@ def _may_still_claim(owner: str | None, states: dict[int, dict], started: float)
     return busy or time.monotonic() - started < GRACE_S
 
 
+def _publish_final(study, art, n: int, files, log) -> None:
+    """Upload a member's final files (before its claim is settled: a process that sees it
+    done can fetch them); a failed upload is said, and the files stay here."""
+    from autoprune.artifacts import FINAL_FILES, publish
+
+    try:
+        publish(study, art, f"{n}/final", files.dir, FINAL_FILES)
+    except Exception as exc:  # noqa: BLE001 - each store raises its own
+        log(f"trial {n}: its final files could not be uploaded to the artifact store ({type(exc).__name__}: "
+            f"{exc}); they stay in {files.dir}")
+
+
 def _baseline(result, trial: int):
     """The unpruned model and the task. Its files may be in another process's results
     folder; it is the task's own model either way (the baseline is never fine-tuned)."""
@@ -212,7 +224,7 @@ def _finalize_one(result, space, n: int, row, files, device, base_model, task, b
 
 def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int] | None = None,
              members: int | None = None, log=print, storage: str | None = None, retry_failed: bool = True,
-             poll_s: float = POLL_S) -> pd.DataFrame:
+             poll_s: float = POLL_S, artifacts: str | None = None) -> pd.DataFrame:
     """Finalize the front of the study in ``results_dir``; return the final table.
 
     ``steps``: fine-tune steps per member on top of its search-time ones (default: the
@@ -221,14 +233,18 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     ``storage``: the study's storage URL when ``config.json`` cannot name it (a password).
     ``retry_failed``: finalize members whose last finalize failed again (``autoprune
     finalize`` does; the end of a search or a worker leaves them).
+    ``artifacts``: an artifact store URL other than the one the search recorded.
 
     Any number of processes (a search and its workers, on any machines) may finalize
     one study at once: each member is claimed through the storage
     (:func:`autoprune.storage.claim_final`), finalized by one of them, and its figures
     are written to the storage as well as to ``trials/<n>/final/``. A process finalizes
-    the members whose trial files it holds, then waits for the ones other processes
-    finalize (taking them over when their process died), so each returns the whole table.
+    the members whose trial files it holds (or fetches from the study's artifact store,
+    :mod:`autoprune.artifacts`, where the search named one), then waits for the ones
+    other processes finalize (taking them over when their process died), so each returns
+    the whole table.
     """
+    from autoprune import artifacts as artifacts_mod
     from autoprune import storage as storage_mod
     from autoprune.device import Device
     from autoprune.recover import Distill
@@ -236,7 +252,7 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     from autoprune.space import space_of
     from autoprune.trials import TrialFiles
 
-    result = SearchResult.load(results_dir, storage=storage)
+    result = SearchResult.load(results_dir, storage=storage, artifacts=artifacts)
     base = result.baseline
     if base is None:
         raise StudyError(f"{results_dir} has no completed baseline trial; finalize needs it to pair timings.")
@@ -249,6 +265,8 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
                          "budget, or name --trials).")
     key = {"final_steps": steps, "final_batch_size": rec.final_batch_size}
     store, study = result.storage, result.study
+    art = result.artifact_store(create=True)
+    fetched: set[int] = set()
     opened = None  # the device, the baseline and the teacher: opened for the first member this process claims
 
     def open_once():
@@ -279,19 +297,28 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
                     (state is None or (state.get("state") == "running" and not storage_mod.claim_alive(state))):
                 # finalized before figures went to the storage, or killed between its result and its record
                 storage_mod.settle_final(study, n, result.study_dir, {"state": "done", **key, "figures": previous})
-            if not (trial_files.plan.is_file() and trial_files.state.is_file()):
+            same_key = state is not None and all(state.get(k) == v for k, v in key.items())
+            here = trial_files.plan.is_file() and trial_files.state.is_file()
+            finalized_already = same_key and storage_mod.finalized_elsewhere(state, n, result.study_dir,
+                                                                          files_here=previous is not None)
+            if not here and art is not None and n not in fetched and not finalized_already:
+                fetched.add(n)
+                try:
+                    here = artifacts_mod.fetch(study, art, str(n), trial_files.dir)
+                except ExportError as exc:
+                    log(f"trial {n}: {exc}")
+            if not here:
                 # its files are in the results folder of the process that ran it
                 if storage_mod.claim_alive(state):
                     if n not in waiting_said:
                         log(f"trial {n}: waiting for {state.get('owner')}, which finalizes it")
                         waiting_said.add(n)
                     continue
-                same_key = state is not None and all(state.get(k) == v for k, v in key.items())
-                settled = same_key and (state.get("state") == "failed" or
-                                        storage_mod.finalized_elsewhere(state, n, result.study_dir, files_here=False))
+                settled = finalized_already or (same_key and state.get("state") == "failed")
                 record = result.record(n)
                 ran = record.owner if record else None
-                if not settled and state is None and ran != storage_mod.OWNER and _may_still_claim(ran, all_states, started):
+                if not settled and state is None and ran != storage_mod.OWNER and \
+                        _may_still_claim(ran, all_states, started):
                     if n not in waiting_said:  # the process that ran it has not come to finalize yet
                         log(f"trial {n}: waiting for {ran}, which ran it and holds its files")
                         waiting_said.add(n)
@@ -320,6 +347,8 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
                 failure = _finalize_one(result, space, n, row, files, device, base_model, task, base_full,
                                         distill, steps, log)
             if failure is None:
+                if art is not None:
+                    _publish_final(study, art, n, files, log)
                 storage_mod.settle_final(study, n, result.study_dir,
                                          {"state": "done", **key, "figures": final_result(files)})
             else:

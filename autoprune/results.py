@@ -251,11 +251,15 @@ class SearchResult:
     max_drop: float = DEFAULT_MAX_DROP
     min_metric: float | None = None
     storage: Any = None  # the opened Optuna storage the study lives in
+    artifacts_url: str | None = None  # the artifact store its files go through (autoprune.artifacts), or None
 
     @classmethod
-    def load(cls, study_dir: str | Path, storage: str | None = None) -> SearchResult:
+    def load(cls, study_dir: str | Path, storage: str | None = None, artifacts: str | None = None) -> SearchResult:
+        """``storage``: the study's storage URL where ``config.json`` cannot name it (a
+        password); ``artifacts``: an artifact store URL other than the one the search recorded."""
         import optuna
 
+        from autoprune import artifacts as artifacts_mod
         from autoprune.pareto import front_numbers
 
         study_dir = Path(study_dir)
@@ -281,6 +285,7 @@ class SearchResult:
         run = storage_mod.run_info(study)
         result = cls(study_dir, study, identity, records, trials, trials.iloc[0:0], read_final(study_dir, study),
                      float(run.get("max_drop", DEFAULT_MAX_DROP)), run.get("min_metric"), store)
+        result.artifacts_url = artifacts_mod.study_url(study, artifacts)
         numbers = front_numbers(study) if not trials.empty else []
         front = trials.set_index("trial").loc[numbers].reset_index() if numbers else trials.iloc[0:0]
         result.front = result._with_final(result.shown(front))
@@ -379,6 +384,13 @@ class SearchResult:
         base["accuracy_drop"], base["speedup"] = 0.0, 1.0
         return base
 
+    def artifact_store(self, create: bool = False):
+        """The artifact store the study's files go through, or None (``create``: make its
+        folder, to write into it)."""
+        from autoprune.artifacts import open_store
+
+        return open_store(self.artifacts_url, create=create) if self.artifacts_url else None
+
     def record(self, trial: int) -> TrialRecord | None:
         return next((r for r in self.records if r.number == trial), None)
 
@@ -448,6 +460,34 @@ def read_failed(study_dir: str | Path, study=None) -> dict[int, str]:
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return {n: reason for n, reason in failed.items() if reason is not None}
+
+
+def study_folder(study_dir: str | Path, storage_url: str, study_name: str) -> Path:
+    """A results folder for a study this machine has none of (to export from, its files
+    coming through the artifact store): ``config.json`` written from the storage (the
+    study's settings, the URL without its password, the data folder). A folder of that
+    study is kept as it is; one of another study, or any other non-empty folder, is refused."""
+    study_dir = Path(study_dir)
+    store = storage_mod.open_storage(storage_url)
+    study = storage_mod.load(store, study_name)
+    shown = storage_mod.without_password(storage_url)
+    if study is None or storage_mod.identity(study) is None:
+        raise StudyError(f"storage {shown!r} has no autoprune study {study_name!r}.")
+    cfg = study_dir / "config.json"
+    if cfg.is_file():
+        try:
+            there = json.loads(cfg.read_text()).get("study")
+        except (OSError, ValueError, AttributeError):
+            there = None
+        if there != study_name:
+            raise StudyError(f"{study_dir} is the folder of study {there!r}, not {study_name!r}; give another folder.")
+        return study_dir
+    if study_dir.exists() and (not study_dir.is_dir() or any(study_dir.iterdir())):
+        raise StudyError(f"{study_dir} exists and is not a results folder; give a new or empty folder.")
+    study_dir.mkdir(parents=True, exist_ok=True)
+    record = dict(storage_mod.identity(study), storage=shown, data_dir=storage_mod.run_info(study).get("data_dir"))
+    atomic_write_text(cfg, json.dumps(record, indent=2) + "\n")
+    return study_dir
 
 
 def rebuild_model(result: SearchResult, trial: int, final: bool = True):

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from autoprune import storage
 from autoprune._config import atomic_write_text, scratch_dir
 from autoprune.device import Device
-from autoprune.errors import BudgetError, ConfigError, StudyError, TaskError
+from autoprune.errors import BudgetError, ConfigError, StudyError, TaskError, first_line
 from autoprune.evaluate import MetricInfo
 from autoprune.limits import SETUP_TIMEOUT_S
 from autoprune.trials import FailStage, TrialFailure, TrialFiles, TrialRecord
@@ -104,6 +104,7 @@ class SearchConfig:
     final_members: int | None = None  # at most this many (None: the space's recovery.final_members)
     max_drop: float = 1.0  # accuracy points: the recommended pick's allowance
     min_metric: float | None = None  # least accuracy shown on the front (default: baseline - 10)
+    artifacts: str | None = None  # an artifact store URL the trials' files go through (autoprune.artifacts)
     # How long and how much memory tracing the model at set-up may take (None: no time
     # limit / half the memory available); not identity either.
     setup_timeout_s: float | None = SETUP_TIMEOUT_S
@@ -768,15 +769,48 @@ def open_session(config: SearchConfig, *, worker: bool = False, store=None,
     if not worker:
         storage.set_run_info(study, {"target_trials": config.n_trials, "data_dir": config.data_dir,
                                      "max_drop": config.max_drop, "min_metric": config.min_metric,
-                                     "final_members": config.final_members, "finalize": config.finalize})
+                                     "final_members": config.final_members, "finalize": config.finalize,
+                                     "artifacts": config.artifacts or storage.run_info(study).get("artifacts")})
     return Session(setup, ctx, store, study, log)
+
+
+def _artifacts_url(url: str | None) -> str | None:
+    """An artifact store URL as recorded for other processes: a folder made absolute."""
+    if not url or "://" in url:
+        return url
+    return str(Path(url).expanduser().resolve())
+
+
+def _publish(study, store, study_dir: Path, numbers: list[int] | None, log: Callable[[str], None]) -> None:
+    """Upload the files of the completed trials ``numbers`` (None: every one) that are in
+    ``study_dir`` and not yet in the store. A failed upload is said, not fatal: the
+    files stay here, and the next run of this folder tries again."""
+    import optuna
+
+    from autoprune.artifacts import FILES_ATTR, TRIAL_FILES, publish
+
+    indexed = {key for key in study.user_attrs if key.startswith(FILES_ATTR)}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if (numbers is not None and t.number not in numbers) or f"{FILES_ATTR}{t.number}" in indexed:
+            continue
+        files = TrialFiles.of(study_dir, t.number)
+        if not files.plan.is_file():
+            continue  # another process's trial
+        try:
+            publish(study, store, str(t.number), files.dir, TRIAL_FILES)
+        except Exception as exc:  # noqa: BLE001 - each store raises its own
+            log(f"trial {t.number}: its files could not be uploaded to the artifact store "
+                f"({type(exc).__name__}: {first_line(exc)}); they stay in {files.dir}")
 
 
 def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool, store=None) -> SearchResult:
     """Open a session, run this process's share of the trials, write the results."""
     from autoprune import results
+    from autoprune.artifacts import open_store
     from autoprune.progress import SearchProgress
 
+    if config.artifacts:  # a bad URL stops here, before anything is written
+        open_store(config.artifacts, create=True)
     with SearchProgress(enabled=progress) as bar:
         session = open_session(config, worker=worker, store=store, log=bar.log)
         bar.metric = session.ctx.task.metric.info
@@ -786,12 +820,19 @@ def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool,
             bar.log(f"study {config.name!r}: {done} trial(s) already finished, {max(0, target - done)} to go")
         bar.start(total=target, done=done)
 
+        url = config.artifacts or storage.run_info(session.study).get("artifacts")  # a resumed search's too
+        artifact_store = open_store(url, create=True) if url else None
+
         def after_trial(study, trial) -> None:
             bar.advance(TrialRecord.of(trial), config.latency_budget_ms)
             sys.audit("autoprune.results", trial.number)
             results.write_trials(study, session.study_dir)
+            if artifact_store is not None:
+                _publish(study, artifact_store, session.study_dir, [trial.number], bar.log)
 
         session.run(target, after_trial)
+        if artifact_store is not None:  # what a killed run of this folder left unpublished
+            _publish(session.study, artifact_store, session.study_dir, None, bar.log)
         saved = staging_summary(results.trials_frame(session.study))
         if saved:
             bar.log(saved)
@@ -808,7 +849,7 @@ def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool,
                 bar.log("finalizing the front: full fine-tune, whole validation set, paired re-timing "
                         "(--no-finalize skips this)")
                 finalize(session.study_dir, members=config.final_members, log=bar.log, storage=config.storage,
-                         retry_failed=False)
+                         retry_failed=False, artifacts=url)
                 result = results.SearchResult.load(session.study_dir, storage=config.storage)
                 result.write_all()
     return result
@@ -840,6 +881,7 @@ def search(
     screen_plans: int | None = None,
     task_args: dict[str, Any] | None = None,
     workers: int | None = None,
+    artifacts: str | None = None,
 ) -> SearchResult:
     """Run (or resume) a search and return its :class:`~autoprune.results.SearchResult`.
 
@@ -904,6 +946,7 @@ def search(
         screen_plans=screen_plans if screen_plans is not None else screen_plans_default(),
         task_args=tuple(sorted((task_args or {}).items())),
         workers=workers,
+        artifacts=_artifacts_url(artifacts),
     )
     return _execute(config, target=config.n_trials, worker=False, progress=progress)
 
@@ -919,6 +962,7 @@ def join(
     setup_timeout_s: float | None = SETUP_TIMEOUT_S,
     setup_memory_gb: float | None = None,
     finalize: bool = True,
+    artifacts: str | None = None,
 ) -> SearchResult:
     """Join a running study as a worker: run its trials until it holds its target, then
     finalize, with the other processes, the front members whose trial files are here
@@ -966,5 +1010,6 @@ def join(
         setup_timeout_s=setup_timeout_s, setup_memory_gb=setup_memory_gb,
         finalize=finalize and bool(run.get("finalize", True)),  # a search run with --no-finalize: none of its workers
         final_members=run.get("final_members"),  # the search's: every process chooses the same members
+        artifacts=_artifacts_url(artifacts) or run.get("artifacts"),
     )
     return _execute(config, target=target, worker=True, progress=progress, store=store)
