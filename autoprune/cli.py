@@ -190,6 +190,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         task_args=_task_args_of(args),
         workers=args.workers,
         artifacts=args.artifacts,
+        train_device=args.train_device,
+        amp=args.amp,
     )
     _print_front(result)
     _print_recommendation(result)
@@ -214,7 +216,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     result = join(storage=args.storage, study_name=args.study, results_dir=args.results_dir,
                   n_trials=args.trials, data_dir=args.data_dir, progress=not args.quiet,
                   setup_timeout_s=args.setup_timeout_s, setup_memory_gb=args.setup_memory_gb,
-                  finalize=not args.no_finalize, artifacts=args.artifacts)
+                  finalize=not args.no_finalize, artifacts=args.artifacts, train_device=args.train_device,
+                  amp=args.amp)
     if not args.quiet:
         _print_front(result)
     return 0
@@ -224,7 +227,8 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     from autoprune.finalize import finalize
 
     df = finalize(args.results, steps=args.steps, trials=args.trials, members=args.members,
-                  log=lambda m: err.print(f"[dim]autoprune:[/] {escape(m)}", highlight=False), artifacts=args.artifacts)
+                  log=lambda m: err.print(f"[dim]autoprune:[/] {escape(m)}", highlight=False), artifacts=args.artifacts,
+                  train_device=args.train_device, amp=args.amp)
     from autoprune.results import SearchResult, noisy_mark
 
     result = SearchResult.load(args.results)
@@ -411,6 +415,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_device_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--train-device", default="auto", metavar="DEVICE",
+                   help="where recovery, distillation, batch-norm re-estimation and scoring run: auto (CUDA when "
+                        "torch sees it), cpu, cuda or cuda:N; latency is measured by --device either way")
+    s.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
+                   help="mixed precision of training on CUDA (auto: bf16 where supported, else fp16; off on the CPU)")
+
+
 def _count(least: int):
     """An argparse type: a whole number of at least ``least``."""
 
@@ -514,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="least accuracy shown on the front and plots (default: the baseline's less 10 points; "
                         "lower candidates stay in trials.csv)")
     s.add_argument("--quiet", action="store_true", help="no progress output")
+    _train_device_arguments(s)
     _setup_limits(s)
     s.set_defaults(func=cmd_search)
 
@@ -528,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when the trials are done, leave finalizing to the other processes (by default every "
                         "process finalizes the front members whose trial files it holds, each member once)")
     s.add_argument("--quiet", action="store_true", help="no progress output")
+    _train_device_arguments(s)
     _setup_limits(s)
     s.set_defaults(func=cmd_worker)
 
@@ -542,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trials", type=lambda v: [int(x) for x in v.split(",")],
                    help="comma-separated trial numbers (default: the accuracy/latency front)")
     s.add_argument("--artifacts", metavar="URL", help="the artifact store (default: the one the search named)")
+    _train_device_arguments(s)
     s.set_defaults(func=cmd_finalize)
 
     s = sub.add_parser("front", help="print a study's Pareto front")

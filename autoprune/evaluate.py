@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from autoprune import accelerator
+
 if TYPE_CHECKING:  # torch is imported where it is used: showing results stays fast
     import torch
 
@@ -154,10 +156,16 @@ class Metric(MetricInfo):
         from autoprune.errors import MetricError
 
         part = data if samples is None or samples >= len(data) else data.head(samples)
+        device = accelerator.current().device
         if isinstance(model, torch.nn.Module):
             model.eval()
-        with torch.no_grad():
-            value = self.evaluate(model, part)
+        if isinstance(model, torch.nn.Module) and device != "cpu":
+            # its forward passes on the train device; the metric sees CPU batches and outputs
+            with torch.no_grad(), accelerator.placed(model, device):
+                value = self.evaluate(accelerator.OnDevice(model, device), part)
+        else:
+            with torch.no_grad():
+                value = self.evaluate(model, part)
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             value = value.item()
         if isinstance(value, bool) or not isinstance(value, (int, float)):

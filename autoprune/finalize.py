@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from autoprune import accelerator
 from autoprune._config import atomic_write_text
 from autoprune.errors import ExportError, StudyError
 
@@ -224,7 +225,8 @@ def _finalize_one(result, space, n: int, row, files, device, base_model, task, b
 
 def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int] | None = None,
              members: int | None = None, log=print, storage: str | None = None, retry_failed: bool = True,
-             poll_s: float = POLL_S, artifacts: str | None = None) -> pd.DataFrame:
+             poll_s: float = POLL_S, artifacts: str | None = None, train_device: str | None = None,
+             amp: str = "auto") -> pd.DataFrame:
     """Finalize the front of the study in ``results_dir``; return the final table.
 
     ``steps``: fine-tune steps per member on top of its search-time ones (default: the
@@ -234,6 +236,8 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     ``retry_failed``: finalize members whose last finalize failed again (``autoprune
     finalize`` does; the end of a search or a worker leaves them).
     ``artifacts``: an artifact store URL other than the one the search recorded.
+    ``train_device``, ``amp``: where the fine-tunes run, as :func:`autoprune.search`'s
+    (None: where this process was set to train, the CPU unless a search set it).
 
     Any number of processes (a search and its workers, on any machines) may finalize
     one study at once: each member is claimed through the storage
@@ -252,6 +256,8 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
     from autoprune.space import space_of
     from autoprune.trials import TrialFiles
 
+    if train_device is not None:  # a bad name stops here, before anything is claimed
+        accelerator.use(accelerator.resolve(train_device, amp))
     result = SearchResult.load(results_dir, storage=storage, artifacts=artifacts)
     base = result.baseline
     if base is None:

@@ -36,6 +36,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from autoprune import accelerator
+
 if TYPE_CHECKING:  # torch is imported where it is used: loading a space stays fast
     import torch
     from torch import nn
@@ -655,9 +657,11 @@ def _apply(
             raise PruningError("a gradient-based method was chosen but no labelled batches given")
         from autoprune.tasks._base import default_loss
 
+        device = accelerator.current().device
         pruned.zero_grad(set_to_none=True)
-        for x, y in gradient_batches:
-            (loss_fn or default_loss)(pruned, x, y).backward()
+        with accelerator.placed(pruned, device):  # the gradients come back to the CPU with their weights
+            for x, y in gradient_batches:
+                (loss_fn or default_loss)(pruned, accelerator.to(x, device), accelerator.to(y, device)).backward()
 
     # Plan keys are root names of the unpruned model; a dropped block can move a
     # group's root, so a key also matches any member layer of a current group.

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from autoprune import accelerator
 from autoprune.outputs import distill_modes, flat, names
 from autoprune.pruning import apply_masks
 
@@ -64,11 +65,12 @@ def recalibrate_bn(model: nn.Module, data: Split, batches: int, batch_size: int 
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the batches below
+    device = accelerator.current().device
     model.train()
     gen = torch.Generator().manual_seed(0)
-    with torch.no_grad(), _seeded_rng(0):
+    with torch.no_grad(), _seeded_rng(0), accelerator.placed(model, device):
         for _, x, _ in data.sample(batch_size, batches, gen):
-            model(x)
+            model(accelerator.to(x, device))
     for bn, momentum in zip(bns, saved):
         bn.momentum = momentum
     model.eval()
@@ -101,10 +103,22 @@ class Distill:
     outputs: Mapping | None = None
     _cache: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
     _modes: list[str] | None = field(default=None, repr=False)
+    _placed: dict = field(default_factory=dict, repr=False)  # device -> a copy of the teacher there
+
+    def on(self, device: str) -> nn.Module:
+        """The teacher on ``device``: the teacher itself on the CPU, a copy made once
+        elsewhere (the teacher is also the baseline that export and timing read on the CPU)."""
+        if device == "cpu":
+            return self.teacher
+        if device not in self._placed:
+            import copy
+
+            self._placed[device] = copy.deepcopy(self.teacher).to(device).eval()
+        return self._placed[device]
 
     def _teacher(self, x: torch.Tensor) -> list[torch.Tensor]:
         with torch.no_grad():
-            return flat(self.teacher(x))
+            return flat(self.on(str(x.device))(x))
 
     def teacher_out(self, data: Split, idx: torch.Tensor | None, flip: torch.Tensor | None,
                     x: torch.Tensor) -> list[torch.Tensor]:
@@ -117,12 +131,15 @@ class Distill:
         if entry is None:
             one = self._teacher(x[:1])
             mb = 2 * len(data) * sum(o[0].numel() * o.element_size() for o in one) / 2**20
-            entry = ([torch.empty((2, len(data), *o.shape[1:]), dtype=o.dtype) for o in one],
-                     torch.zeros((2, len(data)), dtype=torch.bool)) if mb <= self.cache_mb else False
+            # kept where the teacher runs: a batch's outputs never cross the bus again
+            entry = ([torch.empty((2, len(data), *o.shape[1:]), dtype=o.dtype, device=o.device) for o in one],
+                     torch.zeros((2, len(data)), dtype=torch.bool, device=x.device)) if mb <= self.cache_mb else False
             self._cache[data] = entry
         if entry is False:
             return self._teacher(x)
         kept, known = entry
+        idx = idx.to(known.device)
+        flip = flip.to(known.device) if flip is not None else None
         side = flip.long() if flip is not None else torch.zeros_like(idx)
         miss = ~known[side, idx]
         if miss.any():
@@ -167,6 +184,18 @@ def train(model: nn.Module, data: Split, config: TrainConfig, masks: Mapping[str
     """
     if config.steps == 0:
         return float("nan")
+    with accelerator.placed(model, accelerator.current().device):
+        return _train(model, data, config, masks, progress, distill, loss_fn)
+
+
+def _train(model: nn.Module, data: Split, config: TrainConfig, masks: Mapping[str, torch.Tensor] | None,
+           progress: Callable[[int, float], None] | None, distill: Distill | None, loss_fn: LossFn | None) -> float:
+    """:func:`train` with ``model`` already on the train device."""
+    where = accelerator.current()
+    device = where.device
+    if masks and device != "cpu":
+        masks = {k: m.to(device) for k, m in masks.items()}
+    scaler = where.scaler()
     loss = torch.tensor(float("nan"))
     gen = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.SGD(
@@ -196,14 +225,21 @@ def train(model: nn.Module, data: Split, config: TrainConfig, masks: Mapping[str
                     x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
                     if y.dim() >= 2 and y.shape[-1] == x.shape[-1]:  # per-pixel labels follow their image
                         y = torch.where(flip.view(-1, *[1] * (y.dim() - 1)), y.flip(-1), y)
+                x, y = accelerator.to(x, device), accelerator.to(y, device)
                 opt.zero_grad(set_to_none=True)
                 outputs.clear()
-                loss = loss_fn(model, x, y)
-                if distilling and outputs:
-                    assert distill is not None
-                    loss = distill.loss(outputs[-1], distill.teacher_out(data, idx, flip, x), loss)
-                loss.backward()
-                opt.step()
+                with where.autocast():
+                    loss = loss_fn(model, x, y)
+                    if distilling and outputs:
+                        assert distill is not None
+                        loss = distill.loss(outputs[-1], distill.teacher_out(data, idx, flip, x), loss)
+                if scaler is None:
+                    loss.backward()
+                    opt.step()
+                else:  # float16: gradients scaled up, and a step with an overflow skipped
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
                 if masks:
                     apply_masks(model, masks)  # unstructured/N:M zeros stay zero through the fine-tune
                 sched.step()

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autoprune import storage
+from autoprune import accelerator, storage
 from autoprune._config import atomic_write_text, scratch_dir
 from autoprune.device import Device
 from autoprune.errors import BudgetError, ConfigError, StudyError, TaskError, first_line
@@ -105,6 +105,10 @@ class SearchConfig:
     max_drop: float = 1.0  # accuracy points: the recommended pick's allowance
     min_metric: float | None = None  # least accuracy shown on the front (default: baseline - 10)
     artifacts: str | None = None  # an artifact store URL the trials' files go through (autoprune.artifacts)
+    # where this process trains (autoprune.accelerator; resolved: "cpu", "cuda:0") and its
+    # mixed precision; not identity: latency never depends on it
+    train_device: str = "cpu"
+    amp: str = "off"
     # How long and how much memory tracing the model at set-up may take (None: no time
     # limit / half the memory available); not identity either.
     setup_timeout_s: float | None = SETUP_TIMEOUT_S
@@ -811,7 +815,11 @@ def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool,
 
     if config.artifacts:  # a bad URL stops here, before anything is written
         open_store(config.artifacts, create=True)
+    train = accelerator.TrainDevice(config.train_device, config.amp)
+    accelerator.use(train)  # this process and the workers it starts
     with SearchProgress(enabled=progress) as bar:
+        if not train.on_cpu:
+            bar.log(f"training on {train.describe()}; latency is measured on {config.device}")
         session = open_session(config, worker=worker, store=store, log=bar.log)
         bar.metric = session.ctx.task.metric.info
         bar.screen_total = session.ctx.space.space.screen.plans
@@ -882,6 +890,8 @@ def search(
     task_args: dict[str, Any] | None = None,
     workers: int | None = None,
     artifacts: str | None = None,
+    train_device: str = "auto",
+    amp: str = "auto",
 ) -> SearchResult:
     """Run (or resume) a search and return its :class:`~autoprune.results.SearchResult`.
 
@@ -910,6 +920,11 @@ def search(
     "int8"]``) overrides the space's precision choices; only those the device profile
     supports are offered. ``screen_plans`` overrides the space's ``screen.plans``: how
     many plans are screened cheaply before the best ``n_trials`` are trained (0: none).
+    ``train_device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) is where recovery,
+    distillation, batch-norm re-estimation, gradients and scoring run (``auto``: CUDA
+    when torch sees it); ``amp`` (``auto``, ``bf16``, ``fp16``, ``off``) its mixed
+    precision (``auto``: bf16 on CUDA where supported, off on the CPU). Latency is
+    measured by the device profile either way.
 
     Raises:
         AutopruneError: a set-up problem (unknown names, bad files, unreachable budget,
@@ -922,6 +937,7 @@ def search(
         if not isinstance(task, Task):
             raise TaskError(f"task must be a task name or an autoprune.tasks.Task, got {type(task).__name__}.")
         task = remember(task)
+    train = accelerator.resolve(train_device, amp)
     config = SearchConfig(
         task=task,
         device=device,
@@ -947,6 +963,8 @@ def search(
         task_args=tuple(sorted((task_args or {}).items())),
         workers=workers,
         artifacts=_artifacts_url(artifacts),
+        train_device=train.device,
+        amp=train.amp,
     )
     return _execute(config, target=config.n_trials, worker=False, progress=progress)
 
@@ -963,6 +981,8 @@ def join(
     setup_memory_gb: float | None = None,
     finalize: bool = True,
     artifacts: str | None = None,
+    train_device: str = "auto",
+    amp: str = "auto",
 ) -> SearchResult:
     """Join a running study as a worker: run its trials until it holds its target, then
     finalize, with the other processes, the front members whose trial files are here
@@ -971,6 +991,7 @@ def join(
     The study's task, device profile, space and budget come from the storage; this
     machine must have the same device profile (by hash: latencies must be comparable)
     and search space. Trial files go to ``results_dir/<study>/trials/`` here.
+    ``train_device`` and ``amp``: as :func:`search`'s, for this process.
 
     Raises:
         StudyError: no such study in the storage, or it was not created by autoprune.
@@ -980,6 +1001,7 @@ def join(
 
     from autoprune import storage as storage_mod
 
+    train = accelerator.resolve(train_device, amp)  # before the storage: a typo costs nothing
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     store = storage_mod.open_storage(storage)
     existing = storage_mod.load(store, study_name)
@@ -1011,5 +1033,7 @@ def join(
         finalize=finalize and bool(run.get("finalize", True)),  # a search run with --no-finalize: none of its workers
         final_members=run.get("final_members"),  # the search's: every process chooses the same members
         artifacts=_artifacts_url(artifacts) or run.get("artifacts"),
+        train_device=train.device,
+        amp=train.amp,
     )
     return _execute(config, target=target, worker=True, progress=progress, store=store)

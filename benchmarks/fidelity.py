@@ -57,6 +57,23 @@ def plans(resolved, n: int, seed: int, low: float, high: float):
     return [resolved.suggest(study.ask()) for _ in range(n)]
 
 
+def spread_order(n: int) -> list[int]:
+    """Indices 0..n-1 in an order whose every prefix spans the range (both ends, then the
+    middles of the widest gaps), so a run stopped early still covers the latency range."""
+    if n <= 2:
+        return list(range(n))
+    order, gaps = [0, n - 1], [(0, n - 1)]
+    while gaps:
+        gaps.sort(key=lambda g: g[0] - g[1])  # widest first
+        lo, hi = gaps.pop(0)
+        if hi - lo < 2:
+            continue
+        mid = (lo + hi) // 2
+        order.append(mid)
+        gaps += [(lo, mid), (mid, hi)]
+    return order
+
+
 def score(ctx, model, masks, overrides, seed: int) -> float:
     from autoprune.screen import screen
 
@@ -129,6 +146,8 @@ def main() -> None:
                         help="finished candidates (a run resumes from it)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/fidelity.md"))
     parser.add_argument("--report-only", action="store_true", help="write the report from the rows file as it is")
+    parser.add_argument("--max-minutes", type=float, default=math.inf,
+                        help="start no candidate after this long; report the ones done (rerun to add the rest)")
     add_load_arguments(parser)
     args = parser.parse_args()
 
@@ -153,9 +172,13 @@ def main() -> None:
     drawn = plans(resolved, args.candidates, args.seed, args.low, args.high)
     # rows of other plans (another seed, or the space as it was) stay in the file, not in this report
     done = [r for r in done if r["seed"] == args.seed and any(r["plan"] == p.to_dict() for p in drawn)]
-    for i, plan in enumerate(drawn):
+    began = time.monotonic()
+    for i in spread_order(len(drawn)):
+        plan = drawn[i]
         if args.report_only or any(r["plan"] == plan.to_dict() for r in done):
             continue
+        if time.monotonic() - began > args.max_minutes * 60:
+            break
         work = Path(scratch.name) / str(i)
         work.mkdir()
         row = {"seed": args.seed, "index": i, **candidate(ctx, plan, args.seed + i, work)}
@@ -183,8 +206,8 @@ def main() -> None:
         f"- Command: `.venv/bin/python benchmarks/fidelity.py --candidates {args.candidates} --seed {args.seed}`; "
         f"rows in `{args.rows}`.\n"
         f"- Task `{args.task}`, space `{args.space}`, device `{args.device}` (latency measured, float32 only).\n"
-        f"- {len(df)} plans drawn from the space, shared ratio evenly spaced over {args.low:g}-{args.high:g}, "
-        "deviations and block drops at random.\n"
+        f"- {len(df)} of {args.candidates} plans drawn from the space (done in an order that spans the range), "
+        f"shared ratio evenly spaced over {args.low:g}-{args.high:g}, deviations and block drops at random.\n"
         f"- Screens: pruned, BatchNorm re-estimated on {sc.bn_batches} batches of {sc.batch_size}, then the steps "
         f"named (distilled, lr {sc.lr:g}), scored on the first {sc.samples} validation images (search-time "
         "fidelity). `seconds_per_candidate` counts the surgery and the screen, not the latency measurement.\n"

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from autoprune import accelerator
+
 
 def default_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of ``model(x)`` against class indices ``y`` (also per pixel): a
@@ -125,8 +127,9 @@ class DataSplit:
     def _loader(self, data=None, **kwargs):
         from torch.utils.data import DataLoader
 
+        # pinned pages copy to a CUDA train device without a staging copy
         return DataLoader(self.dataset if data is None else data, collate_fn=self.collate,
-                          num_workers=self.workers, **kwargs)
+                          num_workers=self.workers, pin_memory=not accelerator.current().on_cpu, **kwargs)
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.iterable:  # no random access: the first examples, as many as asked
