@@ -78,11 +78,12 @@ def main() -> None:
     import torch
 
     monitor = LoadMonitor()
-    rows = []
+    rows, skipped = [], []
     for name, model, data, batch in models(args.models.split(",")):
         for device in args.devices.split(","):
             if device.startswith("cuda") and not torch.cuda.is_available():
                 print(f"{name}: no CUDA device here, the {device} rows are not run", file=sys.stderr)
+                skipped.append(f"{name} on {device}")
                 continue
             for amp in (args.amp.split(",") if device.startswith("cuda") else ["off"]):
                 try:  # the package before the train device: the CPU only
@@ -103,9 +104,8 @@ def main() -> None:
                     return
     table = pd.DataFrame(rows)
     text = ("# Recovery throughput: distilled fine-tune steps per second\n\n" + facts()
-            + f"- Command: `.venv/bin/python benchmarks/train_throughput.py --models {args.models} "
-              f"--devices {args.devices} --amp {args.amp}`\n"
-            "- `autoprune.recover.train` with distillation (teacher outputs kept), SGD, batch as shown; median of "
+            + (f"- Not run, torch sees no CUDA device here: {', '.join(skipped)}.\n" if skipped else "")
+            + "- `autoprune.recover.train` with distillation (teacher outputs kept), SGD, batch as shown; median of "
             f"{args.repeats} runs after a warm-up run. ResNet-18 reads random 224 px inputs.\n\n"
             + table.to_markdown(index=False, floatfmt=".2f") + "\n")
     write_report(args.out, text, monitor, args.allow_noisy)
