@@ -7,7 +7,7 @@ setup:
 # A short search on the reference task: screen 64 plans, train 6 (the baseline and the
 # unpruned model at INT8 among them), finalize 2; prints the Pareto front and the pick.
 demo: setup
-	.venv/bin/autoprune search --task fashion-mnist --device x86-ort --latency-budget-ms 0.2 --trials 6 \
+	.venv/bin/autoprune search --task fashion-mnist --device x86-ort --latency-budget-ms 0.3 --trials 6 \
 		--screen-plans 64 --final-members 2
 
 # The whole suite, slow tests included (what CI runs).
