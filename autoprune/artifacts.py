@@ -83,6 +83,16 @@ def publish(study, store, key: str, folder: Path, names: tuple[str, ...]) -> dic
     return ids
 
 
+def publish_or_say(study, store, key: str, folder: Path, names: tuple[str, ...], log) -> None:
+    """:func:`publish`, with a failed upload said through ``log`` rather than raised:
+    the files stay in ``folder``, and a later run can upload them."""
+    try:
+        publish(study, store, key, folder, names)
+    except Exception as exc:  # noqa: BLE001 - each store raises its own
+        log(f"trial {key}: its files could not be uploaded to the artifact store ({type(exc).__name__}: "
+            f"{first_line(exc)}); they stay in {folder}")
+
+
 def fetch(study, store, key: str, folder: Path) -> bool:
     """Download the files indexed under ``key`` into ``folder``; False when none are.
     They are downloaded beside it first and moved in (``result.json`` last), so an

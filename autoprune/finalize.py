@@ -156,18 +156,6 @@ def _may_still_claim(owner: str | None, states: dict[int, dict], started: float)
     return busy or time.monotonic() - started < GRACE_S
 
 
-def _publish_final(study, art, n: int, files, log) -> None:
-    """Upload a member's final files (before its claim is settled: a process that sees it
-    done can fetch them); a failed upload is said, and the files stay here."""
-    from autoprune.artifacts import FINAL_FILES, publish
-
-    try:
-        publish(study, art, f"{n}/final", files.dir, FINAL_FILES)
-    except Exception as exc:  # noqa: BLE001 - each store raises its own
-        log(f"trial {n}: its final files could not be uploaded to the artifact store ({type(exc).__name__}: "
-            f"{exc}); they stay in {files.dir}")
-
-
 def _baseline(result, trial: int):
     """The unpruned model and the task. Its files may be in another process's results
     folder; it is the task's own model either way (the baseline is never fine-tuned)."""
@@ -353,8 +341,8 @@ def finalize(results_dir: str | Path, steps: int | None = None, trials: list[int
                 failure = _finalize_one(result, space, n, row, files, device, base_model, task, base_full,
                                         distill, steps, log)
             if failure is None:
-                if art is not None:
-                    _publish_final(study, art, n, files, log)
+                if art is not None:  # uploaded before it is settled: a process that sees it done can fetch them
+                    artifacts_mod.publish_or_say(study, art, f"{n}/final", files.dir, artifacts_mod.FINAL_FILES, log)
                 storage_mod.settle_final(study, n, result.study_dir,
                                          {"state": "done", **key, "figures": final_result(files)})
             else:

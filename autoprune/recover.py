@@ -184,14 +184,15 @@ def train(model: nn.Module, data: Split, config: TrainConfig, masks: Mapping[str
     """
     if config.steps == 0:
         return float("nan")
-    with accelerator.placed(model, accelerator.current().device):
-        return _train(model, data, config, masks, progress, distill, loss_fn)
+    where = accelerator.current()
+    with accelerator.placed(model, where.device):
+        return _train(model, data, config, masks, progress, distill, loss_fn, where)
 
 
 def _train(model: nn.Module, data: Split, config: TrainConfig, masks: Mapping[str, torch.Tensor] | None,
-           progress: Callable[[int, float], None] | None, distill: Distill | None, loss_fn: LossFn | None) -> float:
-    """:func:`train` with ``model`` already on the train device."""
-    where = accelerator.current()
+           progress: Callable[[int, float], None] | None, distill: Distill | None, loss_fn: LossFn | None,
+           where: accelerator.TrainDevice) -> float:
+    """:func:`train` with ``model`` already on the train device ``where``."""
     device = where.device
     if masks and device != "cpu":
         masks = {k: m.to(device) for k, m in masks.items()}

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from autoprune import accelerator, storage
 from autoprune._config import atomic_write_text, scratch_dir
 from autoprune.device import Device
-from autoprune.errors import BudgetError, ConfigError, StudyError, TaskError, first_line
+from autoprune.errors import BudgetError, ConfigError, StudyError, TaskError
 from autoprune.evaluate import MetricInfo
 from autoprune.limits import SETUP_TIMEOUT_S
 from autoprune.trials import FailStage, TrialFailure, TrialFiles, TrialRecord
@@ -791,7 +791,7 @@ def _publish(study, store, study_dir: Path, numbers: list[int] | None, log: Call
     files stay here, and the next run of this folder tries again."""
     import optuna
 
-    from autoprune.artifacts import FILES_ATTR, TRIAL_FILES, publish
+    from autoprune.artifacts import FILES_ATTR, TRIAL_FILES, publish_or_say
 
     indexed = {key for key in study.user_attrs if key.startswith(FILES_ATTR)}
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
@@ -800,11 +800,7 @@ def _publish(study, store, study_dir: Path, numbers: list[int] | None, log: Call
         files = TrialFiles.of(study_dir, t.number)
         if not files.plan.is_file():
             continue  # another process's trial
-        try:
-            publish(study, store, str(t.number), files.dir, TRIAL_FILES)
-        except Exception as exc:  # noqa: BLE001 - each store raises its own
-            log(f"trial {t.number}: its files could not be uploaded to the artifact store "
-                f"({type(exc).__name__}: {first_line(exc)}); they stay in {files.dir}")
+        publish_or_say(study, store, str(t.number), files.dir, TRIAL_FILES, log)
 
 
 def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool, store=None) -> SearchResult:
@@ -813,10 +809,10 @@ def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool,
     from autoprune.artifacts import open_store
     from autoprune.progress import SearchProgress
 
-    if config.artifacts:  # a bad URL stops here, before anything is written
-        open_store(config.artifacts, create=True)
+    # a bad URL stops here, before anything is written
+    artifact_store = open_store(config.artifacts, create=True) if config.artifacts else None
     train = accelerator.TrainDevice(config.train_device, config.amp)
-    accelerator.use(train)  # this process and the workers it starts
+    accelerator.use(train)  # this process and those it starts (DataLoader workers)
     with SearchProgress(enabled=progress) as bar:
         if not train.on_cpu:
             bar.log(f"training on {train.describe()}; latency is measured on {config.device}")
@@ -829,7 +825,8 @@ def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool,
         bar.start(total=target, done=done)
 
         url = config.artifacts or storage.run_info(session.study).get("artifacts")  # a resumed search's too
-        artifact_store = open_store(url, create=True) if url else None
+        if artifact_store is None and url:
+            artifact_store = open_store(url, create=True)
 
         def after_trial(study, trial) -> None:
             bar.advance(TrialRecord.of(trial), config.latency_budget_ms)
