@@ -357,6 +357,24 @@ def relax_module(onnx_path: str | Path, profile: DeviceProfile):
     return mod, specs
 
 
+def apply_database(mod, target, database, *, prepack: bool):
+    """``mod`` with each task's fastest record in ``database`` applied (the rest keep
+    TVM's default schedules); with ``prepack``, the weights folded into the layouts the
+    schedules read."""
+    import tvm
+    from tvm import relax
+
+    with target, database:
+        mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+    if prepack:
+        # the weights are constants: rewriting them into the schedules' layouts
+        # happens once here, not at every inference
+        with target:
+            mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
+                                            relax.transform.FoldConstant()])(mod)
+    return mod
+
+
 class TvmBackend(Backend):
     """The artifact is a compiled shared library: a Relax VM executable for the profile's target."""
 
@@ -488,8 +506,6 @@ class TvmBackend(Backend):
         """Top up the tasks the database has too few records of (within budget), then
         apply the database, and fold the weights into the layouts the schedules read."""
         _light_tensor_intrin()
-        import tvm
-        from tvm import relax
         from tvm.s_tir import meta_schedule as ms
 
         assert profile.tvm is not None
@@ -523,7 +539,17 @@ class TvmBackend(Backend):
             trials += n
             most = max(most, n)
         t0 = time.perf_counter()
+        checks = None
         if chosen:
+            database_written = database
+            if runs_here(target_dict):
+                # each task's fastest record is checked against its unscheduled function
+                # before it is committed (tuned on a board, the board's parity check guards)
+                from autoprune.backends.tvm_records import RecordChecker, RecordChecks, checking_database
+
+                checks = RecordChecks()
+                checker = RecordChecker(target, profile.tvm.parity_atol, profile.tvm.parity_rtol, chosen)
+                database_written = checking_database(database, checker, checks)
             with _meta_schedule_logging(), tempfile.TemporaryDirectory(prefix="autoprune-tune-") as work:
                 strategy = (ms.search_strategy.ReplayTrace() if tuning.strategy == "replay-trace" else
                             ms.search_strategy.EvolutionarySearch(
@@ -544,7 +570,7 @@ class TvmBackend(Backend):
                     num_trials_per_iter=min(16, tuning.trials_per_task),
                     builder=self._tuning_builder(profile, tuning),
                     runner=self._tuning_runner(profile, tuning),
-                    database=database,
+                    database=database_written,
                     cost_model="random" if tuning.strategy == "replay-trace" else "xgb",
                 )
             _remember_asked(db_dir, chosen_keys, tuning.trials_per_task)
@@ -561,15 +587,11 @@ class TvmBackend(Backend):
             "prepacked": tuning.prepack_weights,
             "tuned_on": ("board (rpc)" if profile.runner == "rpc" else "host") if chosen else None,
         })
-        with target, database:
-            mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-        if tuning.prepack_weights:
-            # the weights are constants: rewriting them into the schedules' layouts
-            # happens once here, not at every inference
-            with target:
-                mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
-                                                relax.transform.FoldConstant()])(mod)
-        return mod
+        if checks is not None:
+            info.update({"records_checked": checks.checked, "records_rejected": checks.rejected})
+            if checks.reasons:
+                info["records_rejected_why"] = checks.reasons[0]
+        return apply_database(mod, target, database, prepack=tuning.prepack_weights)
 
     @staticmethod
     def _tuning_builder(profile: DeviceProfile, tuning):
