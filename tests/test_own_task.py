@@ -149,6 +149,64 @@ def test_a_task_reads_its_data_from_a_dataset_and_a_dataloader(tmp_path):
     assert train.reads > 0  # recovery read the training data through the dataset (workers=0: this process)
 
 
+class _Noisy(__import__("torch").utils.data.Dataset):
+    """A dataset with a random transform; each example says which process read it."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        import os
+
+        import torch
+
+        return torch.rand(3) + i, torch.tensor(os.getpid())
+
+
+def test_loading_processes_stay_up_across_passes_and_random_transforms_draw_alike():
+    """Issue 26.1: the processes that load a split serve every pass over it (BN batches,
+    each recovery rung, each evaluation); a dataset's random transforms draw the same
+    whatever the number of loading processes and what they read before."""
+    import os
+
+    import torch
+
+    from autoprune.tasks._base import DataSplit
+
+    def passes(split):
+        gen = torch.Generator().manual_seed(0)
+        out = []
+        for _ in range(3):
+            out.append(list(split.sample(4, 3, gen)))
+            out.append(list(split.batches(8)))
+        return out
+
+    one = DataSplit(_Noisy(20), workers=1)
+    first = passes(one)
+    pids = {int(p) for run in first for batch in run for p in batch[-1]}
+    assert len(pids) == 1 and os.getpid() not in pids  # one loading process, kept for all six passes
+    again = passes(DataSplit(_Noisy(20), workers=1))  # a new process: the same draws
+    here = passes(DataSplit(_Noisy(20), workers=0))  # read in this process: the same draws
+    for a, b, c in zip(first, again, here, strict=True):
+        for x, y, z in zip(a, b, c, strict=True):
+            assert torch.equal(x[-2], y[-2]) and torch.equal(x[-2], z[-2])
+    state = torch.random.get_rng_state()
+    passes(DataSplit(_Noisy(20), workers=0))
+    assert torch.equal(state, torch.random.get_rng_state())  # this process's stream is left alone
+    # a pass left half-read lets its processes go; the next pass starts new ones and reads right
+    half = one.batches(4)
+    next(half)
+    half.close()
+    assert len(list(one.batches(8))) == 3 and one._persistent is not None
+    # the first examples (the metric's validation subset) are read by the same process
+    view = one.head(10)
+    assert [len(y) for _, y in view.batches(4)] == [4, 4, 2]
+    assert {int(p) for _, y in view.batches(4) for p in y} == {int(p) for _, y in one.batches(20) for p in y}
+
+
 @pytest.mark.slow  # about 2 min: the example's base model, 4 trials, one finalized member, export and run
 def test_a_model_with_two_outputs_searches_exports_and_runs_per_output(tmp_path):
     """Issue 28.1: the two-head example (a dict of class scores and a box, its own loss and

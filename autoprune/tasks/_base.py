@@ -103,6 +103,10 @@ class DataSplit:
                              "(define __len__ on an IterableDataset).") from None
         self._len = total if _limit is None else min(_limit, total)
         self._limit = _limit
+        self._persistent = None  # the loader whose processes serve every pass (``_read``)
+        self._passes: _Passes | None = None
+        self._active = False
+        self._source: DataSplit | None = None  # set on a view by ``head``
         if self._len == 0:
             raise ValueError(f"the {type(self.dataset).__name__} is empty: a split needs at least one example.")
 
@@ -116,7 +120,9 @@ class DataSplit:
         from torch.utils.data import DataLoader
 
         # through a DataLoader: the view keeps the user's collate_fn
-        return DataSplit(DataLoader(self.dataset, collate_fn=self.collate), self.workers, _limit=min(n, self._len))
+        view = DataSplit(DataLoader(self.dataset, collate_fn=self.collate), self.workers, _limit=min(n, self._len))
+        view._source = self._source or self  # the same examples: read by the same processes
+        return view
 
     def _pair(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
@@ -130,6 +136,47 @@ class DataSplit:
         # pinned pages copy to a CUDA train device without a staging copy
         return DataLoader(self.dataset if data is None else data, collate_fn=self.collate,
                           num_workers=self.workers, pin_memory=not accelerator.current().on_cpu, **kwargs)
+
+    def _read(self, plan: list[list[int]], seed: int) -> Iterator:
+        """The batches of ``plan`` (lists of example indices), collated, in order.
+
+        With loading processes, one loader serves every pass, and its processes stay up
+        between passes (``persistent_workers``): a candidate reads its split a dozen times
+        (BN batches, each recovery rung, each evaluation), and starting the processes
+        again each time cost more than the batches on small models. Each example is read
+        with torch's generator seeded from ``seed`` and its place in the pass, so a
+        dataset's random transforms draw the same whatever the process, the number of
+        loading processes or what they read before (a retried candidate reads as the
+        first one did). A pass that stops early or fails lets its processes go.
+        """
+        from torch.utils.data import DataLoader
+
+        if self._source is not None:  # a view (``head``): its examples are its source's first
+            yield from self._source._read(plan, seed)
+            return
+        keyed = [[(seed + n * 100_003 + k, int(i)) for k, i in enumerate(b)] for n, b in enumerate(plan)]
+        if self.workers == 0 or self._active:
+            # in this process (no workers), or a second pass while one is open: a loader of its own
+            yield from DataLoader(_SeededExamples(self.dataset), batch_sampler=keyed, collate_fn=self.collate,
+                                  num_workers=self.workers, pin_memory=not accelerator.current().on_cpu,
+                                  generator=torch.Generator())
+            return
+        if self._persistent is None:
+            self._passes = _Passes()
+            self._persistent = DataLoader(_SeededExamples(self.dataset), batch_sampler=self._passes,
+                                          collate_fn=self.collate, num_workers=self.workers,
+                                          pin_memory=not accelerator.current().on_cpu, persistent_workers=True,
+                                          generator=torch.Generator())  # its seed draws leave torch's own alone
+        self._passes.batches = keyed
+        self._active = True
+        done = False
+        try:
+            yield from self._persistent
+            done = True
+        finally:
+            self._active = False
+            if not done:
+                self._persistent = None  # its processes end with it; the next pass starts new ones
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.iterable:  # no random access: the first examples, as many as asked
@@ -150,8 +197,8 @@ class DataSplit:
                         return
             return
         plan = [torch.randint(self._len, (batch_size,), generator=generator) for _ in range(steps)]
-        loader = self._loader(batch_sampler=[p.tolist() for p in plan])
-        for idx, batch in zip(plan, loader, strict=True):
+        seed = int(torch.randint(2**31, (1,), generator=generator))
+        for idx, batch in zip(plan, self._read([p.tolist() for p in plan], seed), strict=True):
             yield (idx, *self._pair(batch))
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -164,16 +211,46 @@ class DataSplit:
                 if left <= 0:
                     return
             return
-        from torch.utils.data import Subset
-
-        data = self.dataset if self._limit is None else Subset(self.dataset, range(self._len))
-        for batch in self._loader(data, batch_size=batch_size, shuffle=False):
+        plan = [list(range(start, min(start + batch_size, self._len))) for start in range(0, self._len, batch_size)]
+        for batch in self._read(plan, seed=0):
             yield self._pair(batch)
 
     def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.iterable:
             return self.take(torch.arange(min(n, self._len)))
         return next(iter(self.head(n).batches(n)))
+
+
+class _Passes:
+    """The batch sampler of a loader that serves several passes: the batches of the next
+    pass are set before it starts (the sampler runs in this process, not the workers)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _SeededExamples(torch.utils.data.Dataset):
+    """``dataset[i]`` read with torch's generator seeded for that read (keys are
+    ``(seed, i)``), on a fork of the generator: in this process the caller's stream is
+    left as it was."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        seed, i = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[i]
 
 
 def as_split(data, label: str) -> Split | DataSplit:
