@@ -329,8 +329,9 @@ def main() -> None:
     args = parser.parse_args()
     global LADDER, TP_RATIOS
     if args.quick:
-        args.task, args.seeds, args.trials, args.final_members = ["digits"], "0", 3, 2
-        args.budget_ms, args.screen_plans = 1.0, 16
+        # one member an arm and a short screen: the suite runs this (it took 7.7 min with 2 and 16)
+        args.task, args.seeds, args.trials, args.final_members = ["digits"], "0", 3, 1
+        args.budget_ms, args.screen_plans = 1.0, 8
         LADDER, TP_RATIOS = (0.5,), (0.5,)
     monitor = LoadMonitor()
     done = read_rows(args.rows)
