@@ -134,6 +134,30 @@ def test_x86_build_is_checked_against_ort_and_timed(onnx_model, tmp_path):
     assert 0 < m.min_ms <= m.median_ms and m.threads == profile.tvm.num_threads
 
 
+def test_the_timing_process_runs_a_tvm_library_without_torch(onnx_model, tmp_path):
+    """TVM's runtime (apache-tvm-ffi) imports torch whenever it can: 4.5 s and about
+    850 MB here, in every timing process. The timing process keeps it out (issue 29:
+    memory), and times the library all the same."""
+    import subprocess
+    import sys
+
+    profile = with_tuning(load_profile("x86-tvm"), tmp_path / "db", max_trials=0)
+    built = backends.create("tvm").build(onnx_model, profile, tmp_path / "b")
+    assert built.error is None, built.error
+    request = json.dumps({"artifact": built.artifact_path, "profile": profile.to_dict()})
+    # peak resident memory from VmHWM: getrusage's ru_maxrss keeps the parent's across exec
+    probe = ("import runpy, sys; runpy.run_module('autoprune.runners._device', run_name='__main__'); "
+             "print('torch', sys.modules.get('torch')); "
+             "print('peak_mb', int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) // 1024)")
+    proc = subprocess.run([sys.executable, "-c", probe], input=request, capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert '"kind": "ok"' in lines[0], lines[0][:500]
+    assert lines[1] == "torch None"
+    assert int(lines[2].split()[1]) < 500  # with torch: about 850 MB
+
+
 def test_parity_mismatch_is_a_failed_build(onnx_model, tmp_path):
     profile = with_tuning(load_profile("x86-tvm"), tmp_path / "db", max_trials=0)
     strict = dataclasses.replace(profile, tvm=dataclasses.replace(profile.tvm, parity_atol=0.0, parity_rtol=0.0))
