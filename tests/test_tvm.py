@@ -264,10 +264,9 @@ def _every_record_reproduces_onnx_runtime(onnx_model, profile: DeviceProfile, db
     from tvm.s_tir import meta_schedule as ms
 
     from autoprune.backends.tvm import TvmBackend, apply_database, relax_module, resolve_target
-
-    target = tvm.target.Target(resolve_target(profile.tvm))
     from autoprune.backends.tvm_records import mean_run_s
 
+    target = tvm.target.Target(resolve_target(profile.tvm))
     records = [r for r in ms.database.JSONDatabase(work_dir=str(db), module_equality="structural")
                .get_all_tuning_records() if mean_run_s(r) is not None]  # measured ones
     assert len(records) >= 2
