@@ -287,11 +287,13 @@ def test_a_schedule_that_computes_other_numbers_never_enters_the_database(onnx_m
     unscheduled function before it is committed; one that computes other numbers is
     left out. (No schedule MetaSchedule found here computes wrong numbers: this one is
     made so by an unsafe primitive, on the real task of the digits model.)"""
+    import functools
+
     import tvm
     from tvm.s_tir import Schedule
     from tvm.s_tir import meta_schedule as ms
 
-    from autoprune.backends.tvm import relax_module, resolve_target, task_cost
+    from autoprune.backends.tvm import parity, relax_module, resolve_target, task_cost
     from autoprune.backends.tvm_records import RecordChecker, RecordChecks, checking_database
 
     profile = load_profile("x86-tvm")
@@ -303,7 +305,7 @@ def test_a_schedule_that_computes_other_numbers_never_enters_the_database(onnx_m
     (tmp_path / "db").mkdir()
     checks = RecordChecks()
     db = checking_database(ms.database.JSONDatabase(work_dir=str(tmp_path / "db"), module_equality="structural"),
-                           RecordChecker(target, profile.tvm.parity_atol, profile.tvm.parity_rtol, tasks), checks)
+                           RecordChecker(target, functools.partial(parity, settings=profile.tvm), tasks), checks)
     workload = db.commit_workload(func)
 
     def record(run_s: float, wrong: bool):

@@ -548,7 +548,7 @@ class TvmBackend(Backend):
                 from autoprune.backends.tvm_records import RecordChecker, RecordChecks, checking_database
 
                 checks = RecordChecks()
-                checker = RecordChecker(target, profile.tvm.parity_atol, profile.tvm.parity_rtol, chosen)
+                checker = RecordChecker(target, functools.partial(parity, settings=profile.tvm), chosen)
                 database_written = checking_database(database, checker, checks)
             with _meta_schedule_logging(), tempfile.TemporaryDirectory(prefix="autoprune-tune-") as work:
                 strategy = (ms.search_strategy.ReplayTrace() if tuning.strategy == "replay-trace" else

@@ -155,18 +155,21 @@ class DataSplit:
             yield from self._source._read(plan, seed)
             return
         keyed = [[(seed + n * 100_003 + k, int(i)) for k, i in enumerate(b)] for n, b in enumerate(plan)]
+
+        def loader(batch_sampler, persistent: bool):
+            # pinned pages copy to a CUDA train device without a staging copy; the loader's
+            # own generator: its seed draws leave torch's stream alone
+            return DataLoader(_SeededExamples(self.dataset), batch_sampler=batch_sampler, collate_fn=self.collate,
+                              num_workers=self.workers, pin_memory=not accelerator.current().on_cpu,
+                              persistent_workers=persistent, generator=torch.Generator())
+
         if self.workers == 0 or self._active:
             # in this process (no workers), or a second pass while one is open: a loader of its own
-            yield from DataLoader(_SeededExamples(self.dataset), batch_sampler=keyed, collate_fn=self.collate,
-                                  num_workers=self.workers, pin_memory=not accelerator.current().on_cpu,
-                                  generator=torch.Generator())
+            yield from loader(keyed, persistent=False)
             return
         if self._persistent is None:
             self._passes = _Passes()
-            self._persistent = DataLoader(_SeededExamples(self.dataset), batch_sampler=self._passes,
-                                          collate_fn=self.collate, num_workers=self.workers,
-                                          pin_memory=not accelerator.current().on_cpu, persistent_workers=True,
-                                          generator=torch.Generator())  # its seed draws leave torch's own alone
+            self._persistent = loader(self._passes, persistent=True)
         self._passes.batches = keyed
         self._active = True
         done = False
