@@ -7,7 +7,9 @@ how well a search's candidates share one tuning database.
    up step by step to more trials a task on one database, then rebuilt at the search's
    budget from the filled database (is it applied?).
 2. ResNet-18 at 1x3x224x224 (torchvision, random weights: latency does not depend on
-   them): ONNX Runtime against TVM tuned at ``--r18-trials-per-task``.
+   them): ONNX Runtime against TVM tuned at ``--r18-trials-per-task``, topped up step
+   by step on one database (``--r18-trials-per-task 8 24``: 8 a task, then 24), with
+   each engine's throughput in GFLOP/s (ResNet-18 is 1.82 GMACs a call).
 3. Database reuse across a search's candidates at each ``round_to`` (8, 16, 32):
    candidates sampled from the default search space (Optuna's RandomSampler, seeded),
    each pruned and exported; a candidate's tuning tasks count as reused when an
@@ -20,7 +22,8 @@ the profile's protocol), 1 thread for both engines. Tuning runs here, on 2 cores
 
 Run alone on a quiet machine:
 ``.venv/bin/python benchmarks/tvm_vs_ort.py [--out results/benchmarks/tvm_vs_ort.md]``
-(about 50 minutes).
+(about 50 minutes). ``--r18-only`` re-runs section 2 alone and keeps sections 1 and 3
+of the existing report, said as such.
 """
 
 from __future__ import annotations
@@ -170,8 +173,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/tvm_vs_ort.md"))
     parser.add_argument("--steps", type=int, nargs="+", default=[8, 32],
                         help="trials a task, topped up in this order on one database (reference model)")
-    parser.add_argument("--r18-trials-per-task", type=int, default=8)
+    parser.add_argument("--r18-trials-per-task", type=int, nargs="+", default=[8],
+                        help="trials a task for ResNet-18, topped up in this order on one database")
     parser.add_argument("--skip-r18", action="store_true")
+    parser.add_argument("--r18-only", action="store_true",
+                        help="re-run section 2 only; sections 1 and 3 are kept from --out")
     parser.add_argument("--candidates", type=int, default=20, help="sampled candidates per round_to")
     add_load_arguments(parser)
     args = parser.parse_args()
@@ -179,23 +185,86 @@ def main() -> None:
     started = time.perf_counter()
     ort_p, tvm_p = load_profile("x86-ort"), load_profile("x86-tvm")
     tmp = Path(tempfile.mkdtemp(prefix="tvm-vs-ort-"))
+    if args.r18_only:
+        kept = args.out.read_text() if args.out.is_file() else ""
+        if "## 2. ResNet-18" not in kept:
+            sys.exit(f"--r18-only keeps sections 1 and 3 of {args.out}, and it has none; run without it.")
+        r18 = resnet18_rows(tvm_p, ort_p, tmp, args.r18_trials_per_task)
+        total = time.perf_counter() - started
+        write_report(args.out, r18_only_report(kept, r18_section(r18, tvm_p, total)), monitor, args.allow_noisy)
+        print(f"wrote {args.out} ({total / 60:.1f} min)")
+        return
     task = load_task("fashion-mnist")
     ref = to_onnx(task.model, task.example_input(1), tmp / "ref.onnx", 1e-3)
     rows = factors(ref, ort_p, tvm_p, tmp / "ref", args.steps)
-
-    r18 = None
-    if not args.skip_r18:
-        onnx = to_onnx(resnet18(), torch.randn(1, 3, 224, 224), tmp / "r18.onnx", 1e-3)
-        r18 = {"ort": build_and_time(onnx, short_protocol(ort_p), tmp / "r18" / "ort")}
-        print("ResNet-18 ORT", f"{r18['ort']['median_ms']:.2f} ms", flush=True)
-        tuned = tvm_profile(tvm_p, tmp / "r18" / "db", args.r18_trials_per_task)
-        r18["tvm"] = build_and_time(onnx, short_protocol(tuned), tmp / "r18" / "tvm")
-        print("ResNet-18 TVM", f"{r18['tvm']['median_ms']:.2f} ms", r18["tvm"]["tuning_s"], "s", flush=True)
-
+    r18 = None if args.skip_r18 else resnet18_rows(tvm_p, ort_p, tmp, args.r18_trials_per_task)
     reuse_rows = reuse(task, tvm_p, tmp / "reuse", [8, 16, 32], args.candidates, seed=0)
     total = time.perf_counter() - started
     report(args, rows, r18, reuse_rows, total, tvm_p, monitor)
     print(f"wrote {args.out} ({total / 60:.1f} min)")
+
+
+R18_GFLOP = 2 * 1.814  # torchvision ResNet-18 at 224: 1.814 GMACs a call
+
+
+def resnet18_rows(tvm_p: DeviceProfile, ort_p: DeviceProfile, tmp: Path, steps: list[int]) -> list[dict]:
+    """ONNX Runtime, then TVM tuned to each of ``steps`` trials a task on one database
+    (each row continues the last; its tuning column is the sum so far)."""
+    onnx = to_onnx(resnet18(), torch.randn(1, 3, 224, 224), tmp / "r18.onnx", 1e-3)
+    ort = build_and_time(onnx, short_protocol(ort_p), tmp / "r18" / "ort")
+    rows = [{**ort, "engine": "ONNX Runtime (x86-ort), 1 thread", "per_task": "", "tuning_total": 0.0}]
+    print("ResNet-18 ORT", f"{ort['median_ms']:.2f} ms", flush=True)
+    total = 0.0
+    for per_task in steps:
+        res = build_and_time(onnx, short_protocol(tvm_profile(tvm_p, tmp / "r18" / "db", per_task)),
+                             tmp / "r18" / f"tvm{per_task}")
+        total += res["tuning_s"]
+        rows.append({**res, "engine": "TVM tuned, pre-packed weights, NHWC (x86-tvm)", "per_task": per_task,
+                     "tuning_total": total})
+        print(f"ResNet-18 TVM {per_task}/task", f"{res['median_ms']:.2f} ms", f"tuning {total:.0f} s", flush=True)
+    return rows
+
+
+def r18_section(rows: list[dict], tvm_p: DeviceProfile, total_s: float | None = None) -> list[str]:
+    from autoprune.backends.tvm import resolve_target
+
+    ort_ms = rows[0]["median_ms"]
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else []
+    isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in flags) or "unknown"
+    lines = [
+        "## 2. ResNet-18, 1x3x224x224",
+        "",
+        "| engine | trials a task | tuning s (cumulative) | tasks | latency ms | vs ORT | GFLOP/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['engine']} | {r['per_task']} | {r['tuning_total']:.0f} | {r.get('tasks', '')} | "
+                     f"{r['median_ms']:.2f} | {r['median_ms'] / ort_ms:.2f}x | "
+                     f"{R18_GFLOP / (r['median_ms'] / 1000):.0f} |")
+    lines += [
+        "",
+        "Timed with a short protocol (5-10 runs, 2 processes): a call takes tens of milliseconds. Each TVM "
+        "row tops up the database of the row above it. GFLOP/s: 3.63 GFLOP a call (1.814 GMACs) over the "
+        f"latency, on one core. TVM target `{resolve_target(tvm_p.tvm)}`; the CPU's vector extensions: {isa}.",
+        *([f"", f"Section 2 was re-run alone (`--r18-only`) in {total_s / 60:.1f} min."] if total_s else []),
+        "",
+    ]
+    return lines
+
+
+def r18_only_report(kept: str, section: list[str]) -> str:
+    """``kept`` (the last full report) with section 2 replaced and its header re-dated;
+    sections 1 and 3 stay, said to be from that run."""
+    head, rest = kept.split("## 2. ResNet-18", 1)
+    tail = rest[rest.index("## 3."):]
+    load_line = next((ln for ln in kept.splitlines() if ln.startswith("- 1-min load average")), "")
+    tail = tail.replace(load_line, f"{load_line} (the full run's)" if load_line else "")
+    old_date = next((ln for ln in head.splitlines() if ln.startswith("- Date:")), "- Date: unknown")
+    head_lines = [ln for ln in head.splitlines() if not ln.startswith(("- Command:", "- Date:", "- Machine:",
+                                                                        "- Load average"))]
+    note = (f"Sections 1 and 3 are from the full run of {old_date.removeprefix('- Date: ')}; section 2 is from the run this header "
+            "describes.")
+    return "\n".join([head_lines[0], "", facts(), note, *head_lines[1:], *section, tail])
 
 
 def report(args, rows: list[dict], r18: dict | None, reuse_rows: list[dict], total_s: float,
@@ -238,19 +307,7 @@ def report(args, rows: list[dict], r18: dict | None, reuse_rows: list[dict], tot
         "",
     ]
     if r18 is not None:
-        o, t = r18["ort"], r18["tvm"]
-        lines += [
-            "## 2. ResNet-18, 1x3x224x224",
-            "",
-            "| engine | latency ms | vs ORT | tasks | trials a task | tuning s |",
-            "|---|---|---|---|---|---|",
-            f"| ONNX Runtime (x86-ort), 1 thread | {o['median_ms']:.2f} | 1.00x | | | |",
-            f"| TVM tuned, pre-packed weights | {t['median_ms']:.2f} | {t['median_ms'] / o['median_ms']:.2f}x | "
-            f"{t['tasks']} | {args.r18_trials_per_task} | {t['tuning_s']:.0f} |",
-            "",
-            "Timed with a short protocol (5-10 runs, 2 processes): a call takes tens of milliseconds.",
-            "",
-        ]
+        lines += r18_section(r18, tvm_p)
     lines += [
         "## 3. Tuning database reuse across a search's candidates (fashion-mnist)",
         "",

@@ -15,13 +15,15 @@ pytestmark = [
 
 def test_fashion_search_finds_a_faster_model_within_budget(tmp_path):
     # the default space's path: a (short) screen, then the chosen plans trained
-    result = autoprune.search(finalize=False, task="fashion-mnist", device="x86-ort", latency_budget_ms=1.0, n_trials=4,
+    result = autoprune.search(finalize=False, task="fashion-mnist", device="x86-ort", latency_budget_ms=1.0, n_trials=3,
                               results_dir=tmp_path, progress=False, screen_plans=12)
     base = result.baseline
     assert base is not None and base["accuracy"] > 88
     done = result.trials[result.trials["state"] == "COMPLETE"]
-    assert len(done) == 4 and (result.trials["state"] == "PRUNED").sum() == 12
-    assert done["screened_from"].notna().sum() == 2  # after the baseline and the unpruned model at INT8
+    # one screened plan trained (each climbs the rungs: minutes on 2 cores), after the
+    # baseline and the unpruned model at INT8
+    assert len(done) == 3 and (result.trials["state"] == "PRUNED").sum() == 12
+    assert done["screened_from"].notna().sum() == 1
     # the most-pruned candidates are measured faster than the baseline
     assert done["latency_ms"].min() < base["latency_ms"]
     out = autoprune.export_trial(result, int(done.sort_values("latency_ms").iloc[0]["trial"]), tmp_path / "pkg")

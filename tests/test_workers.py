@@ -6,14 +6,11 @@ by the test set-up in a temporary folder on a Unix socket only.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,42 +18,18 @@ import optuna
 import pytest
 from conftest import REPO
 
+from autoprune.testing.postgres import PostgresMissing, postgres_server
+
 pytestmark = pytest.mark.slow
-
-
-def _pg_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        pytest.fail("PostgreSQL is not installed: run scripts/bootstrap.sh (installs Debian's postgresql)")
-    return Path(found[-1]).parent
-
-
-def _as_postgres(args: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    bindir = _pg_bin()
-    root = Path(tempfile.mkdtemp(prefix="autoprune-pg-"))
-    (root / "sock").mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(root / "sock", "postgres")
-    port = 55432 + os.getpid() % 1000
-    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "postgres"]),
-                   check=True, capture_output=True)
-    opts = f"-k {root / 'sock'} -c listen_addresses='' -p {port} -c max_connections=100"
-    subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(root / "data"), "-o", opts, "-w",
-                                 "-l", str(root / "log"), "start"]), check=True, capture_output=True)
     try:
-        subprocess.run(_as_postgres([str(bindir / "createdb"), "-h", str(root / "sock"), "-p", str(port),
-                                     "-U", "postgres", "autoprune"]), check=True, capture_output=True)
-        yield f"postgresql+psycopg2://postgres@/autoprune?host={root / 'sock'}&port={port}"
-    finally:
-        subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"]),
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        with postgres_server() as url:
+            yield url
+    except PostgresMissing as exc:
+        pytest.fail(str(exc))
 
 
 def _cli(*args: str) -> subprocess.Popen:
