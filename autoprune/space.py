@@ -510,26 +510,34 @@ class ResolvedSpace:
 
     @property
     def fastest_precision(self) -> str:
-        """The offered precision most likely fastest (INT8 static, else the first), for
-        the reachable-latency check; the check measures it, so a wrong guess costs only
-        a looser refusal."""
+        """The offered precision most likely fastest (INT8 static, else the first): the
+        warm start's unpruned and uniform plans use it. Not always right: INT8's
+        quantize/dequantize steps can cost more than they save in a small model (on a
+        Zen 3 core the reference model's most-pruned plan took 0.22 ms at INT8 and 0.14
+        ms at float32), so the budget check times every precision (``smallest_plans``)."""
         return "int8" if "int8" in self.precisions else self.precisions[0]
 
-    def smallest_plan(self) -> PruningPlan:
-        """The most aggressive plan the space allows (for the reachable-latency check)."""
+    def smallest_plans(self) -> dict[str, PruningPlan]:
+        """The most aggressive plan the space allows at each offered precision, for the
+        reachable-latency check (which is fastest is the device's to say)."""
+        return {p: self.smallest_plan(p) for p in self.precisions}
+
+    def smallest_plan(self, precision: str | None = None) -> PruningPlan:
+        """The most aggressive plan the space allows, at ``precision`` (default: the
+        fastest guess)."""
+        precision = precision or self.fastest_precision
         choices = {}
         for g in self.groups:
             methods = [m for m in g.rule.methods if m != "none"]
             structured = [m for m in methods if METHODS[m].kind == "structured"]
             if structured or methods:  # a structured method shrinks latency most
-                group_round = self._round(max(g.rule.round_to) if g.rule.round_to else None, self.fastest_precision)
+                group_round = self._round(max(g.rule.round_to) if g.rule.round_to else None, precision)
                 high = g.rule.ratio.high
                 if self.space.global_ratio:  # the shared ratio's top plus the largest deviation
                     high = _snap(self.space.global_ratio.range.high + self.space.global_ratio.deviation[1],
                                  g.rule.ratio)
                 choices[g.info.name] = GroupChoice((structured or methods)[0], high, group_round)
-        return PruningPlan(choices, self._round(max(self.space.round_to), self.fastest_precision), self.blocks,
-                           self.fastest_precision)
+        return PruningPlan(choices, self._round(max(self.space.round_to), precision), self.blocks, precision)
 
 
 def _group_round(trial: Any, g: SpaceGroup) -> int | None:

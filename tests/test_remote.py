@@ -294,11 +294,12 @@ def test_killing_the_device_server_mid_search_fails_a_trial_and_the_search_goes_
     killed: dict[str, float] = {}
 
     def pull_the_plug():
-        # a session starts after the budget check's two models (2 sessions each): wait
-        # for the 5th session of this search, let it upload and start timing, then kill
+        # a trial's session starts after the budget check's three models (the unpruned
+        # one, the most-pruned at float32 and at INT8; 2 sessions each): wait for the 7th
+        # session of this search, let it upload and start timing, then kill
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            if log.read_text().count("start serving") - before >= 5:
+            if log.read_text().count("start serving") - before >= 7:
                 time.sleep(1.5)
                 board.kill_server()
                 killed["at"] = time.time()
@@ -312,7 +313,7 @@ def test_killing_the_device_server_mid_search_fails_a_trial_and_the_search_goes_
     result = autoprune.search(finalize=False, task="digits", device=str(profile), latency_budget_ms=50.0, n_trials=5,
                               results_dir=tmp_path / "results", progress=False)
     thread.join(timeout=60)
-    assert "at" in killed, "the search never reached the 5th timing session"
+    assert "at" in killed, "the search never reached the 7th timing session"
     trials = result.trials
     assert trials["state"].isin(["COMPLETE", "FAIL"]).all()
     failed = trials[trials["state"] == "FAIL"]

@@ -112,6 +112,25 @@ def test_unreachable_budget_is_refused_before_anything_is_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_budget_check_times_the_most_pruned_model_at_every_precision(tmp_path):
+    """Which precision is fastest is the device's to say (INT8's quantize/dequantize steps
+    cost more than they save in a small enough model), so the most-pruned plan is timed
+    at each one offered, and the refusal quotes the fastest."""
+    import re
+
+    from conftest import run_cli
+
+    proc = run_cli("search", "--task", "digits", "--device", "x86-ort", "--latency-budget-ms", "0.0001",
+                   "--trials", "3", "--results-dir", str(tmp_path / "results"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    text = " ".join(proc.stderr.split())
+    timed = dict(re.findall(r"(float32|int8) ([0-9.]+) ms", text.split("most-pruned", 1)[1].split(";", 1)[0]))
+    assert set(timed) == {"float32", "int8"}, text
+    quoted = re.search(r"most pruned one the space allows takes ([0-9.]+) ms at (float32|int8)", text)
+    assert quoted and timed[quoted.group(2)] == quoted.group(1), text
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
 def test_config_records_identity(digits_study):
     cfg = json.loads((digits_study.study_dir / "config.json").read_text())
     assert cfg["task"] == "digits" and cfg["device"] == "x86-ort" and cfg["latency_budget_ms"] == 1.0
