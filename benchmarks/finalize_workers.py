@@ -21,7 +21,7 @@ member's final accuracy, and ``autoprune run`` must run it.
 
 Run alone on a quiet machine:
 ``.venv/bin/python benchmarks/finalize_workers.py [--out results/benchmarks/finalize_workers.md]``
-(about 10 minutes).
+(about 15 minutes).
 """
 
 from __future__ import annotations
