@@ -420,14 +420,14 @@ def _check_budget(ctx: Context, budget_ms: float, log: Callable[[str], None]) ->
 
     log("measuring the unpruned and the most-pruned model to check the budget")
     found = {}
-    smallest = {f"most-pruned {p}": plan for p, plan in ctx.space.smallest_plans().items()}
+    smallest = ctx.space.smallest_plans()  # by precision
     tmp = scratch_dir(Path(tempfile.gettempdir()), "autoprune-preflight-")
     try:
         for label, plan in (("unpruned", PruningPlan()), *smallest.items()):
             try:
                 model, _ = prune(ctx, plan, ctx.seed)
-                onnx = export_candidate(ctx, model, plan.precision, Path(tmp) / f"{label.replace(' ', '-')}.onnx",
-                                        {}, latency_only=True).artifact
+                onnx = export_candidate(ctx, model, plan.precision, Path(tmp) / f"{label}.onnx", {},
+                                        latency_only=True).artifact
                 m = ctx.device.measure(onnx, Path(tmp)).measurement
             except Exception as exc:  # noqa: BLE001 - whatever Torch-Pruning or the exporter raises, said in one line
                 if label == "unpruned":
@@ -435,19 +435,20 @@ def _check_budget(ctx: Context, budget_ms: float, log: Callable[[str], None]) ->
                         f"the unpruned {ctx.task.name} model cannot be exported and timed on "
                         f"{ctx.device.name}: {exc}"
                     ) from None
-                log(f"the {label} model failed ({type(exc).__name__}: {exc}); it does not judge the budget")
+                log(f"the most-pruned model at {label} failed ({type(exc).__name__}: {exc}); "
+                    "it does not judge the budget")
                 continue
             found[label] = (onnx, m)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     measured = {ctx.device.cache_key(o): m for o, m in found.values()}
-    timed = {label: m for label, (_, m) in found.items() if label in smallest}
+    timed = {precision: m for precision, (_, m) in found.items() if precision in smallest}
     if not timed:
         log("budget not checked: no most-pruned model could be timed")
         return measured
     base = found["unpruned"][1].median_ms
-    fastest_label, small = min(timed.items(), key=lambda kv: kv[1].min_ms)
-    each = ", ".join(f"{label.split()[-1]} {m.median_ms:.3f} ms" for label, m in timed.items())
+    fastest, small = min(timed.items(), key=lambda kv: kv[1].min_ms)
+    each = ", ".join(f"{precision} {m.median_ms:.3f} ms" for precision, m in timed.items())
     log(f"unpruned {base:.3f} ms, most-pruned {each}; budget {budget_ms:g} ms")
     # Refuse only what is out of reach beyond doubt: below the fastest single run of
     # the fastest most-pruned model (medians drift between measurements on a shared machine).
@@ -455,7 +456,7 @@ def _check_budget(ctx: Context, budget_ms: float, log: Callable[[str], None]) ->
         raise BudgetError(
             f"latency budget {budget_ms:g} ms is below what any candidate can "
             f"reach on {ctx.device.name}: the unpruned model takes {base:.3f} ms and the most "
-            f"pruned one the space allows takes {small.median_ms:.3f} ms at {fastest_label.split()[-1]}, "
+            f"pruned one the space allows takes {small.median_ms:.3f} ms at {fastest}, "
             f"its fastest precision (fastest run {small.min_ms:.3f} ms). Raise --latency-budget-ms to at least "
             f"{small.median_ms:.3f}, or widen the space's ratio range."
         )

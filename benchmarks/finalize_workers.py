@@ -35,8 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import LoadMonitor, add_load_arguments, facts, write_report  # noqa: E402
 
@@ -103,20 +101,14 @@ def finalize_arm(url: str, study: str, cores: list[int], root: Path) -> dict:
             "owners": len({s.get("owner") for s in states.values()}), "states": states}
 
 
-def package_accuracy(pkg: Path, task_name: str) -> float:
-    """The exported package's ONNX model scored on the task's whole validation set."""
-    import onnxruntime as ort
-
+def package_metric(pkg: Path, task_name: str) -> float:
+    """The exported package's ONNX model scored by the task's metric on its whole
+    validation set (through ONNX Runtime: :class:`autoprune.evaluate.OnnxModel`)."""
+    from autoprune.evaluate import OnnxModel
     from autoprune.tasks import load_task
 
     task = load_task(task_name)
-    session = ort.InferenceSession(str(pkg / "model.onnx"), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    x, y = task.val.x.numpy(), task.val.y.numpy()
-    right = 0
-    for i in range(len(x)):  # the exported model's batch is fixed at 1
-        right += int(np.argmax(session.run(None, {name: x[i:i + 1]})[0]) == y[i])
-    return 100.0 * right / len(x)
+    return task.metric(OnnxModel(pkg / "model.onnx"), task.val)
 
 
 def main() -> None:
@@ -163,7 +155,7 @@ def main() -> None:
                  "--artifacts", str(store), "--out", str(root / "pkg")))
         ran = subprocess.run([sys.executable, "-m", "autoprune", "run", str(root / "pkg"), "--runs", "20"],
                              env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=600)
-        pkg_acc = package_accuracy(root / "pkg", args.task)
+        pkg_acc = package_metric(root / "pkg", args.task)
         manifest = json.loads((root / "pkg" / "manifest.json").read_text())
     one, two = arms
     lines = [
@@ -188,8 +180,8 @@ def main() -> None:
         "",
         f"`autoprune export <empty> --storage URL --study two --trial {member} --artifacts STORE`: "
         f"package from `{manifest.get('files_from')}` files, manifest accuracy {manifest['metrics'].get('accuracy')}, "
-        f"the member's final accuracy in the storage {final_acc}; the package's `model.onnx` scored on the whole "
-        f"validation set with ONNX Runtime: **{pkg_acc:.2f}**. `autoprune run`: exit {ran.returncode}"
+        f"the member's final accuracy in the storage {final_acc}; the package's `model.onnx` scored by the "
+        f"task's metric on the whole validation set with ONNX Runtime: **{pkg_acc:.2f}**. `autoprune run`: exit {ran.returncode}"
         f"{'; ' + ran.stdout.strip().splitlines()[-1] if ran.stdout.strip() else ''}.",
         "",
     ]
