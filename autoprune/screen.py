@@ -9,7 +9,9 @@ accuracy: ``benchmarks/fidelity.py`` measures Kendall's tau between the two, per
 scoring method, and the space's ``screen:`` section holds the one the search uses.
 
 :func:`select` then picks the plans worth training: the screen's Pareto layers within
-the latency budget, spread across latency.
+the latency budget, spread across latency. Between the two, the search screens tilts of
+the screen's front (``ResolvedSpace.tilted_params``): the plans it found best, with
+channels moved from one part of the model to another.
 
 Example:
     >>> model, report = objective.prune(ctx, plan, seed)
@@ -62,7 +64,7 @@ def select(screened: Sequence[ScreenedPlan], k: int, budget_ms: float, near: flo
     pool = [s for s in screened if s.latency_ms <= budget_ms]
     chosen: list[ScreenedPlan] = []
     while pool and len(chosen) < k:
-        layer = [s for s in pool if not any(_dominates(o, s) for o in pool)]
+        layer = front(pool)
         pool = [s for s in pool if s not in layer]
         fits = [s for s in layer if _behind(s, screened) <= near]
         room = k - len(chosen)
@@ -70,6 +72,11 @@ def select(screened: Sequence[ScreenedPlan], k: int, budget_ms: float, near: flo
         if not fits:
             break  # every later layer is further behind still
     return [s.key for s in chosen]
+
+
+def front(screened: Sequence[ScreenedPlan]) -> list[ScreenedPlan]:
+    """The plans that no other plan beats on both score and latency."""
+    return [s for s in screened if not any(_dominates(o, s) for o in screened)]
 
 
 def _dominates(a: ScreenedPlan, b: ScreenedPlan) -> bool:

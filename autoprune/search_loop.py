@@ -551,6 +551,7 @@ def _objective(setup: _Setup, ctx: Context, store) -> Callable[[Any], tuple[floa
 
 
 SCREEN_ATTR = "autoprune.screen_selected"  # study attribute: the screened trials chosen for training
+TILT_ATTR = "autoprune.screen_tilted"  # study attribute: the tilts of the screen's front are queued
 
 
 @dataclass
@@ -558,9 +559,10 @@ class Screening:
     """The screen phase of a search (``autoprune/screen.py``): ``plans`` screened trials,
     then, once all are done, the choice of the plans to train, queued as trials.
 
-    Screened plans come from the study's queue (the uniform ladder) and then from
-    Optuna's RandomSampler; the choice is recorded on the study, so a resumed search or
-    another worker goes straight on to training.
+    Screened plans come from the study's queue (the uniform ladder), then the tilts of
+    the front that the ladder draws within the budget (``space``'s ``tilted_params``),
+    then Optuna's RandomSampler; each step and the choice are recorded on the study, so a
+    resumed search or another worker goes on from where it was.
     """
 
     plans: int
@@ -569,6 +571,7 @@ class Screening:
     seed: int
     sign: float = 1.0  # the metric's direction (+1: higher is better)
     log: Callable[[str], None] = print
+    space: Any = None  # the ResolvedSpace whose plans are tilted (None: no tilts)
 
     def phase(self, study, target: int) -> str:
         """``screen`` (ask a screened trial), ``wait`` (others' are running) or ``train``."""
@@ -578,7 +581,14 @@ class Screening:
         if _pending(records) >= target:  # nothing left to train: nothing to screen for
             return "train"
         screened = [r for r in records if r.screen and not r.interrupted]
-        if len(screened) < self.plans or any(r.state == "WAITING" for r in screened):
+        waiting = any(r.state == "WAITING" for r in screened)
+        if len(screened) < self.plans and not waiting and TILT_ATTR not in study.user_attrs \
+                and self.space is not None:
+            if any(r.state == "RUNNING" for r in screened):
+                return "wait"  # the front is not all in yet
+            self.tilt(study, records, self.plans - len(screened))
+            return "screen"
+        if len(screened) < self.plans or waiting:
             return "screen"
         if any(r.state == "RUNNING" for r in screened):
             return "wait"
@@ -595,6 +605,31 @@ class Screening:
         if "queued_params" not in trial.user_attrs:  # fresh: the sampler's plan
             trial.set_user_attr("screen", True)
         return trial
+
+    def tilt(self, study, records: list[TrialRecord], room: int) -> None:
+        """Queue, for screening, up to ``room`` tilts of the plans on the screen's front
+        within the budget, the best-scoring plan's first."""
+        from autoprune import trials
+        from autoprune.screen import ScreenedPlan, front
+        from autoprune.space import TILTS
+
+        by_number = {r.number: r for r in records}
+        pool = [ScreenedPlan(r.number, self.sign * r.screen_score, r.screen_latency_ms) for r in records
+                if r.screen and r.state == "PRUNED" and r.screen_score is not None
+                and r.screen_latency_ms is not None and r.screen_latency_ms <= self.budget_ms]
+        seen = [r.queued_params or r.params for r in records]
+        queued = []
+        for base in sorted(front(pool), key=lambda s: -s.score):
+            for name in TILTS:
+                params = self.space.tilted_params(by_number[base.key].params, name)
+                if params is not None and params not in seen and len(queued) < room:
+                    seen.append(params)
+                    queued.append(params)
+        for params in queued:
+            trials.enqueue(study, params, screen=True)
+        study.set_user_attr(TILT_ATTR, len(queued))
+        self.log(f"screen: {len(queued)} tilts of the {len(front(pool))} plans on its front within the budget "
+                 "queued (channels moved between early and late, inner and shared layers)")
 
     def choose(self, study, records: list[TrialRecord], target: int) -> None:
         """Queue the screened plans :func:`autoprune.screen.select` picks for training."""
@@ -731,7 +766,7 @@ class Session:
         if not sc.plans:
             return None
         return Screening(sc.plans, self.setup.config.latency_budget_ms, sc.near, self.setup.config.seed,
-                         self.ctx.task.metric.info.sign, self.log)
+                         self.ctx.task.metric.info.sign, self.log, self.ctx.space)
 
 
 def open_session(config: SearchConfig, *, worker: bool = False, store=None,

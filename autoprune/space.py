@@ -351,6 +351,14 @@ _ADDED_LATER = {"parity_rtol": 1e-3, "precision": {"choices": ("float32",), "cal
 class SpaceGroup:
     info: GroupInfo
     rule: GroupRule
+    depth: float = 0.5  # where its layers sit in the model: 0 the first group, 1 the last
+
+
+# Tilts of a shared-ratio plan (ResolvedSpace.tilted_params): one deviation step more
+# pruning on one part of the model and one less on another. Random deviations are
+# dominated on the screen by the uniform plan of the same latency (each group's offset
+# is noise); a tilt moves channels between parts that differ in what they cost and do.
+TILTS = ("early", "late", "inner", "shared")
 
 
 @dataclass(frozen=True)
@@ -508,6 +516,31 @@ class ResolvedSpace:
             params["precision"] = precision if precision in self.precisions else self.precisions[0]
         return params
 
+    def tilted_params(self, params: dict[str, Any], tilt: str) -> dict[str, Any] | None:
+        """``params`` (a plan of a ``global_ratio`` space) tilted by one deviation step:
+        ``early`` prunes the first third of the groups more and the last third less
+        (``late`` the reverse); ``inner`` prunes the groups whose channels stay inside one
+        layer (a block's first convolution) more and the groups shared by several layers
+        (a residual stream) less (``shared`` the reverse). None where the space has no
+        deviations or the tilt would move every group alike (that is a ladder step)."""
+        gr = self.space.global_ratio
+        if gr is None or not gr.deviation[1] > gr.deviation[0] or tilt not in TILTS:
+            return None
+        low, high, step = gr.deviation
+        if tilt in ("early", "late"):
+            sides = [1 if g.depth < 1 / 3 else -1 if g.depth >= 2 / 3 else 0 for g in self.groups]
+        else:
+            sides = [1 if len(g.info.members) == 1 else -1 for g in self.groups]
+        if tilt in ("late", "shared"):
+            sides = [-side for side in sides]
+        if len(set(sides)) < 2:
+            return None
+        out = dict(params)
+        for g, side in zip(self.groups, sides):
+            key = f"{g.info.name}.deviation"
+            out[key] = round(min(max(params.get(key, 0.0) + side * step, low), high), 6)
+        return out
+
     @property
     def fastest_precision(self) -> str:
         """The offered precision most likely fastest (INT8 static, else the first): the
@@ -599,12 +632,18 @@ def load_space(name_or_path: str | Path = "default") -> SearchSpace:
 def resolve(space: SearchSpace, model, example_input, ignored_layers: tuple[str, ...] = ()) -> ResolvedSpace:
     """Match the space's rules against the model's prunable groups (precedence above)."""
     types = {name: type(m).__name__ for name, m in model.named_modules()}
+    order = {name: i for i, name in enumerate(types)}
     traced = trace(model, example_input, ignored_layers)
     groups = []
     for info in traced.groups:
         rule = _rule_for(space, info, types)
         if rule.active:
             groups.append(SpaceGroup(info, rule))
+    # depth: each group's rank by the mean position of its layers in the model
+    place = sorted(range(len(groups)), key=lambda i: sum(order.get(m, 0) for m in groups[i].info.members)
+                   / max(1, len(groups[i].info.members)))
+    for rank, i in enumerate(place):
+        groups[i] = dataclasses.replace(groups[i], depth=rank / max(1, len(groups) - 1))
     blocks = ()
     if space.depth is not None:
         blocks = tuple(b for b in find_blocks(model) if space.depth.matches(b))

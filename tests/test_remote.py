@@ -285,10 +285,13 @@ def test_killing_the_device_server_mid_search_fails_a_trial_and_the_search_goes_
     # sessions that always time for 6 s (a CI target no run meets), so the plug is pulled
     # in the middle of one; with the profile's own target a steady session ends in ~1 s
     text = (REPO / "device_profiles" / "emulated-a72-ort.yaml").read_text()
-    assert "max_seconds: 1.0" in text and "target_ci: 0.05" in text
+    assert "max_seconds: 1.0" in text and "target_ci: 0.05" in text and "timeout_s: 180" in text
     profile = tmp_path / "emulated-a72-ort-long.yaml"
+    # a session here takes about 10 s; a shorter timeout bounds what a session wedged by
+    # the restart costs (one CI run waited out the whole 180 + 60 s on one)
     profile.write_text(text.replace("max_seconds: 1.0", "max_seconds: 6.0").replace("target_ci: 0.05",
-                                                                                    "target_ci: 0.00001"))
+                                                                                    "target_ci: 0.00001")
+                       .replace("timeout_s: 180", "timeout_s: 45"))
     log = board.log_dir / "server.log"
     before = log.read_text().count("start serving")
     killed: dict[str, float] = {}

@@ -43,10 +43,41 @@ def test_shared_ratio_plans_clip_each_group_and_keep_the_uniform_ladder(digits_t
     assert resolved.smallest_plan().groups[groups[0]].ratio == 0.9
 
 
+def test_tilts_move_channels_between_early_and_late_and_between_inner_and_shared_groups(digits_task):
+    import torch
+
+    from autoprune.tasks.models import CifarResNet
+
+    resolved = resolve(load_space("default"), CifarResNet(), torch.zeros(1, 1, 28, 28), ("fc",))
+    depth = {g.info.name: g.depth for g in resolved.groups}
+    assert depth["stem.0"] < 1 / 3 and depth["layers.4.shortcut.0"] >= 2 / 3 and depth["layers.5.conv1"] == 1.0
+    base = resolved.uniform_params(0.7, precision="float32")
+
+    def ratios(tilt):
+        plan = resolved.suggest(optuna.trial.FixedTrial(resolved.tilted_params(base, tilt)))
+        return {name: c.ratio for name, c in plan.groups.items()}
+
+    early, inner = ratios("early"), ratios("inner")
+    # the first third (stem stream and the first blocks' convolutions) loses more, the last third less
+    assert early["stem.0"] == early["layers.0.conv1"] == pytest.approx(0.8)
+    assert early["layers.4.shortcut.0"] == early["layers.5.conv1"] == pytest.approx(0.6)
+    assert early["layers.2.conv1"] == pytest.approx(0.7)
+    # a block's first convolution (one layer) loses more, the residual streams less
+    assert {inner[f"layers.{i}.conv1"] for i in range(6)} == {0.8}
+    assert {inner[g] for g in ("stem.0", "layers.2.shortcut.0", "layers.4.shortcut.0")} == {0.6}
+    assert ratios("late")["stem.0"] == pytest.approx(0.6) and ratios("shared")["stem.0"] == pytest.approx(0.8)
+    # tilts add to a plan's own deviations, within the space's range
+    assert resolved.tilted_params({**base, "stem.0.deviation": 0.2}, "early")["stem.0.deviation"] == 0.2
+    # a model whose groups are all single layers has no inner/shared tilt (it would be a ladder step)
+    plain = resolve(load_space("default"), digits_task.model, digits_task.example_input(1))
+    assert plain.tilted_params(plain.uniform_params(0.5), "inner") is None
+    assert plain.tilted_params(plain.uniform_params(0.5), "early") is not None
+
+
 def test_a_screened_search_screens_then_trains_the_chosen_and_resumes_without_screening_again(tmp_path):
     import autoprune
     from autoprune import storage
-    from autoprune.search_loop import SCREEN_ATTR
+    from autoprune.search_loop import SCREEN_ATTR, TILT_ATTR
 
     def run(trials: int):
         return autoprune.search(task="digits", device="x86-ort", latency_budget_ms=0.05, n_trials=trials,
@@ -64,6 +95,10 @@ def test_a_screened_search_screens_then_trains_the_chosen_and_resumes_without_sc
     # the uniform ladder is screened too (float32 and INT8, ratios 0.1 ... 0.9)
     assert sum(r.params.get("ratio") in (0.1, 0.5, 0.9) and not any(
         k.endswith(".deviation") and v for k, v in r.params.items()) for r in screened) >= 6
+    # after the ladder, tilts of the plans on the screen's front within the budget
+    tilted = [r for r in screened if r.params.get("ratio") and len({v for k, v in r.params.items()
+                                                                     if k.endswith(".deviation")}) > 1]
+    assert study.user_attrs[TILT_ATTR] >= 1 and len(tilted) >= study.user_attrs[TILT_ATTR]
     chosen = study.user_attrs[SCREEN_ATTR]
     assert [r.screened_from for r in trained if r.screened_from is not None] == chosen
     assert trained[0].baseline and trained[1].warm_start == "unpruned int8"

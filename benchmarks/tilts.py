@@ -1,0 +1,110 @@
+"""Tilts against the uniform ladder, in final figures: are the screen's tilted plans
+(``ResolvedSpace.tilted_params``) better models than the ladder plans around them?
+
+For each named plan (a ladder ratio, untilted or tilted) this trains what a search and
+its finalize would (the search's first rung, then the final fine-tune), scores it on the
+whole validation set and measures its latency, float32. Rows go to a JSON-lines file and
+a run resumes from it; the report sets each tilt against the straight line between the
+two ladder plans around its latency.
+
+Run: ``.venv/bin/python benchmarks/tilts.py [--plans 0.8:inner 0.7:early 0.7: 0.8:]``
+(``RATIO:`` is the ladder plan, ``RATIO:TILT`` its tilt). Accuracy only: load changes
+its duration and its latencies (measure them on a quiet machine), not its accuracies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import LoadMonitor, add_load_arguments, facts, write_report  # noqa: E402
+from fidelity import candidate  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--task", default="fashion-mnist")
+    parser.add_argument("--device", default="x86-ort")
+    parser.add_argument("--plans", nargs="+", default=["0.8:inner", "0.7:early", "0.7:", "0.8:"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rows", type=Path, default=Path("results/benchmarks/tilts-rows.jsonl"))
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks/tilts.md"))
+    add_load_arguments(parser)
+    args = parser.parse_args()
+
+    import optuna
+
+    from autoprune.device import Device
+    from autoprune.objective import Context, Stager
+    from autoprune.profiles import load_profile
+    from autoprune.space import load_space, resolve
+    from autoprune.tasks import load_task
+
+    monitor = LoadMonitor()
+    task = load_task(args.task, None)
+    space = load_space("default")
+    device = Device.of(load_profile(args.device))
+    resolved = resolve(space, task.model, task.example_input(1), task.ignored_layers).offer(device.profile,
+                                                                                          ("float32",))
+    ctx = Context(task, device, resolved, None, seed=args.seed,
+                  stager=Stager(budget_ms=math.inf, skips=False, promote_margin=math.inf))
+    done = [json.loads(line) for line in args.rows.read_text().splitlines()] if args.rows.is_file() else []
+    scratch = tempfile.TemporaryDirectory()
+    for name in args.plans:
+        ratio, tilt = name.split(":")
+        params = resolved.uniform_params(float(ratio), precision="float32")
+        if tilt:
+            params = resolved.tilted_params(params, tilt)
+        plan = resolved.suggest(optuna.trial.FixedTrial(params))
+        if any(r["plan"] == plan.to_dict() and r["seed"] == args.seed for r in done):
+            continue
+        work = Path(scratch.name) / name.replace(":", "-")
+        work.mkdir()
+        row = {"seed": args.seed, "ratio": float(ratio), "tilt": tilt or "none",
+               **candidate(ctx, plan, args.seed, work, rungs=False)}
+        done.append(row)
+        with args.rows.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps({k: v for k, v in row.items() if k != "plan"}), file=sys.stderr, flush=True)
+
+    df = pd.DataFrame([r for r in done if r["seed"] == args.seed])[["ratio", "tilt", "latency_ms", "mmacs", "final"]]
+    ladder = df[df["tilt"] == "none"].sort_values("latency_ms")
+
+    def line_at(latency: float) -> float:
+        below, above = ladder[ladder["latency_ms"] <= latency], ladder[ladder["latency_ms"] >= latency]
+        if below.empty or above.empty:
+            return float("nan")
+        a, b = below.iloc[-1], above.iloc[0]
+        if b["latency_ms"] == a["latency_ms"]:
+            return float(a["final"])
+        share = (latency - a["latency_ms"]) / (b["latency_ms"] - a["latency_ms"])
+        return float(a["final"] + share * (b["final"] - a["final"]))
+
+    df["ladder_line"] = [line_at(x) if t != "none" else float("nan") for x, t in zip(df["latency_ms"], df["tilt"])]
+    df["above_line"] = df["final"] - df["ladder_line"]
+    text = (
+        "# Tilts against the uniform ladder (final figures)\n\n"
+        f"{facts()}"
+        f"- Command: `.venv/bin/python benchmarks/tilts.py --plans {' '.join(args.plans)} --seed {args.seed}`; rows "
+        f"in `{args.rows}`.\n"
+        f"- Task `{args.task}`, default space, device `{args.device}`, float32. Each plan: the search's first rung "
+        f"({space.recovery.finetune_steps} distilled steps), then the final fine-tune ({space.recovery.final_steps} "
+        f"steps at batch {space.recovery.final_batch_size}), scored on all {len(task.val)} validation images "
+        "(final fidelity). One seed: a fine-tune's spread is a few tenths of a point.\n"
+        "- `ladder_line`: the final accuracy on the straight line between the two ladder plans around the tilt's "
+        "latency; `above_line`: the tilt's final minus it.\n\n"
+        + df.sort_values("latency_ms").to_markdown(index=False, floatfmt=".3f") + "\n"
+    )
+    write_report(args.out, text, monitor, args.allow_noisy)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
