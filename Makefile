@@ -4,12 +4,12 @@
 setup:
 	@scripts/bootstrap.sh
 
-# A short search on the reference task: screen 32 plans, train 5 (the baseline and the
+# A short search on the reference task: screen 24 plans, train 4 (the baseline and the
 # unpruned model at INT8 among them), finalize the most accurate within the budget (a
 # member's full fine-tune takes 2-3 min here); prints the Pareto front and the pick.
 demo: setup
-	.venv/bin/autoprune search --task fashion-mnist --device x86-ort --latency-budget-ms 0.3 --trials 5 \
-		--screen-plans 32 --final-members 1
+	.venv/bin/autoprune search --task fashion-mnist --device x86-ort --latency-budget-ms 0.3 --trials 4 \
+		--screen-plans 24 --final-members 1
 
 # The whole suite, slow tests included (what CI runs).
 test: setup

@@ -52,8 +52,9 @@ def plans(resolved, n: int, seed: int, low: float, high: float):
     import optuna
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    step = resolved.space.global_ratio.range.step  # on the space's grid, or Optuna refuses the value
     for i in range(n):
-        study.enqueue_trial({"ratio": round(low + (high - low) * i / max(1, n - 1), 2)})
+        study.enqueue_trial({"ratio": round(round((low + (high - low) * i / max(1, n - 1)) / step) * step, 4)})
     return [resolved.suggest(study.ask()) for _ in range(n)]
 
 
@@ -83,8 +84,10 @@ def score(ctx, model, masks, overrides, seed: int) -> float:
     return screen(model, masks, ctx.task, dataclasses.replace(config, **overrides), ctx.distill, seed)
 
 
-def candidate(ctx, plan, seed: int, work: Path) -> dict:
-    """Every screen figure of one plan, its latency, its rungs and its final accuracy."""
+def candidate(ctx, plan, seed: int, work: Path, rungs: bool = True) -> dict:
+    """Every screen figure of one plan, its latency, its rungs and its final accuracy
+    (``rungs=False``: the first rung only, then the final fine-tune, as finalize trains
+    a member the search stopped at its first rung)."""
     from autoprune import objective
     from autoprune.finalize import fine_tune
 
@@ -105,8 +108,10 @@ def candidate(ctx, plan, seed: int, work: Path) -> dict:
     t0 = time.perf_counter()
     model, report, _ = objective.prune_and_recover(ctx, plan, seed, times)
     first = ctx.task.metric(model, ctx.task.val, rec.eval_samples)
-    rungs, _ = objective.climb(ctx, model, report.masks, 0.0, {rec.finetune_steps: first}, seed, times)
-    row.update({f"rung {s} steps": a for s, a in rungs.items()})
+    reached = {rec.finetune_steps: first}
+    if rungs:
+        reached, _ = objective.climb(ctx, model, report.masks, 0.0, reached, seed, times)
+    row.update({f"rung {s} steps": a for s, a in reached.items()})
     fine_tune(model, ctx.task, rec, rec.final_steps, report.masks, ctx.distill, seed=seed + rec.final_steps)
     row["final"] = ctx.task.metric(model, ctx.task.val)
     row["train s"] = time.perf_counter() - t0
@@ -142,6 +147,9 @@ def main() -> None:
     parser.add_argument("--low", type=float, default=0.2, help="the lowest shared ratio drawn")
     parser.add_argument("--high", type=float, default=0.85, help="the highest")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rungs", action=argparse.BooleanOptionalAction, default=True,
+                        help="train every candidate through the search's later rungs before the final fine-tune "
+                             "(--no-rungs: the first rung, then the final fine-tune; about a third cheaper)")
     parser.add_argument("--rows", type=Path, default=Path("results/benchmarks/fidelity-rows.jsonl"),
                         help="finished candidates (a run resumes from it)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/fidelity.md"))
@@ -171,7 +179,8 @@ def main() -> None:
     scratch = tempfile.TemporaryDirectory()
     drawn = plans(resolved, args.candidates, args.seed, args.low, args.high)
     # rows of other plans (another seed, or the space as it was) stay in the file, not in this report
-    done = [r for r in done if r["seed"] == args.seed and any(r["plan"] == p.to_dict() for p in drawn)]
+    done = [r for r in done if r["seed"] == args.seed and r.get("rungs", True) == args.rungs
+            and any(r["plan"] == p.to_dict() for p in drawn)]
     began = time.monotonic()
     for i in spread_order(len(drawn)):
         plan = drawn[i]
@@ -181,7 +190,8 @@ def main() -> None:
             break
         work = Path(scratch.name) / str(i)
         work.mkdir()
-        row = {"seed": args.seed, "index": i, **candidate(ctx, plan, args.seed + i, work)}
+        row = {"seed": args.seed, "index": i, "rungs": args.rungs,
+               **candidate(ctx, plan, args.seed + i, work, args.rungs)}
         done.append(row)
         with args.rows.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -195,7 +205,7 @@ def main() -> None:
     for col in [*METHODS, *rung_cols]:
         tau_local, pairs = local_tau(df, col)
         cost = df[f"{col} s"].median() if f"{col} s" in df else df["train s"].median() * (
-            int(col.split()[1]) / (rec.all_rungs[-1] + rec.final_steps))
+            int(col.split()[1]) / ((rec.all_rungs[-1] if args.rungs else rec.finetune_steps) + rec.final_steps))
         rows.append({"method": col, "tau": kendall(df[col], df["final"]), "seconds_per_candidate": cost,
                      "deciding": col == deciding, "local_tau": tau_local, "local_pairs": pairs})
     table = pd.DataFrame(rows)
@@ -203,18 +213,19 @@ def main() -> None:
     text = (
         "# Screen fidelity: cheap scores against the final accuracy\n\n"
         f"{facts()}"
-        f"- Command: `.venv/bin/python benchmarks/fidelity.py --candidates {args.candidates} --seed {args.seed}`; "
-        f"rows in `{args.rows}`.\n"
+        f"- Rows in `{args.rows}` (a run resumes from them; `--report-only` rewrites this report from them).\n"
         f"- Task `{args.task}`, space `{args.space}`, device `{args.device}` (latency measured, float32 only).\n"
         f"- {len(df)} of {args.candidates} plans drawn from the space (done in an order that spans the range), "
-        f"shared ratio evenly spaced over {args.low:g}-{args.high:g}, deviations and block drops at random.\n"
+        f"shared ratio evenly spaced over {args.low:g}-{args.high:g}, the rest of each plan (deviations) at random.\n"
         f"- Screens: pruned, BatchNorm re-estimated on {sc.bn_batches} batches of {sc.batch_size}, then the steps "
         f"named (distilled, lr {sc.lr:g}), scored on the first {sc.samples} validation images (search-time "
         "fidelity). `seconds_per_candidate` counts the surgery and the screen, not the latency measurement.\n"
-        f"- Rungs: the search's recovery ({rec.finetune_steps} steps, then {list(rec.rungs)} in total, "
-        f"{rec.eval_samples} validation images; search-time); their cost is the rung's share of the whole "
+        + (f"- Rungs: the search's recovery ({rec.finetune_steps} steps, then {list(rec.rungs)} in total, "
+           if args.rungs else f"- Rungs: the search's first rung only ({rec.finetune_steps} steps, ")
+        + f"{rec.eval_samples} validation images; search-time); their cost is the rung's share of the whole "
         "training time.\n"
-        f"- Final: {rec.final_steps} more steps at batch {rec.final_batch_size} after the last rung, all "
+        f"- Final: {rec.final_steps} more steps at batch {rec.final_batch_size} after the last rung (what "
+        "finalize gives a member the search trained that far), all "
         f"{len(task.val)} validation images (final fidelity).\n"
         f"- `deciding`: the figure the search uses to choose what it trains (the space's `screen:`).\n\n"
         "## Kendall's tau against the final accuracy\n\n"
