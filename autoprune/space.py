@@ -524,8 +524,8 @@ class ResolvedSpace:
         (a residual stream) less (``shared`` the reverse). None where the space has no
         deviations or the tilt would move every group alike (that is a ladder step)."""
         gr = self.space.global_ratio
-        if gr is None or not gr.deviation[1] > gr.deviation[0] or tilt not in TILTS:
-            return None
+        if gr is None or not gr.deviation[1] > gr.deviation[0] or tilt not in TILTS or not params.get("ratio"):
+            return None  # (shared ratio 0 is the unpruned model, whatever the deviations)
         low, high, step = gr.deviation
         if tilt in ("early", "late"):
             sides = [1 if g.depth < 1 / 3 else -1 if g.depth >= 2 / 3 else 0 for g in self.groups]

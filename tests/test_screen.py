@@ -68,6 +68,7 @@ def test_tilts_move_channels_between_early_and_late_and_between_inner_and_shared
     assert ratios("late")["stem.0"] == pytest.approx(0.6) and ratios("shared")["stem.0"] == pytest.approx(0.8)
     # tilts add to a plan's own deviations, within the space's range
     assert resolved.tilted_params({**base, "stem.0.deviation": 0.2}, "early")["stem.0.deviation"] == 0.2
+    assert resolved.tilted_params(resolved.baseline_params(), "early") is None  # unpruned, however tilted
     # a model whose groups are all single layers has no inner/shared tilt (it would be a ladder step)
     plain = resolve(load_space("default"), digits_task.model, digits_task.example_input(1))
     assert plain.tilted_params(plain.uniform_params(0.5), "inner") is None
