@@ -582,8 +582,8 @@ class Screening:
             return "train"
         screened = [r for r in records if r.screen and not r.interrupted]
         waiting = any(r.state == "WAITING" for r in screened)
-        if len(screened) < self.plans and not waiting and TILT_ATTR not in study.user_attrs \
-                and self.space is not None:
+        if self.space is not None and len(screened) < self.plans and not waiting \
+                and TILT_ATTR not in study.user_attrs:  # (a storage read: last)
             if any(r.state == "RUNNING" for r in screened):
                 return "wait"  # the front is not all in yet
             self.tilt(study, records, self.plans - len(screened))
@@ -618,8 +618,8 @@ class Screening:
                 if r.screen and r.state == "PRUNED" and r.screen_score is not None
                 and r.screen_latency_ms is not None and r.screen_latency_ms <= self.budget_ms]
         seen = [r.queued_params or r.params for r in records]
-        queued = []
-        for base in sorted(front(pool), key=lambda s: -s.score):
+        queued, best = [], front(pool)
+        for base in sorted(best, key=lambda s: -s.score):
             for name in TILTS:
                 params = self.space.tilted_params(by_number[base.key].params, name)
                 if params is not None and params not in seen and len(queued) < room:
@@ -628,7 +628,7 @@ class Screening:
         for params in queued:
             trials.enqueue(study, params, screen=True)
         study.set_user_attr(TILT_ATTR, len(queued))
-        self.log(f"screen: {len(queued)} tilts of the {len(front(pool))} plans on its front within the budget "
+        self.log(f"screen: {len(queued)} tilts of the {len(best)} plans on its front within the budget "
                  "queued (channels moved between early and late, inner and shared layers)")
 
     def choose(self, study, records: list[TrialRecord], target: int) -> None:

@@ -118,6 +118,32 @@ def candidate(ctx, plan, seed: int, work: Path, rungs: bool = True) -> dict:
     return row
 
 
+def replay_context(task_name: str, space_name: str, device_name: str, seed: int):
+    """The task, space and a search context that trains every candidate through every
+    rung, float32 (the judge never stops a candidate here): what this benchmark and
+    ``tilts.py`` replay plans in."""
+    from autoprune.device import Device
+    from autoprune.objective import Context, Stager
+    from autoprune.profiles import load_profile
+    from autoprune.space import load_space, resolve
+    from autoprune.tasks import load_task
+
+    task = load_task(task_name, None)
+    space = load_space(space_name)
+    device = Device.of(load_profile(device_name))
+    resolved = resolve(space, task.model, task.example_input(1), task.ignored_layers).offer(device.profile,
+                                                                                          ("float32",))
+    ctx = Context(task, device, resolved, None, seed=seed,
+                  stager=Stager(budget_ms=math.inf, skips=False, promote_margin=math.inf))
+    return task, space, resolved, ctx
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows a run wrote so far (none: an empty list); the file's folder is made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
 def kendall(a: pd.Series, b: pd.Series) -> float:
     from scipy.stats import kendalltau
 
@@ -159,23 +185,9 @@ def main() -> None:
     add_load_arguments(parser)
     args = parser.parse_args()
 
-    from autoprune.device import Device
-    from autoprune.objective import Context, Stager
-    from autoprune.profiles import load_profile
-    from autoprune.space import load_space, resolve
-    from autoprune.tasks import load_task
-
     monitor = LoadMonitor()
-    task = load_task(args.task, None)
-    space = load_space(args.space)
-    device = Device.of(load_profile(args.device))
-    resolved = resolve(space, task.model, task.example_input(1), task.ignored_layers).offer(device.profile,
-                                                                                          ("float32",))
-    # every rung, whatever the front: the judge never stops a candidate here
-    ctx = Context(task, device, resolved, None, seed=args.seed,
-                  stager=Stager(budget_ms=math.inf, skips=False, promote_margin=math.inf))
-    done = [json.loads(line) for line in args.rows.read_text().splitlines()] if args.rows.is_file() else []
-    args.rows.parent.mkdir(parents=True, exist_ok=True)
+    task, space, resolved, ctx = replay_context(args.task, args.space, args.device, args.seed)
+    done = read_rows(args.rows)
     scratch = tempfile.TemporaryDirectory()
     drawn = plans(resolved, args.candidates, args.seed, args.low, args.high)
     # rows of other plans (another seed, or the space as it was) stay in the file, not in this report

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import LoadMonitor, add_load_arguments, facts, write_report  # noqa: E402
-from fidelity import candidate  # noqa: E402
+from fidelity import candidate, read_rows, replay_context  # noqa: E402
 
 
 def main() -> None:
@@ -41,21 +40,9 @@ def main() -> None:
 
     import optuna
 
-    from autoprune.device import Device
-    from autoprune.objective import Context, Stager
-    from autoprune.profiles import load_profile
-    from autoprune.space import load_space, resolve
-    from autoprune.tasks import load_task
-
     monitor = LoadMonitor()
-    task = load_task(args.task, None)
-    space = load_space("default")
-    device = Device.of(load_profile(args.device))
-    resolved = resolve(space, task.model, task.example_input(1), task.ignored_layers).offer(device.profile,
-                                                                                          ("float32",))
-    ctx = Context(task, device, resolved, None, seed=args.seed,
-                  stager=Stager(budget_ms=math.inf, skips=False, promote_margin=math.inf))
-    done = [json.loads(line) for line in args.rows.read_text().splitlines()] if args.rows.is_file() else []
+    task, space, resolved, ctx = replay_context(args.task, "default", args.device, args.seed)
+    done = read_rows(args.rows)
     scratch = tempfile.TemporaryDirectory()
     for name in args.plans:
         ratio, tilt = name.split(":")
