@@ -78,7 +78,7 @@ def test_the_segmentation_task_runs_end_to_end_and_says_miou(tmp_path):
                      "round_to: [8]\nrecovery: {finetune_steps: 10, rungs: [], eval_samples: 500, bn_batches: 5, "
                      "final_steps: 20, final_members: 1}\n")
     proc = run_cli("search", "--task", "fashion-mnist-seg", "--device", "x86-ort", "--latency-budget-ms", "50",
-                   "--trials", "6", "--results-dir", str(tmp_path / "r"), "--space", str(space), timeout=1800)
+                   "--trials", "4", "--results-dir", str(tmp_path / "r"), "--space", str(space), timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = " ".join(proc.stdout.split())
     assert "mIoU %" in text and "acc %" not in text
@@ -87,7 +87,7 @@ def test_the_segmentation_task_runs_end_to_end_and_says_miou(tmp_path):
     assert {"mIoU", "mIoU_drop"} <= set(trials.columns) and "accuracy" not in trials.columns
     base = trials[trials["baseline"]].iloc[0]
     assert 60 < base["mIoU"] <= 100, base["mIoU"]
-    assert (trials["state"] == "COMPLETE").sum() >= 4
+    assert (trials["state"] == "COMPLETE").sum() >= 3
     assert "validation mIoU (%)" in (study / "pareto.html").read_text()
     report = run_cli("report", str(study))
     assert report.returncode == 0, report.stderr
