@@ -34,8 +34,10 @@ import argparse
 import copy
 import json
 import math
+import statistics
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -240,9 +242,10 @@ def verdict(final: pd.DataFrame, base_final: float) -> dict:
     return out
 
 
-def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path) -> None:
+def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, monitor: LoadMonitor) -> None:
     from autoprune.device import Device
 
+    first_sample = len(monitor.samples)  # a seed's own load: a report may gather seeds of several sittings
     root = args.results_dir / task / str(seed)
     have = {r["arm"] for r in done if r["task"] == task and r["seed"] == seed}
     todo = [arm for arm in ARMS if arm not in have]
@@ -260,9 +263,12 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path) -> N
     base_final = ctx.task.metric(ctx.task.model, ctx.task.val)
     for arm, (df, wall) in cands.items():
         final = finalize_arm(ctx, device, arm, df, root, args.final_members)
+        load = monitor.samples[first_sample:] or [monitor.samples[-1]]
         row = {"task": task, "seed": seed, "arm": arm, "wall_s": round(wall, 1),
                **verdict(final, base_final), "base_final": base_final,
-               "finalized": len(final), "candidates": len(df)}
+               "finalized": len(final), "candidates": len(df),
+               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "load_median": round(statistics.median(load), 2), "load_max": round(max(load), 2)}
         append_row(rows_path, row)
         done.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
@@ -287,6 +293,18 @@ def _context(args, task_name: str, seed: int):
                    stager=Stager(budget_ms=math.inf, skips=False, promote_margin=math.inf)), resolved
 
 
+def _sittings(t: pd.DataFrame) -> str:
+    """When each seed ran and the machine's load meanwhile (rows of older runs lack it)."""
+    lines = []
+    for seed, s in t.groupby("seed"):
+        last = s.iloc[-1]
+        when = last.get("date") if isinstance(last.get("date"), str) else None
+        lines.append(f"- seed {seed}: " + (f"finished {when}, 1-min load median {last['load_median']:.2f} "
+                                           f"(max {last['load_max']:.2f}) while it ran" if when
+                                           else "date and load not recorded (an older run)"))
+    return "\n".join(lines) + "\n"
+
+
 def report(rows: pd.DataFrame, args, monitor) -> str:
     parts = []
     for task, t in rows.groupby("task", sort=False):
@@ -302,7 +320,7 @@ def report(rows: pd.DataFrame, args, monitor) -> str:
             agg.append(line)
         parts.append(f"## {task}\n\nMedian over seeds [min-max]; speed-ups are paired final speed-ups over "
                      "the unpruned float32 model, metrics are final (full fine-tune, whole validation set).\n\n"
-                     + pd.DataFrame(agg).to_markdown(index=False, floatfmt=".1f") + "\n")
+                     + pd.DataFrame(agg).to_markdown(index=False, floatfmt=".1f") + "\n\n" + _sittings(t))
     return ("# autoprune against uniform pruning, random search and Torch-Pruning's global pruning\n\n"
             + facts()
             + f"- Rows in `{args.rows}`, one per task, seed and arm (also `{args.out.with_suffix('.csv').name}`); "
@@ -337,7 +355,7 @@ def main() -> None:
     done = read_rows(args.rows)
     for task in args.task or ["fashion-mnist"]:
         for seed in (int(s) for s in args.seeds.split(",")):
-            run_seed(args, task, seed, done, args.rows)
+            run_seed(args, task, seed, done, args.rows, monitor)
     rows = pd.DataFrame(done)
     rows[COLUMNS].to_csv(args.out.with_suffix(".csv"), index=False, float_format="%.3f")
     text = report(rows, args, monitor)
