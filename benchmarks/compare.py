@@ -327,7 +327,8 @@ def report(rows: pd.DataFrame, args, monitor) -> str:
               "the run resumes from them.\n"
             + f"- Device `{args.device}`, latency budget {args.budget_ms:g} ms for the searches; autoprune "
               f"trains {args.trials} trials; random search runs until its wall time reaches autoprune's.\n\n"
-            + "\n".join(parts) + f"\n- {monitor.summary()}\n")
+            + "\n".join(parts)
+            + f"\n- This invocation (seeds already in the rows do not run again): {monitor.summary()}\n")
 
 
 def main() -> None:
