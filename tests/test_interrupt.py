@@ -32,11 +32,6 @@ def _search(results, fault: str | None, trials: int = 5):
                 os.environ[k] = v
 
 
-def _last_trial(study) -> int:
-    with sqlite3.connect(study / "study.db") as db:
-        return db.execute("select max(number) from trials").fetchone()[0]
-
-
 def test_kill_9_in_each_stage_then_resume(tmp_path):
     """One study killed in each stage in turn: every resume finds it whole, fails the
     killed trial as interrupted (its retry is the next one killed), keeps every finished
@@ -57,6 +52,7 @@ def test_kill_9_in_each_stage_then_resume(tmp_path):
         json.loads((study / "measurements.json").read_text())
         with sqlite3.connect(study / "study.db") as db:
             assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+            last = db.execute("select max(number) from trials").fetchone()[0]
         # every trial finished before this run is unchanged
         for number, row in finished.items():
             for col in ("accuracy", "latency_ms", "size_mb", "macs"):
@@ -66,7 +62,7 @@ def test_kill_9_in_each_stage_then_resume(tmp_path):
             stored = target
         elif stage is not None:
             killed.append(target)
-        target = _last_trial(study) + 1  # a retry (or the next plan) comes next
+        target = last + 1  # a retry (or the next plan) comes next
     after = pd.read_csv(study / "trials.csv").set_index("trial")
     # exactly the requested number of trials counted; each killed one failed as interrupted
     counted = after[(after["state"] == "COMPLETE") | ((after["state"] == "FAIL") & (after["fail_stage"] != "interrupted"))]

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from conftest import REPO
 
 import autoprune
 from autoprune.tasks.builtin import FASHION_DIR
-
-REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [
     pytest.mark.slow,
