@@ -20,6 +20,13 @@ space's ``final_steps`` more, scored on the whole validation set and timed right
 the baseline (paired). The unpruned model (float32, and INT8 where the arm has it) is a
 candidate of every arm.
 
+The searches get no latency budget by default (``WHOLE_FRONT_MS``, above every
+candidate): the columns judge each arm's whole front (the fastest within 0.5 and 1 pt,
+the best at three speeds), the ladders build theirs whole, and a search given one budget
+trains only plans within it, so it would be judged on columns it was never asked about.
+``--budget-ms`` asks the searches for one budget instead; their rows record it, and a
+row of another budget is not reused.
+
 Everything resumes: the searches are Optuna studies, the recipes and the finalized
 members are rows in JSON-lines files under ``--results-dir``, and each finished
 (task, seed, arm) is a row of ``--rows``; run the same command again to go on.
@@ -45,11 +52,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import LoadMonitor, add_load_arguments, facts  # noqa: E402
 
+SEARCHES = ("autoprune", "random")
 ARMS = ("autoprune", "random", "uniform", "uniform-int8", "tp-global-int8")
 LADDER = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 TP_RATIOS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 DROPS = (0.5, 1.0)
 BUDGETS = (4, 8, 12)  # the baseline's latency divided by these
+WHOLE_FRONT_MS = 1000.0  # "no budget": far above any candidate of these tasks on x86-ort
 COLUMNS = ["task", "seed", "arm", "wall_s", "speedup_0_5", "speedup_1", "metric_at_4x", "metric_at_8x",
            "metric_at_12x"]
 
@@ -87,7 +96,7 @@ def search_arm(args, task: str, seed: int, arm: str, root: Path, wall_limit: flo
     from autoprune.search_loop import SearchConfig, open_session
 
     random = arm == "random"
-    config = SearchConfig(task=task, device=args.device, latency_budget_ms=args.budget_ms,
+    config = SearchConfig(task=task, device=args.device, latency_budget_ms=_budget(args),
                           n_trials=10_000 if random else args.trials, study_name=arm, results_dir=str(root),
                           seed=seed, sampler="random" if random else "tpe", warm_start=not random,
                           screen_plans=0 if random else args.screen_plans, finalize=False)
@@ -247,15 +256,16 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
 
     first_sample = len(monitor.samples)  # a seed's own load: a report may gather seeds of several sittings
     root = args.results_dir / task / str(seed)
-    have = {r["arm"] for r in done if r["task"] == task and r["seed"] == seed}
+    have = {r["arm"] for r in done if r["task"] == task and r["seed"] == seed
+            and _current(r, args)}
     todo = [arm for arm in ARMS if arm not in have]
     if not todo:
         return
     ctx, resolved = _context(args, task, seed)
     cands: dict[str, tuple[pd.DataFrame, float]] = {}
     for arm in todo:
-        if arm in ("autoprune", "random"):
-            limit = cands["autoprune"][1] if "autoprune" in cands else _wall(done, task, seed, "autoprune")
+        if arm in SEARCHES:
+            limit = cands["autoprune"][1] if "autoprune" in cands else _wall(args, done, task, seed, "autoprune")
             cands[arm] = search_arm(args, task, seed, arm, root, limit)
         else:
             cands[arm] = recipe_arm(ctx, arm, root, seed, resolved)
@@ -267,6 +277,7 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
         row = {"task": task, "seed": seed, "arm": arm, "wall_s": round(wall, 1),
                **verdict(final, base_final), "base_final": base_final,
                "finalized": len(final), "candidates": len(df),
+               **({"budget_ms": _budget(args)} if arm in SEARCHES else {}),
                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "load_median": round(statistics.median(load), 2), "load_max": round(max(load), 2)}
         append_row(rows_path, row)
@@ -274,8 +285,19 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
         print(json.dumps(row), file=sys.stderr, flush=True)
 
 
-def _wall(done: list[dict], task: str, seed: int, arm: str) -> float | None:
-    return next((r["wall_s"] for r in done if (r["task"], r["seed"], r["arm"]) == (task, seed, arm)), None)
+def _budget(args) -> float:
+    return WHOLE_FRONT_MS if args.budget_ms is None else args.budget_ms
+
+
+def _current(row: dict, args) -> bool:
+    """Whether a row answers this invocation: a search's only at the same budget (rows
+    written before the budget was recorded, 2026-12-05, ran at 0.2 ms)."""
+    return row["arm"] not in SEARCHES or row.get("budget_ms", 0.2) == _budget(args)
+
+
+def _wall(args, done: list[dict], task: str, seed: int, arm: str) -> float | None:
+    return next((r["wall_s"] for r in done if (r["task"], r["seed"], r["arm"]) == (task, seed, arm)
+                 and _current(r, args)), None)
 
 
 def _context(args, task_name: str, seed: int):
@@ -285,7 +307,7 @@ def _context(args, task_name: str, seed: int):
     from autoprune.tasks import load_task
 
     task = load_task(task_name, None)
-    device = Device.open(args.device, args.budget_ms)
+    device = Device.open(args.device, _budget(args))
     space = load_space("default")
     resolved = resolve(space, task.model, task.example_input(1), task.ignored_layers).offer(device.profile)
     # every recipe candidate climbs every rung (no judge cuts it short)
@@ -325,8 +347,11 @@ def report(rows: pd.DataFrame, args, monitor) -> str:
             + facts()
             + f"- Rows in `{args.rows}`, one per task, seed and arm (also `{args.out.with_suffix('.csv').name}`); "
               "the run resumes from them.\n"
-            + f"- Device `{args.device}`, latency budget {args.budget_ms:g} ms for the searches; autoprune "
-              f"trains {args.trials} trials; random search runs until its wall time reaches autoprune's.\n\n"
+            + f"- Device `{args.device}`; "
+            + ("no latency budget for the searches (each builds its whole front, as the ladders do); "
+               if args.budget_ms is None else f"latency budget {args.budget_ms:g} ms for the searches; ")
+            + f"autoprune trains {args.trials} trials; random search runs until its wall time reaches "
+              "autoprune's.\n\n"
             + "\n".join(parts)
             + f"\n- This invocation (seeds already in the rows do not run again): {monitor.summary()}\n")
 
@@ -336,7 +361,8 @@ def main() -> None:
     parser.add_argument("--task", action="append", help="task (repeat for more; default fashion-mnist)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--device", default="x86-ort")
-    parser.add_argument("--budget-ms", type=float, default=0.2)
+    parser.add_argument("--budget-ms", type=float, default=None,
+                        help="the searches' latency budget (default: none, each builds its whole front)")
     parser.add_argument("--trials", type=int, default=10, help="trained trials of the autoprune arm")
     parser.add_argument("--final-members", type=int, default=6)
     parser.add_argument("--screen-plans", type=int, default=None, help="the autoprune arm's (default: the space's)")
@@ -350,14 +376,14 @@ def main() -> None:
     if args.quick:
         # one member an arm and a short screen: the suite runs this (it took 7.7 min with 2 and 16)
         args.task, args.seeds, args.trials, args.final_members = ["digits"], "0", 3, 1
-        args.budget_ms, args.screen_plans = 1.0, 8
+        args.screen_plans = 8
         LADDER, TP_RATIOS = (0.5,), (0.5,)
     monitor = LoadMonitor()
     done = read_rows(args.rows)
     for task in args.task or ["fashion-mnist"]:
         for seed in (int(s) for s in args.seeds.split(",")):
             run_seed(args, task, seed, done, args.rows, monitor)
-    rows = pd.DataFrame(done)
+    rows = pd.DataFrame([r for r in done if _current(r, args)])
     rows[COLUMNS].to_csv(args.out.with_suffix(".csv"), index=False, float_format="%.3f")
     text = report(rows, args, monitor)
     args.out.parent.mkdir(parents=True, exist_ok=True)
