@@ -11,6 +11,12 @@ Per task and seed, five arms:
 - **tp-global-int8**: what a Torch-Pruning user does: ``MetaPruner(global_pruning=True)``
   with L1 importance at several ratios (its channel allocation across layers), INT8.
 
+``--ablation`` adds two searches that split autoprune's two changes apart: the default
+space without its screen (TPE, trained trials until autoprune's wall time), and the
+screen on the retired per-group space (``search_spaces/retired/default-1.yaml`` with
+the default space's ``screen:``; its ladder's ratios above 0.7 clip to 0.7, and it has
+no tilts). They are reported in their own table and left out of ``compare.csv``.
+
 The fixed recipes (the last three) run their ladder once, every candidate recovered
 through every rung, and report the wall time that took. Then every arm's candidates
 get **the same finalize**: the members worth it (the fastest within 0.5 and within 1
@@ -52,7 +58,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import LoadMonitor, add_load_arguments, facts  # noqa: E402
 
-SEARCHES = ("autoprune", "random")
+SEARCHES = ("autoprune", "random", "space-no-screen", "screen-old-space")
+ABLATION = ("space-no-screen", "screen-old-space")  # with --ablation; autoprune is "both"
 ARMS = ("autoprune", "random", "uniform", "uniform-int8", "tp-global-int8")
 LADDER = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 TP_RATIOS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -91,15 +98,18 @@ def append_row(path: Path, row: dict) -> None:
 
 
 def search_arm(args, task: str, seed: int, arm: str, root: Path, wall_limit: float | None):
-    """autoprune's default command, or random search until ``wall_limit`` seconds."""
+    """autoprune's default command, or one of the searches that run until ``wall_limit``
+    seconds (random search; the ablation's default space without its screen), or the
+    ablation's screen on the retired space."""
     from autoprune import results, storage
     from autoprune.search_loop import SearchConfig, open_session
 
-    random = arm == "random"
+    until_wall = arm in ("random", "space-no-screen")
+    space = _screened_retired_space(root) if arm == "screen-old-space" else "default"
     config = SearchConfig(task=task, device=args.device, latency_budget_ms=_budget(args),
-                          n_trials=10_000 if random else args.trials, study_name=arm, results_dir=str(root),
-                          seed=seed, sampler="random" if random else "tpe", warm_start=not random,
-                          screen_plans=0 if random else args.screen_plans, finalize=False)
+                          n_trials=10_000 if until_wall else args.trials, study_name=arm, results_dir=str(root),
+                          seed=seed, sampler="random" if arm == "random" else "tpe", warm_start=arm != "random",
+                          screen_plans=0 if until_wall else args.screen_plans, finalize=False, space=str(space))
     session = open_session(config, log=lambda m: print(f"[{task} {seed} {arm}] {m}", file=sys.stderr, flush=True))
     clock = root / f"{arm}.wall"  # wall time spent in earlier sittings
     spent = float(clock.read_text()) if clock.is_file() else 0.0
@@ -111,7 +121,7 @@ def search_arm(args, task: str, seed: int, arm: str, root: Path, wall_limit: flo
         spent += time.time() - start
         clock.write_text(f"{spent:.1f}")
 
-    if random:  # one trained trial after another until the wall time is autoprune's
+    if until_wall:  # one trained trial after another until the wall time is autoprune's
         while wall_limit is None or spent < wall_limit:
             timed(storage.counted(session.study) + 1)
     else:
@@ -120,6 +130,22 @@ def search_arm(args, task: str, seed: int, arm: str, root: Path, wall_limit: flo
     df = df[df["state"] == "COMPLETE"].copy()
     df["dir"] = str(session.study_dir)
     return df, spent
+
+
+def _screened_retired_space(root: Path) -> Path:
+    """The space studies used before 2026-12 (a method and a ratio per group, 0.1-0.7,
+    block removal; no shared ratio) with the default space's screen: the screen alone."""
+    import yaml
+
+    from autoprune.space import spaces_dir
+
+    data = yaml.safe_load((spaces_dir() / "retired" / "default-1.yaml").read_text())
+    data["screen"] = yaml.safe_load((spaces_dir() / "default.yaml").read_text())["screen"]
+    data["name"] = "retired-default-1-screened"
+    path = root / "screen-old-space.yaml"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def recipe_arm(ctx, arm: str, root: Path, seed: int, resolved) -> tuple[pd.DataFrame, float]:
@@ -258,7 +284,8 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
     root = args.results_dir / task / str(seed)
     have = {r["arm"] for r in done if r["task"] == task and r["seed"] == seed
             and _current(r, args)}
-    todo = [arm for arm in ARMS if arm not in have]
+    todo = [arm for arm in ARMS + (ABLATION if args.ablation else ()) if arm not in have
+            and (args.arms is None or arm in args.arms)]
     if not todo:
         return
     ctx, resolved = _context(args, task, seed)
@@ -266,6 +293,8 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
     for arm in todo:
         if arm in SEARCHES:
             limit = cands["autoprune"][1] if "autoprune" in cands else _wall(args, done, task, seed, "autoprune")
+            if limit is None and arm in ("random", "space-no-screen"):
+                raise SystemExit(f"{arm} runs until autoprune's wall time: run the autoprune arm of seed {seed} first")
             cands[arm] = search_arm(args, task, seed, arm, root, limit)
         else:
             cands[arm] = recipe_arm(ctx, arm, root, seed, resolved)
@@ -329,7 +358,7 @@ def _sittings(t: pd.DataFrame) -> str:
 
 def report(rows: pd.DataFrame, args, monitor) -> str:
     parts = []
-    for task, t in rows.groupby("task", sort=False):
+    for task, t in rows[rows["arm"].isin(ARMS)].groupby("task", sort=False):
         agg = []
         for arm in ARMS:
             a = t[t["arm"] == arm]
@@ -352,8 +381,23 @@ def report(rows: pd.DataFrame, args, monitor) -> str:
                if args.budget_ms is None else f"latency budget {args.budget_ms:g} ms for the searches; ")
             + f"autoprune trains {args.trials} trials; random search runs until its wall time reaches "
               "autoprune's.\n\n"
-            + "\n".join(parts)
+            + "\n".join(parts) + _ablation(rows)
             + f"\n- This invocation (seeds already in the rows do not run again): {monitor.summary()}\n")
+
+
+def _ablation(rows: pd.DataFrame) -> str:
+    """The ablation's rows beside autoprune's, seed by seed (``--ablation``)."""
+    arms = {"autoprune": "both (autoprune: the default space and its screen)",
+            "space-no-screen": "the new space alone (the default space, no screen, TPE to equal wall time)",
+            "screen-old-space": "the screen alone (the retired per-group space with the default space's screen)"}
+    a = rows[rows["arm"].isin(ABLATION)]
+    if a.empty:
+        return ""
+    seeds = set(a["seed"])
+    t = rows[rows["arm"].isin(arms) & rows["seed"].isin(seeds) & rows["task"].isin(set(a["task"]))].copy()
+    t["arm"] = t["arm"].map(arms)
+    return ("\n## Ablation\n\nFinal figures, one row per task, seed and arm (same finalize as above).\n\n"
+            + t[COLUMNS].to_markdown(index=False, floatfmt=".2f") + "\n")
 
 
 def main() -> None:
@@ -369,9 +413,15 @@ def main() -> None:
     parser.add_argument("--results-dir", type=Path, default=Path("results/compare"))
     parser.add_argument("--rows", type=Path, default=Path("results/benchmarks/compare-rows.jsonl"))
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/compare.md"))
+    parser.add_argument("--ablation", action="store_true",
+                        help="also the screen alone (retired space) and the new space alone (no screen)")
+    parser.add_argument("--arms", type=lambda v: v.split(","), default=None,
+                        help="run only these arms (comma-separated; a sitting too short for a whole seed)")
     parser.add_argument("--quick", action="store_true", help="smoke run: digits, one seed, short ladders")
     add_load_arguments(parser)
     args = parser.parse_args()
+    if args.arms and (unknown := set(args.arms) - set(ARMS + ABLATION)):
+        parser.error(f"unknown arm(s) {', '.join(sorted(unknown))}; arms: {', '.join(ARMS + ABLATION)}")
     global LADDER, TP_RATIOS
     if args.quick:
         # one member an arm and a short screen: the suite runs this (it took 7.7 min with 2 and 16)
@@ -384,7 +434,7 @@ def main() -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             run_seed(args, task, seed, done, args.rows, monitor)
     rows = pd.DataFrame([r for r in done if _current(r, args)])
-    rows[COLUMNS].to_csv(args.out.with_suffix(".csv"), index=False, float_format="%.3f")
+    rows[rows["arm"].isin(ARMS)][COLUMNS].to_csv(args.out.with_suffix(".csv"), index=False, float_format="%.3f")
     text = report(rows, args, monitor)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
