@@ -34,7 +34,8 @@ class MeasureConfig:
 
     Timing runs in batches of ``min_repeats`` until the 95% confidence interval of the
     median is within ``target_ci`` of it, or ``max_repeats`` / ``max_seconds`` is hit.
-    A result whose CV exceeds ``max_cv`` or misses the CI target is measured again, up
+    A result whose CV (robust: the interquartile range over 1.349, over the median;
+    ``autoprune.measure.robust_cv``) exceeds ``max_cv`` or misses the CI target is measured again, up
     to ``noise_retries`` times, before it is recorded as noisy. The whole protocol runs
     in ``sessions`` separate processes and the median of their medians is recorded; a
     spread between them above ``max_spread`` also marks the result noisy.
