@@ -397,7 +397,8 @@ def _ablation(rows: pd.DataFrame) -> str:
     t = rows[rows["arm"].isin(arms) & rows["seed"].isin(seeds) & rows["task"].isin(set(a["task"]))].copy()
     t["arm"] = t["arm"].map(arms)
     return ("\n## Ablation\n\nFinal figures, one row per task, seed and arm (same finalize as above).\n\n"
-            + t[COLUMNS].to_markdown(index=False, floatfmt=".2f") + "\n")
+            + t[COLUMNS].astype(object).where(t[COLUMNS].notna(), None)
+            .to_markdown(index=False, floatfmt=".2f", missingval="") + "\n")  # (empty where an arm has none)
 
 
 def main() -> None:
