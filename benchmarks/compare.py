@@ -60,6 +60,7 @@ from _machine import LoadMonitor, add_load_arguments, facts  # noqa: E402
 
 SEARCHES = ("autoprune", "random", "space-no-screen", "screen-old-space")
 ABLATION = ("space-no-screen", "screen-old-space")  # with --ablation; autoprune is "both"
+UNTIL_WALL = ("random", "space-no-screen")  # trained trials until autoprune's wall time
 ARMS = ("autoprune", "random", "uniform", "uniform-int8", "tp-global-int8")
 LADDER = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 TP_RATIOS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -104,7 +105,7 @@ def search_arm(args, task: str, seed: int, arm: str, root: Path, wall_limit: flo
     from autoprune import results, storage
     from autoprune.search_loop import SearchConfig, open_session
 
-    until_wall = arm in ("random", "space-no-screen")
+    until_wall = arm in UNTIL_WALL
     space = _screened_retired_space(root) if arm == "screen-old-space" else "default"
     config = SearchConfig(task=task, device=args.device, latency_budget_ms=_budget(args),
                           n_trials=10_000 if until_wall else args.trials, study_name=arm, results_dir=str(root),
@@ -122,7 +123,7 @@ def search_arm(args, task: str, seed: int, arm: str, root: Path, wall_limit: flo
         clock.write_text(f"{spent:.1f}")
 
     if until_wall:  # one trained trial after another until the wall time is autoprune's
-        while wall_limit is None or spent < wall_limit:
+        while spent < wall_limit:
             timed(storage.counted(session.study) + 1)
     else:
         timed(config.n_trials)
@@ -293,7 +294,7 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
     for arm in todo:
         if arm in SEARCHES:
             limit = cands["autoprune"][1] if "autoprune" in cands else _wall(args, done, task, seed, "autoprune")
-            if limit is None and arm in ("random", "space-no-screen"):
+            if limit is None and arm in UNTIL_WALL:
                 raise SystemExit(f"{arm} runs until autoprune's wall time: run the autoprune arm of seed {seed} first")
             cands[arm] = search_arm(args, task, seed, arm, root, limit)
         else:
