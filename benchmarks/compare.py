@@ -56,7 +56,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import LoadMonitor, add_load_arguments, facts  # noqa: E402
+from _machine import LoadMonitor, add_load_arguments, cpu_model, facts  # noqa: E402
 
 SEARCHES = ("autoprune", "random", "space-no-screen", "screen-old-space")
 ABLATION = ("space-no-screen", "screen-old-space")  # with --ablation; autoprune is "both"
@@ -308,11 +308,28 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
                **verdict(final, base_final), "base_final": base_final,
                "finalized": len(final), "candidates": len(df),
                **({"budget_ms": _budget(args)} if arm in SEARCHES else {}),
-               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **host(final),
                "load_median": round(statistics.median(load), 2), "load_max": round(max(load), 2)}
         append_row(rows_path, row)
         done.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
+
+
+INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")  # what INT8 kernels use
+
+
+def host(final: pd.DataFrame) -> dict:
+    """What the seed ran on: the CPU's name, the flags INT8 speed depends on, and the
+    baseline's median final latency. Two sittings on hosts that name themselves alike gave
+    INT8 speed-ups 1.7-2 times apart (2026-12-05), so a report must be able to tell them apart."""
+    try:
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        flags = set()
+    base = pd.to_numeric(final.get("baseline_latency_ms", pd.Series(dtype=float)), errors="coerce").dropna()
+    return {"cpu": cpu_model(), "cpu_flags": [f for f in INT8_FLAGS if f in flags],
+            "base_ms": round(float(base.median()), 4) if not base.empty else None}
 
 
 def _budget(args) -> float:
@@ -351,9 +368,12 @@ def _sittings(t: pd.DataFrame) -> str:
     for seed, s in t.groupby("seed"):
         last = s.iloc[-1]
         when = last.get("date") if isinstance(last.get("date"), str) else None
+        on = (f"; on {last['cpu']} ({', '.join(last['cpu_flags']) or 'no INT8 flags'}), the baseline's final "
+              f"latency {last['base_ms']:.3f} ms" if isinstance(last.get("cpu"), str) and pd.notna(last.get("base_ms"))
+              else "; host not recorded (rows before 2026-12-06)")
         lines.append(f"- seed {seed}: " + (f"finished {when}, 1-min load median {last['load_median']:.2f} "
                                            f"(max {last['load_max']:.2f}) while it ran" if when
-                                           else "date and load not recorded (an older run)"))
+                                           else "date and load not recorded (an older run)") + on)
     return "\n".join(lines) + "\n"
 
 
