@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -73,6 +74,10 @@ def test_compare_quick_runs_every_arm_finalizes_and_resumes(tmp_path):
                                    "metric_at_8x", "metric_at_12x"]
     assert set(table["arm"]) == {"autoprune", "random", "uniform", "uniform-int8", "tp-global-int8"}
     assert (table["speedup_1"] >= 1.0).all()  # the unpruned model is always a candidate
+    # each row names its host, so a report never takes a median across unlike machines unseen
+    recorded = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert all(r["cpu"] and isinstance(r["cpu_flags"], list) and r["base_ms"] > 0 for r in recorded)
+    assert "the baseline's final latency" in out.read_text()
     run_script(*args, timeout=600)
     assert len(rows.read_text().splitlines()) == 5
 
