@@ -56,7 +56,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import LoadMonitor, add_load_arguments, cpu_model, facts  # noqa: E402
+from _machine import LoadMonitor, add_load_arguments, facts  # noqa: E402
 
 SEARCHES = ("autoprune", "random", "space-no-screen", "screen-old-space")
 ABLATION = ("space-no-screen", "screen-old-space")  # with --ablation; autoprune is "both"
@@ -300,6 +300,7 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
         else:
             cands[arm] = recipe_arm(ctx, arm, root, seed, resolved)
     device = Device.open(args.device, fresh=True)
+    _, info = device.describe()  # the timing device's CPU and ISA (a board's own, through RPC)
     base_final = ctx.task.metric(ctx.task.model, ctx.task.val)
     for arm, (df, wall) in cands.items():
         final = finalize_arm(ctx, device, arm, df, root, args.final_members)
@@ -308,27 +309,19 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
                **verdict(final, base_final), "base_final": base_final,
                "finalized": len(final), "candidates": len(df),
                **({"budget_ms": _budget(args)} if arm in SEARCHES else {}),
-               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **host(final),
+               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **host(info, final),
                "load_median": round(statistics.median(load), 2), "load_max": round(max(load), 2)}
         append_row(rows_path, row)
         done.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
 
 
-INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")  # what INT8 kernels use
-
-
-def host(final: pd.DataFrame) -> dict:
-    """What the seed ran on: the CPU's name, the flags INT8 speed depends on, and the
+def host(info: dict, final: pd.DataFrame) -> dict:
+    """What the seed was timed on: the device's CPU and ISA (``Device.describe``) and the
     baseline's median final latency. Two sittings on hosts that name themselves alike gave
     INT8 speed-ups 1.7-2 times apart (2026-12-05), so a report must be able to tell them apart."""
-    try:
-        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        flags = set()
     base = pd.to_numeric(final.get("baseline_latency_ms", pd.Series(dtype=float)), errors="coerce").dropna()
-    return {"cpu": cpu_model(), "cpu_flags": [f for f in INT8_FLAGS if f in flags],
+    return {"cpu": info.get("cpu"), "cpu_flags": list(info.get("isa") or []),
             "base_ms": round(float(base.median()), 4) if not base.empty else None}
 
 
@@ -368,7 +361,7 @@ def _sittings(t: pd.DataFrame) -> str:
     for seed, s in t.groupby("seed"):
         last = s.iloc[-1]
         when = last.get("date") if isinstance(last.get("date"), str) else None
-        on = (f"; on {last['cpu']} ({', '.join(last['cpu_flags']) or 'no INT8 flags'}), the baseline's final "
+        on = (f"; on {last['cpu']} ({', '.join(last['cpu_flags']) or 'ISA not reported'}), the baseline's final "
               f"latency {last['base_ms']:.3f} ms" if isinstance(last.get("cpu"), str) and pd.notna(last.get("base_ms"))
               else "; host not recorded (rows before 2026-12-06)")
         lines.append(f"- seed {seed}: " + (f"finished {when}, 1-min load median {last['load_median']:.2f} "
