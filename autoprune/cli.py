@@ -159,7 +159,15 @@ def cmd_groups(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from autoprune.search_loop import search
 
-    devices, budgets = args.device, args.latency_budget_ms
+    devices, budgets = args.device, args.latency_budget_ms or []
+    if args.speedup is not None:
+        if budgets:
+            raise ConfigError("give the first device's budget once: --latency-budget-ms MS or --speedup X, not "
+                              "both (with --speedup, the other devices are timed without a budget).")
+        budgets = [None]
+    elif not budgets:
+        raise ConfigError("give a latency budget: --latency-budget-ms MS (on the first --device), or --speedup X "
+                          "for a model X times faster than the unpruned one there (e.g. --speedup 4).")
     if len(budgets) not in (1, len(devices)):
         raise ConfigError(f"{len(devices)} --device but {len(budgets)} --latency-budget-ms: give one budget "
                           "(for the first device) or one per device, in the same order.")
@@ -192,6 +200,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         artifacts=args.artifacts,
         train_device=args.train_device,
         amp=args.amp,
+        speedup=args.speedup,
     )
     _print_front(result)
     _print_recommendation(result)
@@ -279,7 +288,8 @@ def _print_front(result) -> None:
     base = result.baseline
     n_ok = int((result.trials["state"] == "COMPLETE").sum()) if not result.trials.empty else 0
     n_fail = int((result.trials["state"] == "FAIL").sum()) if not result.trials.empty else 0
-    budgets = [f"{result.budget_ms:g} ms on {result.identity['device']}"] + [
+    asked = f" (--speedup {result.identity['speedup']:g})" if result.identity.get("speedup") else ""
+    budgets = [f"{result.budget_ms:g} ms{asked} on {result.identity['device']}"] + [
         f"{b:g} ms on {name}" if b is not None else f"none on {name}" for name, _, b, *_ in result.identity.get("also", [])]
     title = (f"Pareto front of {result.identity['study']}: budget {', '.join(budgets)} "
              f"({n_ok} complete, {n_fail} failed trials)")
@@ -486,8 +496,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", required=True, action="append",
                    help="device profile name or YAML path; repeat to time every candidate on several "
                         "devices (the first is the main one)")
-    s.add_argument("--latency-budget-ms", type=float, required=True, action="append", metavar="MS",
+    s.add_argument("--latency-budget-ms", type=float, action="append", metavar="MS",
                    help="latency budget on the (first) device; repeat to give each --device its own")
+    s.add_argument("--speedup", type=float, metavar="X",
+                   help="instead of --latency-budget-ms: the budget is the unpruned model's latency on the first "
+                        "device, measured when the search starts, divided by X (the study keeps it on resume)")
     s.add_argument("--trials", type=int, default=40, help="total trials, baseline included (default 40)")
     s.add_argument("--space", default="default", help="search space name or YAML path")
     s.add_argument("--study", help="study name (default TASK-DEVICE)")

@@ -82,7 +82,8 @@ class SearchConfig:
 
     task: str
     device: str
-    latency_budget_ms: float
+    # None only with ``speedup``, until the search has measured the unpruned model
+    latency_budget_ms: float | None
     n_trials: int
     space: str = "default"
     study_name: str | None = None
@@ -119,6 +120,10 @@ class SearchConfig:
     # Plans screened before training, overriding the space's `screen.plans` (0: no
     # screen; identity: recorded in config.json when given)
     screen_plans: int | None = None
+    # The budget as a speed-up over the unpruned model on ``device`` (``--speedup``): a
+    # new study measures that model and records latency / speedup as its budget, so a
+    # resume keeps the budget it started with (identity: recorded when given).
+    speedup: float | None = None
 
     def __post_init__(self) -> None:
         if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
@@ -149,7 +154,14 @@ class SearchConfig:
             raise ConfigError(f"--workers must be 0 (load in the main process) or more, got {self.workers}.")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
-        if not (self.latency_budget_ms > 0 and math.isfinite(self.latency_budget_ms)):
+        if self.speedup is not None and not (self.speedup >= 1 and math.isfinite(self.speedup)):
+            raise ConfigError(f"--speedup must be a number >= 1 (the budget is the unpruned model's latency "
+                              f"divided by it, e.g. --speedup 4), got {self.speedup}.")
+        if self.latency_budget_ms is None and self.speedup is None:
+            raise ConfigError("give the latency budget: --latency-budget-ms MS, or --speedup X for the unpruned "
+                              "model's latency on the device divided by X.")
+        if self.latency_budget_ms is not None and not (self.latency_budget_ms > 0
+                                                        and math.isfinite(self.latency_budget_ms)):
             raise ConfigError(
                 f"the latency budget must be a positive number of milliseconds, got {self.latency_budget_ms}."
             )
@@ -218,6 +230,7 @@ def _set_up(config: SearchConfig, *, worker: bool) -> _Setup:
     from autoprune.tasks._loader import check_task_spec
 
     check_task_spec(config.task)
+    config = _recorded_budget(config, _read_config(config.study_dir))
     device = Device.open(config.device, config.latency_budget_ms)
     space, screen_plans = _study_space(config)
     also = [Device.open(name, budget) for name, budget in config.also]
@@ -235,6 +248,33 @@ def _set_up(config: SearchConfig, *, worker: bool) -> _Setup:
     return _Setup(config, device, also, space, identity, resuming)
 
 
+def _read_config(study_dir: Path) -> dict[str, Any] | None:
+    try:
+        old = json.loads((study_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return old if isinstance(old, dict) else None
+
+
+def _recorded_budget(config: SearchConfig, recorded: dict[str, Any] | None) -> SearchConfig:
+    """A ``--speedup`` search resuming: the budget its study resolved when it started
+    (re-measuring would move it with the machine's noise, and the trials so far were
+    judged by the first one). Anything else is left for the identity check to refuse."""
+    if config.speedup is None or config.latency_budget_ms is not None or not recorded:
+        return config
+    budget = recorded.get("latency_budget_ms")
+    if recorded.get("speedup") != config.speedup or not isinstance(budget, (int, float)):
+        return config
+    return dataclasses.replace(config, latency_budget_ms=float(budget))
+
+
+def _with_budget(setup: _Setup, budget_ms: float) -> _Setup:
+    """The set-up of a new ``--speedup`` search once its budget is measured."""
+    return dataclasses.replace(setup, config=dataclasses.replace(setup.config, latency_budget_ms=budget_ms),
+                               device=dataclasses.replace(setup.device, budget_ms=budget_ms),
+                               identity={**setup.identity, "latency_budget_ms": budget_ms})
+
+
 def _study_space(config: SearchConfig) -> tuple[SearchSpace, int | None]:
     """The space of this search and the ``--screen-plans`` that changed it (None: it did not).
 
@@ -244,10 +284,7 @@ def _study_space(config: SearchConfig) -> tuple[SearchSpace, int | None]:
     """
     from autoprune.space import space_of
 
-    try:
-        old = json.loads((config.study_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        old = None
+    old = _read_config(config.study_dir)
     recorded = isinstance(old, dict) and old.get("space") == config.space and old.get("space_hash")
     # the named space (or its retired version); the override is this command's to apply
     space = space_of({k: v for k, v in old.items() if k != "screen_plans"} if recorded else {"space": config.space})
@@ -276,6 +313,7 @@ def _identity(config: SearchConfig, device: Device, space: SearchSpace, also: li
         **({"precisions": list(config.precisions)} if config.precisions else {}),
         **({"screen_plans": screen_plans} if screen_plans is not None else {}),
         **({"task_args": dict(config.task_args)} if config.task_args else {}),
+        **({"speedup": config.speedup} if config.speedup is not None else {}),
     }
 
 
@@ -357,7 +395,7 @@ def _check_writable(folder: Path) -> None:
 # -- 3. the task, the resolved space, the budget check, config.json ------------------
 
 
-def _prepare(setup: _Setup, task, log: Callable[[str], None]) -> Context:
+def _prepare(setup: _Setup, task, log: Callable[[str], None]) -> tuple[_Setup, Context]:
     from autoprune.measure import MeasurementCache
     from autoprune.objective import Context
     from autoprune.space import resolve_task
@@ -385,7 +423,12 @@ def _prepare(setup: _Setup, task, log: Callable[[str], None]) -> Context:
             f"{task.name!r}; check its rules (`autoprune groups --task {config.task}`)."
         )
     ctx = Context(task, setup.device, resolved, None, config.seed, also=setup.also)
-    measured = {} if setup.resuming else _check_budget(ctx, config.latency_budget_ms, log)
+    measured = {}
+    if not setup.resuming or config.latency_budget_ms is None:
+        measured, budget = _check_budget(ctx, config.latency_budget_ms, log, config.speedup)
+        if config.latency_budget_ms is None:  # --speedup: the budget is now measured
+            setup = _with_budget(setup, budget)
+            ctx.device = setup.device
     # config.json first: a folder holding it is a study that the same command resumes.
     # not identity; the storage URL never with its password (config.json is readable by others)
     record = dict(setup.identity, storage=storage.without_password(config.storage), data_dir=config.data_dir)
@@ -395,7 +438,7 @@ def _prepare(setup: _Setup, task, log: Callable[[str], None]) -> Context:
         for key, m in measured.items():
             ctx.cache.put(key, m)
         ctx.cache.flush()
-    return ctx
+    return setup, ctx
 
 
 def log_trace(resolved, log: Callable[[str], None]) -> None:
@@ -407,13 +450,16 @@ def log_trace(resolved, log: Callable[[str], None]) -> None:
         log(f"Torch-Pruning warned: {' '.join(said.split())}")  # whole: a cut warning hid its advice
 
 
-def _check_budget(ctx: Context, budget_ms: float, log: Callable[[str], None]) -> dict[str, Any]:
+def _check_budget(ctx: Context, budget_ms: float | None, log: Callable[[str], None],
+                  speedup: float | None = None) -> tuple[dict[str, Any], float]:
     """Measure the unpruned model and the most-pruned one at each offered precision;
     refuse a budget that the fastest of them cannot reach.
 
     Every precision is timed because which is fastest is the device's to say: INT8's
     quantize/dequantize steps can cost more than they save in a small model. Returns
-    the measurements by cache key, so that trial 0 need not time the unpruned model again.
+    the measurements by cache key, so that trial 0 need not time the unpruned model again,
+    and the budget: ``budget_ms``, or with ``budget_ms`` None the unpruned model's median
+    latency / ``speedup``.
     """
     from autoprune.objective import export_candidate, prune
     from autoprune.pruning import PruningPlan
@@ -442,25 +488,33 @@ def _check_budget(ctx: Context, budget_ms: float, log: Callable[[str], None]) ->
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     measured = {ctx.device.cache_key(o): m for o, m in found.values()}
+    base = found["unpruned"][1].median_ms
+    from_speedup = budget_ms is None
+    if from_speedup:
+        # 4 significant figures: the budget is a measurement's quotient, not a user's round number
+        budget_ms = float(f"{base / speedup:.4g}")
+        given = f"budget {budget_ms:g} ms (--speedup {speedup:g}: the unpruned model's {base:.4g} ms / {speedup:g})"
+    else:
+        given = f"budget {budget_ms:g} ms"
     timed = {precision: m for precision, (_, m) in found.items() if precision in smallest}
     if not timed:
-        log("budget not checked: no most-pruned model could be timed")
-        return measured
-    base = found["unpruned"][1].median_ms
+        log(f"{given}; not checked: no most-pruned model could be timed")
+        return measured, budget_ms
     fastest, small = min(timed.items(), key=lambda kv: kv[1].min_ms)
     each = ", ".join(f"{precision} {m.median_ms:.3f} ms" for precision, m in timed.items())
-    log(f"unpruned {base:.3f} ms, most-pruned {each}; budget {budget_ms:g} ms")
+    log(f"unpruned {base:.3f} ms, most-pruned {each}; {given}")
     # Refuse only what is out of reach beyond doubt: below the fastest single run of
     # the fastest most-pruned model (medians drift between measurements on a shared machine).
     if budget_ms < small.min_ms:
+        fix = (f"Lower --speedup to at most {base / small.median_ms:.1f}" if from_speedup
+               else f"Raise --latency-budget-ms to at least {small.median_ms:.3f}")
         raise BudgetError(
             f"latency budget {budget_ms:g} ms is below what any candidate can "
             f"reach on {ctx.device.name}: the unpruned model takes {base:.3f} ms and the most "
             f"pruned one the space allows takes {small.median_ms:.3f} ms at {fastest}, "
-            f"its fastest precision (fastest run {small.min_ms:.3f} ms). Raise --latency-budget-ms to at least "
-            f"{small.median_ms:.3f}, or widen the space's ratio range."
+            f"its fastest precision (fastest run {small.min_ms:.3f} ms). {fix}, or widen the space's ratio range."
         )
-    return measured
+    return measured, budget_ms
 
 
 # -- 4. one trial, and the loop -------------------------------------------------------
@@ -789,8 +843,11 @@ def open_session(config: SearchConfig, *, worker: bool = False, store=None,
     if store is None and (config.storage is not None or setup.resuming):
         store = storage.open_storage(url)
     if store is not None and (existing := storage.load(store, config.name)) is not None:
+        kept = _recorded_budget(setup.config, storage.identity(existing))  # a --speedup study in this storage
+        if kept.latency_budget_ms is not None and setup.config.latency_budget_ms is None:
+            setup = _with_budget(setup, kept.latency_budget_ms)
         storage.vet(existing, setup.identity, wanted)
-    ctx = _prepare(setup, task, log)
+    setup, ctx = _prepare(setup, task, log)
     store = store or storage.open_storage(url)
     queue = [{"params": ctx.space.baseline_params(), "baseline": True}]
     if config.warm_start and ctx.space.space.screen.plans:
@@ -860,6 +917,7 @@ def _execute(config: SearchConfig, *, target: int, worker: bool, progress: bool,
         if not train.on_cpu:
             bar.log(f"training on {train.describe()}; latency is measured on {config.device}")
         session = open_session(config, worker=worker, store=store, log=bar.log)
+        config = session.setup.config  # with the budget a --speedup search measured
         bar.metric = session.ctx.task.metric.info
         bar.screen_total = session.ctx.space.space.screen.plans
         done = storage.finished(session.study)
@@ -907,7 +965,7 @@ def search(
     *,
     task: str | Task,
     device: str,
-    latency_budget_ms: float,
+    latency_budget_ms: float | None = None,
     n_trials: int,
     space: str = "default",
     study_name: str | None = None,
@@ -932,6 +990,7 @@ def search(
     artifacts: str | None = None,
     train_device: str = "auto",
     amp: str = "auto",
+    speedup: float | None = None,
 ) -> SearchResult:
     """Run (or resume) a search and return its :class:`~autoprune.results.SearchResult`.
 
@@ -946,6 +1005,11 @@ def search(
     more device profiles to time every candidate on, each with its own budget (or None):
     ``also={"rpi4-ort": 40.0}``. Their latencies are objectives too, so the front holds
     the models that are best on any device.
+
+    The budget on ``device`` is ``latency_budget_ms``, or ``speedup`` (one of the two):
+    the unpruned model's latency on the device, measured when the study starts, divided
+    by it (``speedup=8``: a model at least 8 times faster). The study records the budget
+    it measured, and resuming keeps it, so it carries across devices without being re-set.
 
     With ``finalize`` (the default) the search ends by fine-tuning the front's most
     accurate feasible members to the space's ``final_steps``, scoring them on the whole
@@ -977,11 +1041,13 @@ def search(
         if not isinstance(task, Task):
             raise TaskError(f"task must be a task name or an autoprune.tasks.Task, got {type(task).__name__}.")
         task = remember(task)
+    if latency_budget_ms is not None and speedup is not None:
+        raise ConfigError("give the latency budget once: --latency-budget-ms MS or --speedup X, not both.")
     train = accelerator.resolve(train_device, amp)
     config = SearchConfig(
         task=task,
         device=device,
-        latency_budget_ms=float(latency_budget_ms),
+        latency_budget_ms=None if latency_budget_ms is None else float(latency_budget_ms),
         n_trials=int(n_trials),
         space=space,
         study_name=study_name,
@@ -1005,6 +1071,7 @@ def search(
         artifacts=_artifacts_url(artifacts),
         train_device=train.device,
         amp=train.amp,
+        speedup=None if speedup is None else float(speedup),
     )
     return _execute(config, target=config.n_trials, worker=False, progress=progress)
 
@@ -1068,6 +1135,7 @@ def join(
         also=tuple((given, budget) for _, _, budget, given in identity.get("also", [])),
         precisions=tuple(identity["precisions"]) if identity.get("precisions") else None,
         screen_plans=identity.get("screen_plans"),
+        speedup=identity.get("speedup"),
         task_args=tuple(sorted(identity.get("task_args", {}).items())),
         setup_timeout_s=setup_timeout_s, setup_memory_gb=setup_memory_gb,
         finalize=finalize and bool(run.get("finalize", True)),  # a search run with --no-finalize: none of its workers

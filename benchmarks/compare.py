@@ -49,6 +49,7 @@ import json
 import math
 import statistics
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,7 +119,19 @@ def search_arm(args, task: str, seed: int, arm: str, root: Path, wall_limit: flo
     def timed(target: int) -> None:
         nonlocal spent
         start = time.time()
-        session.run(target)
+        stop = threading.Event()
+
+        def tick() -> None:  # a sitting cut short inside one long run (autoprune's) keeps its wall time
+            while not stop.wait(30):
+                clock.write_text(f"{spent + time.time() - start:.1f}")
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            session.run(target)
+        finally:
+            stop.set()
+            ticker.join()
         spent += time.time() - start
         clock.write_text(f"{spent:.1f}")
 

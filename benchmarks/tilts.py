@@ -79,8 +79,7 @@ def main() -> None:
     text = (
         "# Tilts against the uniform ladder (final figures)\n\n"
         f"{facts()}"
-        f"- Command: `.venv/bin/python benchmarks/tilts.py --plans {' '.join(args.plans)} --seed {args.seed}`; rows "
-        f"in `{args.rows}`.\n"
+        f"- Rows in `{args.rows}` (the run resumes from them).\n"
         f"- Task `{args.task}`, default space, device `{args.device}`, float32. Each plan: the search's first rung "
         f"({space.recovery.finetune_steps} distilled steps), then the final fine-tune ({space.recovery.final_steps} "
         f"steps at batch {space.recovery.final_batch_size}), scored on all {len(task.val)} validation images "

@@ -229,8 +229,9 @@ def r18_section(rows: list[dict], tvm_p: DeviceProfile, total_s: float | None = 
     from autoprune.backends.tvm import resolve_target
 
     ort_ms = rows[0]["median_ms"]
-    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else []
-    isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in flags) or "unknown"
+    from autoprune.runners._device import device_info
+
+    isa = ", ".join(device_info().get("isa") or []) or "unknown"
     lines = [
         "## 2. ResNet-18, 1x3x224x224",
         "",

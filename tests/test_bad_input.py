@@ -130,6 +130,12 @@ def _with(args, **changes):
     return args
 
 
+def _without(args, flag):
+    args = list(args)
+    at = args.index("--" + flag.replace("_", "-"))
+    return args[:at] + args[at + 2:]
+
+
 CATALOGUE = [
     ("unknown task", _with(S, task="mnist-fashion"), ["unknown task 'mnist-fashion'", "Known: digits, fashion-mnist"]),
     ("task module missing", _with(S, task="nosuchpkg.mod:make"), ["cannot import 'nosuchpkg.mod'"]),
@@ -173,6 +179,11 @@ CATALOGUE = [
     ("budget not a number", _with(S, latency_budget_ms="fast"), ["invalid float value: 'fast'"]),
     ("unreachable budget", _with(S, latency_budget_ms="0.000001", results_dir="{root}/fresh"),
      ["below what any candidate can reach", "unpruned model takes"]),
+    ("no budget", _without(S, "latency_budget_ms"), ["give a latency budget: --latency-budget-ms MS", "--speedup X"]),
+    ("a budget and a speed-up", _with(S, speedup="4"), ["--latency-budget-ms MS or --speedup X, not both"]),
+    ("speed-up below 1", _with(_without(S, "latency_budget_ms"), speedup="0.5"), ["--speedup must be a number >= 1"]),
+    ("unreachable speed-up", _with(_without(S, "latency_budget_ms"), speedup="100000", results_dir="{root}/fresh"),
+     ["below what any candidate can reach", "Lower --speedup to at most"]),
     ("zero trials", _with(S, trials="0"), ["--trials must be at least 1"]),
     ("a percentage floor above 100", _with(S, min_metric="200", results_dir="{root}/fresh"),
      ["--min-metric 200 is outside 0-100: accuracy is a percentage"]),

@@ -131,6 +131,28 @@ def test_the_budget_check_times_the_most_pruned_model_at_every_precision(tmp_pat
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
 
 
+def test_a_speedup_budget_is_measured_once_and_kept_on_resume(tmp_path, capfd):
+    """--speedup X: the budget is the unpruned model's latency, timed when the study starts,
+    divided by X; the study records it, a resume keeps it, another X is another study.
+    (A 128-channel model: digits' is so small that its most-pruned plan is not reliably faster.)"""
+    import re
+
+    run = dict(finalize=False, task="user_tasks:sized", task_args={"width": 128}, device="x86-ort",
+               results_dir=tmp_path, speedup=2)
+    first = autoprune.search(n_trials=3, progress=True, **run)
+    said = " ".join(capfd.readouterr().err.split())
+    timed = re.search(r"budget ([0-9.e-]+) ms \(--speedup 2: the unpruned model's ([0-9.e-]+) ms / 2\)", said)
+    assert timed, said[-2000:]
+    cfg = json.loads((first.study_dir / "config.json").read_text())
+    assert cfg["speedup"] == 2.0 and cfg["latency_budget_ms"] == float(timed.group(1))
+    assert cfg["latency_budget_ms"] == pytest.approx(float(timed.group(2)) / 2, rel=1e-3)
+    assert first.budget_ms == cfg["latency_budget_ms"]
+    again = autoprune.search(n_trials=4, progress=False, **run)
+    assert json.loads((again.study_dir / "config.json").read_text()) == cfg and finished(again.study) == 4
+    with pytest.raises(StudyError, match="holds a different study"):
+        autoprune.search(n_trials=4, progress=False, **{**run, "speedup": 3})
+
+
 def test_config_records_identity(digits_study):
     cfg = json.loads((digits_study.study_dir / "config.json").read_text())
     assert cfg["task"] == "digits" and cfg["device"] == "x86-ort" and cfg["latency_budget_ms"] == 1.0
