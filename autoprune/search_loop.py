@@ -230,9 +230,10 @@ def _set_up(config: SearchConfig, *, worker: bool) -> _Setup:
     from autoprune.tasks._loader import check_task_spec
 
     check_task_spec(config.task)
-    config = _recorded_budget(config, _read_config(config.study_dir))
+    recorded = _read_config(config.study_dir)  # the study this folder holds, if any
+    config = _recorded_budget(config, recorded)
     device = Device.open(config.device, config.latency_budget_ms)
-    space, screen_plans = _study_space(config)
+    space, screen_plans = _study_space(config, recorded)
     also = [Device.open(name, budget) for name, budget in config.also]
     identity = _identity(config, device, space, also, screen_plans)
     study_dir = config.study_dir
@@ -275,16 +276,15 @@ def _with_budget(setup: _Setup, budget_ms: float) -> _Setup:
                                identity={**setup.identity, "latency_budget_ms": budget_ms})
 
 
-def _study_space(config: SearchConfig) -> tuple[SearchSpace, int | None]:
+def _study_space(config: SearchConfig, old: dict[str, Any] | None) -> tuple[SearchSpace, int | None]:
     """The space of this search and the ``--screen-plans`` that changed it (None: it did not).
 
-    It is the named space, or, for a study in ``study_dir`` made before the named space
+    It is the named space, or, for the study in ``study_dir`` (``old``: its config.json) made before the named space
     changed, the space that study recorded (:func:`autoprune.space.space_of`); a study of
     another space is refused later.
     """
     from autoprune.space import space_of
 
-    old = _read_config(config.study_dir)
     recorded = isinstance(old, dict) and old.get("space") == config.space and old.get("space_hash")
     # the named space (or its retired version); the override is this command's to apply
     space = space_of({k: v for k, v in old.items() if k != "screen_plans"} if recorded else {"space": config.space})
