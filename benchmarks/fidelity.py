@@ -29,6 +29,7 @@ import math
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -84,12 +85,10 @@ def score(ctx, model, masks, overrides, seed: int) -> float:
     return screen(model, masks, ctx.task, dataclasses.replace(config, **overrides), ctx.distill, seed)
 
 
-def candidate(ctx, plan, seed: int, work: Path, rungs: bool = True) -> dict:
-    """Every screen figure of one plan, its latency, its rungs and its final accuracy
-    (``rungs=False``: the first rung only, then the final fine-tune, as finalize trains
-    a member the search stopped at its first rung)."""
+def screens(ctx, plan, seed: int, work: Path) -> tuple[dict, object, object]:
+    """One plan's latency, every screen figure and its cost, and the search's first rung
+    (its figure and cost); also the model at that rung and its pruning report."""
     from autoprune import objective
-    from autoprune.finalize import fine_tune
 
     row: dict = {"plan": plan.to_dict()}
     times: dict[str, float] = {}
@@ -107,15 +106,43 @@ def candidate(ctx, plan, seed: int, work: Path, rungs: bool = True) -> dict:
     rec = ctx.space.space.recovery
     t0 = time.perf_counter()
     model, report, _ = objective.prune_and_recover(ctx, plan, seed, times)
-    first = ctx.task.metric(model, ctx.task.val, rec.eval_samples)
-    reached = {rec.finetune_steps: first}
+    row[f"rung {rec.finetune_steps} steps"] = ctx.task.metric(model, ctx.task.val, rec.eval_samples)
+    row[f"rung {rec.finetune_steps} steps s"] = time.perf_counter() - t0
+    return row, model, report
+
+
+def candidate(ctx, plan, seed: int, work: Path, rungs: bool = True) -> dict:
+    """Every screen figure of one plan, its latency, its rungs and its final accuracy
+    (``rungs=False``: the first rung only, then the final fine-tune, as finalize trains
+    a member the search stopped at its first rung)."""
+    from autoprune import objective
+    from autoprune.finalize import fine_tune
+
+    row, model, report = screens(ctx, plan, seed, work)
+    rec = ctx.space.space.recovery
+    t0 = time.perf_counter()
     if rungs:
-        reached, _ = objective.climb(ctx, model, report.masks, 0.0, reached, seed, times)
-    row.update({f"rung {s} steps": a for s, a in reached.items()})
+        reached, _ = objective.climb(ctx, model, report.masks, 0.0,
+                                     {rec.finetune_steps: row[f"rung {rec.finetune_steps} steps"]}, seed, {})
+        row.update({f"rung {s} steps": a for s, a in reached.items()})
     fine_tune(model, ctx.task, rec, rec.final_steps, report.masks, ctx.distill, seed=seed + rec.final_steps)
     row["final"] = ctx.task.metric(model, ctx.task.val)
-    row["train s"] = time.perf_counter() - t0
+    # the whole recovery, first rung included (the rungs' costs are shares of it)
+    row["train s"] = row[f"rung {rec.finetune_steps} steps s"] + time.perf_counter() - t0
     return row
+
+
+def retime(ctx, row: dict, plan, seed: int, work: Path) -> dict:
+    """``row`` with its latency and every cost measured again (the screens and the first
+    rung; not the final fine-tune), for figures whose timings were taken on a busy
+    machine. The figures are the ones trained to final; where a screen gives another
+    figure now, ``retime_differs`` keeps both."""
+    fresh, _, _ = screens(ctx, plan, seed, work)
+    figures = [*METHODS, f"rung {ctx.space.space.recovery.finetune_steps} steps"]
+    differs = {k: [row[k], fresh[k]] for k in figures if k in row and not math.isclose(row[k], fresh[k], abs_tol=1e-9)}
+    timed = {k: v for k, v in fresh.items() if k.endswith(" s") or k == "latency_ms"}
+    return {**row, **timed, "retimed": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "retime_differs": differs}
 
 
 def replay_context(task_name: str, space_name: str, device_name: str, seed: int):
@@ -182,16 +209,21 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="write the report from the rows file as it is")
     parser.add_argument("--max-minutes", type=float, default=math.inf,
                         help="start no candidate after this long; report the ones done (rerun to add the rest)")
+    parser.add_argument("--retime", action="store_true",
+                        help="measure the latency and the costs of the rows in this report again (their screens "
+                             "and first rung, not the final fine-tune: minutes, not the run's hours), for rows "
+                             "timed on a busy machine; their figures stay, a screen figure that comes out "
+                             "otherwise now is reported")
     add_load_arguments(parser)
     args = parser.parse_args()
 
     monitor = LoadMonitor()
     task, space, resolved, ctx = replay_context(args.task, args.space, args.device, args.seed)
-    done = read_rows(args.rows)
+    every = read_rows(args.rows)
     scratch = tempfile.TemporaryDirectory()
     drawn = plans(resolved, args.candidates, args.seed, args.low, args.high)
     # rows of other plans (another seed, or the space as it was) stay in the file, not in this report
-    done = [r for r in done if r["seed"] == args.seed and r.get("rungs", True) == args.rungs
+    done = [r for r in every if r["seed"] == args.seed and r.get("rungs", True) == args.rungs
             and any(r["plan"] == p.to_dict() for p in drawn)]
     began = time.monotonic()
     for i in spread_order(len(drawn)):
@@ -208,11 +240,22 @@ def main() -> None:
         with args.rows.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps({k: v for k, v in row.items() if k != "plan"}), file=sys.stderr, flush=True)
+    if args.retime:
+        from autoprune._config import atomic_write_text
+
+        for n, row in enumerate(done):
+            work = Path(scratch.name) / f"retime-{n}"
+            work.mkdir()
+            plan = next(p for p in drawn if p.to_dict() == row["plan"])
+            done[n] = retime(ctx, row, plan, args.seed + row["index"], work)
+            every[next(k for k, r in enumerate(every) if r is row)] = done[n]
+            print(json.dumps({k: v for k, v in done[n].items() if k != "plan"}), file=sys.stderr, flush=True)
+        atomic_write_text(args.rows, "".join(json.dumps(r) + "\n" for r in every))
 
     df = pd.DataFrame(done)
     rec, sc = space.recovery, space.screen
     deciding = next(n for n, o in METHODS.items() if o is not None and o["steps"] == sc.steps)
-    rung_cols = [c for c in df if c.startswith("rung ")]
+    rung_cols = [c for c in df if c.startswith("rung ") and not c.endswith(" s")]
     rows = []
     for col in [*METHODS, *rung_cols]:
         tau_local, pairs = local_tau(df, col)
@@ -234,13 +277,14 @@ def main() -> None:
         "fidelity). `seconds_per_candidate` counts the surgery and the screen, not the latency measurement.\n"
         + (f"- Rungs: the search's recovery ({rec.finetune_steps} steps, then {list(rec.rungs)} in total, "
            if args.rungs else f"- Rungs: the search's first rung only ({rec.finetune_steps} steps, ")
-        + f"{rec.eval_samples} validation images; search-time); their cost is the rung's share of the whole "
-        "training time.\n"
+        + f"{rec.eval_samples} validation images; search-time); the first rung's cost is measured (surgery, "
+        "steps, scoring), a later rung's is its share of the whole training time.\n"
         f"- Final: {rec.final_steps} more steps at batch {rec.final_batch_size} after the last rung (what "
         "finalize gives a member the search trained that far), all "
         f"{len(task.val)} validation images (final fidelity).\n"
-        f"- `deciding`: the figure the search uses to choose what it trains (the space's `screen:`).\n\n"
-        "## Kendall's tau against the final accuracy\n\n"
+        f"- `deciding`: the figure the search uses to choose what it trains (the space's `screen:`).\n"
+        + _retimed_note(df)
+        + "\n## Kendall's tau against the final accuracy\n\n"
         + table.to_markdown(index=False, floatfmt=".3f") + "\n\n"
         "`local_tau` counts only the pairs of candidates within 25% of each other's latency "
         "(`local_pairs` of them).\n\n"
@@ -248,9 +292,22 @@ def main() -> None:
         + df[["index", "latency_ms", "mmacs", *METHODS, *rung_cols, "final"]].sort_values("latency_ms")
         .to_markdown(index=False, floatfmt=".2f") + "\n"
     )
-    args.out.write_text(text + f"\n- {monitor.summary()} (accuracy only: load changes the run's duration, "
-                        "not its figures; latencies are measured under it)\n")
+    under = ("the re-timing's: the latencies and seconds above were measured under it" if args.retime else
+             "accuracy only: load changes the run's duration, not its figures; latencies are measured under it")
+    args.out.write_text(text + f"\n- {monitor.summary()} ({under})\n")
     print(text)
+
+
+def _retimed_note(df: pd.DataFrame) -> str:
+    """What ``--retime`` changed, for the report (nothing: no line)."""
+    if "retimed" not in df or df["retimed"].isna().all():
+        return ""
+    differs = [d for d in df["retime_differs"] if isinstance(d, dict) and d]
+    gaps = [abs(a - b) for d in differs for a, b in d.values()]
+    return (f"- Latencies and seconds re-timed with `--retime` ({df['retimed'].dropna().max()}): each candidate's "
+            "screens and first rung run again, not the final fine-tune; the figures are those of the run that "
+            f"trained them to final. {len(df) - len(differs)} of {len(df)} candidates gave every screen figure "
+            "again exactly" + (f"; the others differ by up to {max(gaps):.2f} points" if gaps else "") + ".\n")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/tilts.md"))
     add_load_arguments(parser)
     args = parser.parse_args()
+    named = [_plan_name(parser, name) for name in args.plans]  # a bad name stops the run before any work
 
     import optuna
 
@@ -44,17 +45,19 @@ def main() -> None:
     task, space, resolved, ctx = replay_context(args.task, "default", args.device, args.seed)
     done = read_rows(args.rows)
     scratch = tempfile.TemporaryDirectory()
-    for name in args.plans:
-        ratio, tilt = name.split(":")
-        params = resolved.uniform_params(float(ratio), precision="float32")
+    for name, (ratio, tilt) in zip(args.plans, named):
+        params = resolved.uniform_params(ratio, precision="float32")
         if tilt:
             params = resolved.tilted_params(params, tilt)
+            if params is None:
+                parser.error(f"--plans {name}: the {tilt!r} tilt moves every group of {args.task}'s model alike at "
+                             "this ratio, or the ratio is 0: that is a ladder plan, name it as RATIO: instead")
         plan = resolved.suggest(optuna.trial.FixedTrial(params))
         if any(r["plan"] == plan.to_dict() and r["seed"] == args.seed for r in done):
             continue
         work = Path(scratch.name) / name.replace(":", "-")
         work.mkdir()
-        row = {"seed": args.seed, "ratio": float(ratio), "tilt": tilt or "none",
+        row = {"seed": args.seed, "ratio": ratio, "tilt": tilt or "none",
                **candidate(ctx, plan, args.seed, work, rungs=False)}
         done.append(row)
         with args.rows.open("a") as f:
@@ -90,6 +93,22 @@ def main() -> None:
     )
     write_report(args.out, text, monitor, args.allow_noisy)
     print(text)
+
+
+def _plan_name(parser: argparse.ArgumentParser, name: str) -> tuple[float, str]:
+    """``RATIO:TILT`` (``RATIO:`` for the ladder plan) as (ratio, tilt); a bad name stops
+    the run with one line that says the form."""
+    from autoprune.space import TILTS
+
+    ratio, sep, tilt = name.partition(":")
+    try:
+        value = float(ratio)
+    except ValueError:
+        value = -1.0
+    if not sep or not 0.0 <= value < 1.0 or (tilt and tilt not in TILTS):
+        parser.error(f"--plans {name!r}: name a plan as RATIO: (the ladder plan, 0 <= RATIO < 1) or RATIO:TILT "
+                     f"with TILT one of {', '.join(TILTS)}")
+    return value, tilt
 
 
 if __name__ == "__main__":

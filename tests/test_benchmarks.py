@@ -168,6 +168,43 @@ def test_fidelity_ranks_every_screen_and_rung_against_final_and_resumes(tmp_path
     assert len(rows.read_text().splitlines()) == 3
     run_script(*args)  # every candidate is in the rows file: nothing runs again
     assert len(rows.read_text().splitlines()) == 3
+    before = [json.loads(line) for line in rows.read_text().splitlines()]
+    run_script(*args, "--retime")  # the timings again, the figures kept: the screens give them again
+    after = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert [r["final"] for r in after] == [r["final"] for r in before]  # figures kept
+    # untrained scores come out exactly again; a trained one may not (CPU training is not
+    # bit-reproducible here): the difference is kept, both figures
+    assert all(r["zero-shot"] == b["zero-shot"] and r["adaptive BN"] == b["adaptive BN"] for r, b in zip(after, before))
+    assert all(r["retimed"] and all(old == b[k] and new is not None for k, (old, new) in r["retime_differs"].items())
+               for r, b in zip(after, before))
+    assert all(r["rung 40 steps s"] > 0 and r["rung 40 steps s"] != b["rung 40 steps s"] for r, b in zip(after, before))
+    exact = sum(not r["retime_differs"] for r in after)
+    assert f"{exact} of 3 candidates gave every screen figure again exactly" in out.read_text()
+
+
+def test_tilts_sets_each_tilt_against_the_ladder_resumes_and_refuses_a_bad_plan_in_one_line(tmp_path):
+    """benchmarks/tilts.py trains ladder plans and a tilt of one to final figures, resumes
+    from its rows, and refuses a plan it cannot build before any work, in one line."""
+    out, rows = tmp_path / "tilts.md", tmp_path / "rows.jsonl"
+    args = ("tilts.py", "--task", "digits", "--rows", str(rows), "--out", str(out), "--allow-noisy", "--plans")
+    run_script(*args, "0.3:", "0.3:early", "0.6:")
+    written = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert [(r["ratio"], r["tilt"]) for r in written] == [(0.3, "none"), (0.3, "early"), (0.6, "none")]
+    assert all(0 <= r["final"] <= 100 and r["latency_ms"] > 0 for r in written)
+    ladder, tilted = ({g["ratio"] for g in r["plan"]["groups"].values()} for r in written[:2])
+    assert ladder == {0.3} and len(tilted) > 1 and min(tilted) < 0.3 < max(tilted)  # one step each way
+    table = out.read_text()
+    assert "above_line" in table and "| early" in table
+    run_script(*args, "0.3:", "0.6:")  # both in the rows file: nothing trains again
+    assert len(rows.read_text().splitlines()) == 3
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for plan, says in [("0.3", "RATIO:TILT"), ("0.3:sideways", "early, late, inner, shared"),
+                       ("0.3:inner", "moves every group of digits's model alike")]:
+        proc = subprocess.run([sys.executable, str(BENCH / "tilts.py"), *args[1:], plan], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert len(rows.read_text().splitlines()) == 3
 
 
 def test_zoo_on_a_model_that_searches_and_one_that_fails_clearly(tmp_path):
