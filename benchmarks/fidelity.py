@@ -237,6 +237,7 @@ def main() -> None:
         row = {"seed": args.seed, "index": i, "rungs": args.rungs,
                **candidate(ctx, plan, args.seed + i, work, args.rungs)}
         done.append(row)
+        every.append(row)  # (a --retime of this same run rewrites the file from it)
         with args.rows.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps({k: v for k, v in row.items() if k != "plan"}), file=sys.stderr, flush=True)

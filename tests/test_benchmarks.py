@@ -169,7 +169,7 @@ def test_fidelity_ranks_every_screen_and_rung_against_final_and_resumes(tmp_path
     run_script(*args)  # every candidate is in the rows file: nothing runs again
     assert len(rows.read_text().splitlines()) == 3
     before = [json.loads(line) for line in rows.read_text().splitlines()]
-    run_script(*args, "--retime")  # the timings again, the figures kept: the screens give them again
+    run_script(*args, "--retime")  # the timings again, the figures kept
     after = [json.loads(line) for line in rows.read_text().splitlines()]
     assert [r["final"] for r in after] == [r["final"] for r in before]  # figures kept
     # untrained scores come out exactly again; a trained one may not (CPU training is not
