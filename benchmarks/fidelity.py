@@ -248,9 +248,8 @@ def main() -> None:
             work = Path(scratch.name) / f"retime-{n}"
             work.mkdir()
             plan = next(p for p in drawn if p.to_dict() == row["plan"])
-            done[n] = retime(ctx, row, plan, args.seed + row["index"], work)
-            every[next(k for k, r in enumerate(every) if r is row)] = done[n]
-            print(json.dumps({k: v for k, v in done[n].items() if k != "plan"}), file=sys.stderr, flush=True)
+            row.update(retime(ctx, row, plan, args.seed + row["index"], work))  # the same row in `every`
+            print(json.dumps({k: v for k, v in row.items() if k != "plan"}), file=sys.stderr, flush=True)
         atomic_write_text(args.rows, "".join(json.dumps(r) + "\n" for r in every))
 
     df = pd.DataFrame(done)
