@@ -1,9 +1,11 @@
-"""Machine facts every benchmark report states: CPU, cores, load average, date, command."""
+"""Machine facts every benchmark report states (CPU, cores, load average, date, command),
+and the rows files long benchmarks resume from."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -113,3 +115,16 @@ def write_report(path: Path, text: str, monitor: LoadMonitor, allow_noisy: bool)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.rstrip("\n") + f"\n\n- {monitor.summary()}\n")
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows a run wrote to the JSON-lines file ``path`` so far (none: an empty list)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Add ``row`` to the JSON-lines file ``path`` (its folder made): one line a finished
+    unit, so a run cut short keeps everything it finished."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(row, default=float) + "\n")

@@ -57,7 +57,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import LoadMonitor, add_load_arguments, facts  # noqa: E402
+from _machine import LoadMonitor, add_load_arguments, append_row, facts, read_rows  # noqa: E402
 
 SEARCHES = ("autoprune", "random", "space-no-screen", "screen-old-space")
 ABLATION = ("space-no-screen", "screen-old-space")  # with --ablation; autoprune is "both"
@@ -84,16 +84,6 @@ def best_speedup(df: pd.DataFrame, base_acc: float, base_ms: float, drop_pts: fl
     if ok.empty:
         return None
     return ok.loc[ok["latency_ms"].idxmin()]
-
-
-def read_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
-def append_row(path: Path, row: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(row, default=float) + "\n")
 
 
 # -- the arms: each returns its candidates (search-time figures) and its wall time ---------

@@ -5,7 +5,8 @@ the search's rungs (40, 160, 640 fine-tune steps) then decide what the front sho
 Each of those figures is sound only as far as it ranks candidates as the final
 accuracy (the full fine-tune, the whole validation set) would. This benchmark draws
 plans of the space, spread over its shared ratio, and for each one computes every
-scoring method's figure and its cost, then the search's recovery through every rung
+scoring method's figure and its cost (the task's metric on the scoring images after each
+screen, and a loss-based figure of each: the divergence from the unpruned model's outputs), then the search's recovery through every rung
 and the final fine-tune, and reports Kendall's tau of each figure against the final
 accuracy:
 
@@ -35,7 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import LoadMonitor, add_load_arguments, facts  # noqa: E402
+from _machine import LoadMonitor, add_load_arguments, append_row, facts, read_rows  # noqa: E402
 
 # (name, ScreenConfig overrides); "zero-shot" is scored with no BatchNorm re-estimation
 METHODS = {
@@ -45,6 +46,12 @@ METHODS = {
     "adaptive BN + 20 steps": {"steps": 20},
     "adaptive BN + 40 steps": {"steps": 40},
 }
+# A loss-based figure of each re-estimated screen: minus the mean KL divergence of the
+# screened model's outputs from the unpruned model's on the scoring images. A continuous
+# figure where the accuracy on 1000 images moves in steps of 0.1 point; the issue names
+# a loss-based score as an alternative to measure.
+KL = {f"{name}, teacher KL": name for name, overrides in METHODS.items() if overrides is not None}
+FIGURES = [*METHODS, *KL]
 
 
 def plans(resolved, n: int, seed: int, low: float, high: float):
@@ -85,6 +92,32 @@ def score(ctx, model, masks, overrides, seed: int) -> float:
     return screen(model, masks, ctx.task, dataclasses.replace(config, **overrides), ctx.distill, seed)
 
 
+def teacher_kl(ctx, model, samples: int) -> float:
+    """Minus the mean KL(teacher || model) per example (per pixel for a per-pixel output:
+    over the class axis), first outputs only, at temperature 1, over the first ``samples``
+    validation examples: higher is better, as a metric."""
+    import torch
+    from torch.nn import functional as F
+
+    from autoprune.recover import flat
+
+    total, n = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for i, (x, _) in enumerate(ctx.task.val.head(samples).batches(250)):
+            key = (id(ctx.task.model), samples, i)
+            if key not in _TEACHER:  # the same images for every candidate: the teacher runs once
+                _TEACHER[key] = flat(ctx.task.model.eval()(x))[0]
+            s, t = flat(model(x))[0], _TEACHER[key]
+            kl = F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="none", log_target=True).sum(1)
+            total += float(kl.sum()) / (kl.numel() / len(x))
+            n += len(x)
+    return -total / n
+
+
+_TEACHER: dict = {}
+
+
 def screens(ctx, plan, seed: int, work: Path) -> tuple[dict, object, object]:
     """One plan's latency, every screen figure and its cost, and the search's first rung
     (its figure and cost); also the model at that rung and its pruning report."""
@@ -103,6 +136,10 @@ def screens(ctx, plan, seed: int, work: Path) -> tuple[dict, object, object]:
         t0 = time.perf_counter()
         row[name] = score(ctx, model, report.masks, overrides, seed)
         row[f"{name} s"] = prune_s + time.perf_counter() - t0
+        if overrides is not None:
+            t0 = time.perf_counter()
+            row[f"{name}, teacher KL"] = teacher_kl(ctx, model, ctx.space.space.screen.samples)
+            row[f"{name}, teacher KL s"] = row[f"{name} s"] + time.perf_counter() - t0
     rec = ctx.space.space.recovery
     t0 = time.perf_counter()
     model, report, _ = objective.prune_and_recover(ctx, plan, seed, times)
@@ -136,12 +173,14 @@ def retime(ctx, row: dict, plan, seed: int, work: Path) -> dict:
     """``row`` with its latency and every cost measured again (the screens and the first
     rung; not the final fine-tune), for figures whose timings were taken on a busy
     machine. The figures are the ones trained to final; where a screen gives another
-    figure now, ``retime_differs`` keeps both."""
+    figure now, ``retime_differs`` keeps both. A figure the row lacks (one added to this
+    benchmark after the row was trained) is taken from this run."""
     fresh, _, _ = screens(ctx, plan, seed, work)
-    figures = [*METHODS, f"rung {ctx.space.space.recovery.finetune_steps} steps"]
+    figures = [*FIGURES, f"rung {ctx.space.space.recovery.finetune_steps} steps"]
     differs = {k: [row[k], fresh[k]] for k in figures if k in row and not math.isclose(row[k], fresh[k], abs_tol=1e-9)}
     timed = {k: v for k, v in fresh.items() if k.endswith(" s") or k == "latency_ms"}
-    return {**row, **timed, "retimed": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    added = {k: fresh[k] for k in figures if k not in row}
+    return {**row, **timed, **added, "retimed": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "retime_differs": differs}
 
 
@@ -163,12 +202,6 @@ def replay_context(task_name: str, space_name: str, device_name: str, seed: int)
     ctx = Context(task, device, resolved, None, seed=seed,
                   stager=Stager(budget_ms=math.inf, skips=False, promote_margin=math.inf))
     return task, space, resolved, ctx
-
-
-def read_rows(path: Path) -> list[dict]:
-    """The rows a run wrote so far (none: an empty list); the file's folder is made."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def kendall(a: pd.Series, b: pd.Series) -> float:
@@ -238,8 +271,7 @@ def main() -> None:
                **candidate(ctx, plan, args.seed + i, work, args.rungs)}
         done.append(row)
         every.append(row)  # (a --retime of this same run rewrites the file from it)
-        with args.rows.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_row(args.rows, row)
         print(json.dumps({k: v for k, v in row.items() if k != "plan"}), file=sys.stderr, flush=True)
     if args.retime:
         from autoprune._config import atomic_write_text
@@ -256,8 +288,9 @@ def main() -> None:
     rec, sc = space.recovery, space.screen
     deciding = next(n for n, o in METHODS.items() if o is not None and o["steps"] == sc.steps)
     rung_cols = [c for c in df if c.startswith("rung ") and not c.endswith(" s")]
+    figures = [c for c in FIGURES if c in df and df[c].notna().all()]  # rows older than a figure: run --retime
     rows = []
-    for col in [*METHODS, *rung_cols]:
+    for col in [*figures, *rung_cols]:
         tau_local, pairs = local_tau(df, col)
         cost = df[f"{col} s"].median() if f"{col} s" in df else df["train s"].median() * (
             int(col.split()[1]) / ((rec.all_rungs[-1] if args.rungs else rec.finetune_steps) + rec.final_steps))
@@ -275,6 +308,8 @@ def main() -> None:
         f"- Screens: pruned, BatchNorm re-estimated on {sc.bn_batches} batches of {sc.batch_size}, then the steps "
         f"named (distilled, lr {sc.lr:g}), scored on the first {sc.samples} validation images (search-time "
         "fidelity). `seconds_per_candidate` counts the surgery and the screen, not the latency measurement.\n"
+        "- `, teacher KL`: the same screen scored by a loss instead of the metric: minus the mean KL divergence "
+        "of its outputs from the unpruned model's on the same images (temperature 1; higher is better).\n"
         + (f"- Rungs: the search's recovery ({rec.finetune_steps} steps, then {list(rec.rungs)} in total, "
            if args.rungs else f"- Rungs: the search's first rung only ({rec.finetune_steps} steps, ")
         + f"{rec.eval_samples} validation images; search-time); the first rung's cost is measured (surgery, "
@@ -289,8 +324,9 @@ def main() -> None:
         "`local_tau` counts only the pairs of candidates within 25% of each other's latency "
         "(`local_pairs` of them).\n\n"
         "## Per candidate\n\n"
-        + df[["index", "latency_ms", "mmacs", *METHODS, *rung_cols, "final"]].sort_values("latency_ms")
-        .to_markdown(index=False, floatfmt=".2f") + "\n"
+        + df[["index", "latency_ms", "mmacs", *figures, *rung_cols, "final"]].sort_values("latency_ms")
+        .to_markdown(index=False, floatfmt=[".3f" if c in KL else ".2f" for c in
+                                            ["index", "latency_ms", "mmacs", *figures, *rung_cols, "final"]]) + "\n"
     )
     under = ("the re-timing's: the latencies and seconds above were measured under it" if args.retime else
              "accuracy only: load changes the run's duration, not its figures; latencies are measured under it")

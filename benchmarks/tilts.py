@@ -23,8 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import LoadMonitor, add_load_arguments, facts, write_report  # noqa: E402
-from fidelity import candidate, read_rows, replay_context  # noqa: E402
+from _machine import LoadMonitor, add_load_arguments, append_row, facts, read_rows, write_report  # noqa: E402
+from fidelity import candidate, replay_context  # noqa: E402
 
 
 def main() -> None:
@@ -60,8 +60,7 @@ def main() -> None:
         row = {"seed": args.seed, "ratio": ratio, "tilt": tilt or "none",
                **candidate(ctx, plan, args.seed, work, rungs=False)}
         done.append(row)
-        with args.rows.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_row(args.rows, row)
         print(json.dumps({k: v for k, v in row.items() if k != "plan"}), file=sys.stderr, flush=True)
 
     df = pd.DataFrame([r for r in done if r["seed"] == args.seed])[["ratio", "tilt", "latency_ms", "mmacs", "final"]]

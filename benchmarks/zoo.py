@@ -36,7 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "zoo"))
-from _machine import LoadMonitor, add_load_arguments, facts, write_report  # noqa: E402
+from _machine import LoadMonitor, add_load_arguments, append_row, facts, read_rows, write_report  # noqa: E402
 
 SPACE = HERE / "zoo" / "zoo-space.yaml"
 PROFILE = HERE / "zoo" / "zoo-x86-ort.yaml"
@@ -167,9 +167,7 @@ def main() -> None:
 
     monitor = LoadMonitor()
     names = args.only or torchvision.models.list_models(module=torchvision.models)
-    done = {}
-    if args.rows and args.rows.exists():
-        done = {r["model"]: r for r in map(json.loads, args.rows.read_text().splitlines())}
+    done = {r["model"]: r for r in read_rows(args.rows)} if args.rows else {}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -204,8 +202,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
             if args.rows:
-                with args.rows.open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
+                append_row(args.rows, row)
     df = pd.DataFrame(rows)
     for col in ("groups", "grouped", "protected", "blocks"):
         if col in df:
