@@ -6,8 +6,9 @@ Each of those figures is sound only as far as it ranks candidates as the final
 accuracy (the full fine-tune, the whole validation set) would. This benchmark draws
 plans of the space, spread over its shared ratio, and for each one computes every
 scoring method's figure and its cost (the task's metric on the scoring images after each
-screen, and a loss-based figure of each: the divergence from the unpruned model's outputs), then the search's recovery through every rung
-and the final fine-tune, and reports Kendall's tau of each figure against the final
+screen, and a loss-based figure of each: the divergence from the unpruned model's
+outputs), then the search's recovery through every rung and the final fine-tune, and
+reports Kendall's tau of each figure against the final
 accuracy:
 
 - over all candidates (they span the latency range, so capacity explains much of it);
@@ -339,7 +340,7 @@ def _retimed_note(df: pd.DataFrame) -> str:
     if "retimed" not in df or df["retimed"].isna().all():
         return ""
     differs = [d for d in df["retime_differs"] if isinstance(d, dict) and d]
-    gaps = [abs(a - b) for d in differs for a, b in d.values()]
+    gaps = [abs(a - b) for d in differs for k, (a, b) in d.items() if k not in KL]  # points, not divergences
     return (f"- Latencies and seconds re-timed with `--retime` ({df['retimed'].dropna().max()}): each candidate's "
             "screens and first rung run again, not the final fine-tune; the figures are those of the run that "
             f"trained them to final. {len(df) - len(differs)} of {len(df)} candidates gave every screen figure "
