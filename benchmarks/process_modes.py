@@ -16,7 +16,6 @@ Run: ``.venv/bin/python benchmarks/process_modes.py MODEL.onnx [TRIAL_DIR ...] [
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import tempfile
@@ -32,13 +31,12 @@ def medians(path: Path, device, n: int) -> list[float]:
     """``path`` timed in ``n`` separate processes: each process's median latency (ms)."""
     from autoprune.export import OnnxArtifact, file_facts
 
+    art = OnnxArtifact(**file_facts(path, path.read_bytes()), macs=0, params=0, nonzero_params=0,
+                       max_abs_diff=0.0, input_shape=(), output_shape=())
     out = []
     for _ in range(n):
-        with tempfile.TemporaryDirectory() as tmp:  # a build of its own each time, as a trial's
-            copy = Path(tmp) / "model.onnx"
-            shutil.copyfile(path, copy)
-            art = OnnxArtifact(**file_facts(copy, copy.read_bytes()), macs=0, params=0, nonzero_params=0,
-                               max_abs_diff=0.0, input_shape=(), output_shape=())
+        # a build of its own each time, as a trial's; the build writes into the folder, the file stays as it is
+        with tempfile.TemporaryDirectory() as tmp:
             out.append(device.measure(art, Path(tmp)).measurement.median_ms)
     return out
 
