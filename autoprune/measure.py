@@ -150,9 +150,11 @@ def combine(parts: list[Measurement], max_spread: float) -> Measurement:
     """Merge timings taken in separate processes into one figure.
 
     On this machine kind the median of one process differed from the next by up to
-    30% although each process's own CI was within 2% (memory placement, the other
-    tenant): the spread *between* processes is the error that matters, so the figure
-    is the median of per-process medians, the CI spans all of theirs, and a spread
+    30% although each process's own CI was within 2%: something outside the process
+    (most likely the host's other tenant) slows one session for spells of up to about
+    a second (``benchmarks/process_modes.py --trace``), and a short timing lands in
+    one spell or the other. The spread *between* processes is the error that matters,
+    so the figure is the median of per-process medians, the CI spans all of theirs, and a spread
     above ``max_spread`` marks the result noisy.
     """
     if len(parts) == 1:

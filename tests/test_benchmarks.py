@@ -216,9 +216,10 @@ def test_tilts_sets_each_tilt_against_the_ladder_resumes_and_refuses_a_bad_plan_
     assert len(rows.read_text().splitlines()) == 3
 
 
-def test_process_modes_times_one_model_in_separate_processes_and_refuses_a_missing_file(tmp_path):
+def test_process_modes_times_one_model_in_separate_processes_and_over_time_and_refuses_bad_input(tmp_path):
     """benchmarks/process_modes.py times a real ONNX file in several timing processes
-    (ONNX Runtime, the device's runner) and reports each process's median."""
+    (ONNX Runtime, the device's runner) and reports each process's median, then traces
+    it in one session window by window."""
     import torch
 
     from autoprune.export import to_onnx
@@ -228,14 +229,23 @@ def test_process_modes_times_one_model_in_separate_processes_and_refuses_a_missi
     (tmp_path / "trial").mkdir()
     to_onnx(model.eval(), torch.zeros(1, 1, 12, 12), tmp_path / "trial" / "model.onnx", 1e-4)
     out = tmp_path / "modes.md"
-    run_script("process_modes.py", str(tmp_path / "trial"), "--processes", "2", "--out", str(out), "--allow-noisy")
-    row = next(line for line in out.read_text().splitlines() if "model.onnx" in line)
+    run_script("process_modes.py", str(tmp_path / "trial"), "--processes", "2", "--trace", "0.3", "--window-ms", "50",
+               "--out", str(out), "--allow-noisy")
+    text = out.read_text()
+    per_process_table, trace_table = text.split("## One session over time")
+    row = next(line for line in per_process_table.splitlines() if "model.onnx" in line)
     per_process = [float(x) for x in row.split("|")[-2].split()]
     assert len(per_process) == 2 and all(m > 0 for m in per_process)
-    proc = subprocess.run([sys.executable, str(BENCH / "process_modes.py"), str(tmp_path / "none.onnx"),
-                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
-    assert proc.returncode == 2 and "no ONNX file at" in proc.stderr and "Traceback" not in proc.stderr
+    # the trace: 0.3 s in 50 ms windows (fewer if a run stalls past a whole window); the slowest at least the fastest
+    cells = [c.strip() for c in next(line for line in trace_table.splitlines() if "model.onnx" in line).split("|")[1:-1]]
+    seconds, windows, fastest, _, slowest, within, switches, _ = map(float, cells[1:])
+    assert seconds == 0.3 and 2 <= windows <= 6 and 0 < fastest <= slowest
+    assert 1 <= within <= windows and 0 <= switches < windows
+    for bad, says in (([str(tmp_path / "none.onnx")], "no ONNX file at"),
+                      ([str(tmp_path / "trial"), "--trace", "0.05"], "--trace must be 0 or at least two")):
+        proc = subprocess.run([sys.executable, str(BENCH / "process_modes.py"), *bad, "--out", str(out)], cwd=REPO,
+                              capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_zoo_on_a_model_that_searches_and_one_that_fails_clearly(tmp_path):
