@@ -125,9 +125,9 @@ def main() -> None:
             + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f") + "\n")
     if traces:
         text += (f"\n## One session over time\n\nEach model run back to back for {args.trace:g} s in one ONNX Runtime "
-                 f"session of this process (the profile's settings), after the processes above; the figures are "
-                 f"the medians of its {args.window_ms:g} ms windows. `mode_switches`: how often a window and the "
-                 "next fall on different sides of 1.1 x the fastest window.\n\n"
+                 "session of this process (the profile's settings), right after that model's processes; the "
+                 f"figures are the medians of its {args.window_ms:g} ms windows. `mode_switches`: how often a "
+                 "window and the next fall on different sides of 1.1 x the fastest window.\n\n"
                  + pd.DataFrame(traces).to_markdown(index=False, floatfmt=".3f") + "\n")
     write_report(args.out, text, monitor, args.allow_noisy)
     print(text)
