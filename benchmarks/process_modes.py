@@ -105,8 +105,11 @@ def main() -> None:
 
     monitor = LoadMonitor()
     profile = load_profile(args.device)
-    if args.trace and profile.backend != "onnxruntime":
-        parser.error(f"--trace runs ONNX Runtime sessions here; profile {args.device!r} uses {profile.backend}")
+    if args.trace and (profile.backend != "onnxruntime" or profile.runner != "local"):
+        # the trace runs in this process: a board's or TVM's figures would be this host's ONNX Runtime's
+        parser.error(f"--trace runs ONNX Runtime sessions on this machine; profile {args.device!r} times with "
+                     f"{profile.backend} through its {profile.runner} runner. Trace a local ONNX Runtime profile "
+                     "(x86-ort) or leave --trace out.")
     device = Device.of(profile.for_screen())  # one process a measurement
     rows, traces = [], []
     for f in files:

@@ -237,12 +237,16 @@ def test_process_modes_times_one_model_in_separate_processes_and_over_time_and_r
     per_process = [float(x) for x in row.split("|")[-2].split()]
     assert len(per_process) == 2 and all(m > 0 for m in per_process)
     # the trace: 0.3 s in 50 ms windows (fewer if a run stalls past a whole window); the slowest at least the fastest
-    cells = [c.strip() for c in next(line for line in trace_table.splitlines() if "model.onnx" in line).split("|")[1:-1]]
+    trace_row = next(line for line in trace_table.splitlines() if "model.onnx" in line)
+    cells = [c.strip() for c in trace_row.split("|")[1:-1]]
     seconds, windows, fastest, _, slowest, within, switches, _ = map(float, cells[1:])
     assert seconds == 0.3 and 2 <= windows <= 6 and 0 < fastest <= slowest
     assert 1 <= within <= windows and 0 <= switches < windows
+    trial = str(tmp_path / "trial")
     for bad, says in (([str(tmp_path / "none.onnx")], "no ONNX file at"),
-                      ([str(tmp_path / "trial"), "--trace", "0.05"], "--trace must be 0 or at least two")):
+                      ([trial, "--trace", "0.05"], "--trace must be 0 or at least two"),
+                      ([trial, "--trace", "1", "--device", "rpi4-ort"],
+                       "times with onnxruntime through its rpc runner")):
         proc = subprocess.run([sys.executable, str(BENCH / "process_modes.py"), *bad, "--out", str(out)], cwd=REPO,
                               capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
         assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr
