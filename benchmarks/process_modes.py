@@ -49,16 +49,9 @@ def medians(path: Path, device, n: int) -> list[float]:
 
 def trace(path: Path, profile, seconds: float, window_ms: float) -> list[float]:
     """``path`` run back to back for ``seconds`` in one session: each window's median (ms)."""
-    import numpy as np
-    import onnxruntime as ort
+    from autoprune.backends.onnxruntime import timing_session
 
-    from autoprune.backends.onnxruntime import session_options
-
-    settings = profile.onnxruntime
-    session = ort.InferenceSession(str(path), session_options(settings), providers=list(settings.providers))
-    feeds = {i.name: np.random.default_rng(0).standard_normal(
-        [d if isinstance(d, int) else profile.batch_size for d in i.shape]).astype(np.float32)
-        for i in session.get_inputs()}
+    session, feeds = timing_session(path, profile)  # as the device's timing process builds them
     for _ in range(profile.measurement.warmup):
         session.run(None, feeds)
     windows: dict[int, list[float]] = {}

@@ -40,6 +40,20 @@ def session_options(settings: OrtSettings, optimized_path: str | None = None):
     return opts
 
 
+def timing_session(artifact_path: str | Path, profile: DeviceProfile):
+    """A session on the profile's settings and the random inputs it is timed with (a
+    dynamic axis at the profile's batch size)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    settings = profile.onnxruntime
+    session = ort.InferenceSession(str(artifact_path), session_options(settings), providers=list(settings.providers))
+    rng = np.random.default_rng(0)
+    feeds = {inp.name: rng.standard_normal([d if isinstance(d, int) else profile.batch_size for d in inp.shape])
+             .astype(np.float32) for inp in session.get_inputs()}
+    return session, feeds
+
+
 class OrtBackend(Backend):
     """The artifact is the ORT-optimised ONNX file (the plain ONNX file for a board)."""
 
@@ -94,20 +108,10 @@ class OrtBackend(Backend):
         return BuildResult(str(out), None, time.perf_counter() - start)
 
     def time(self, artifact_path: str, profile: DeviceProfile) -> Measurement:
-        import numpy as np
-        import onnxruntime as ort
-
         from autoprune.measure import timed_loop
 
         settings = profile.onnxruntime
-        session = ort.InferenceSession(
-            artifact_path, session_options(settings), providers=list(settings.providers)
-        )
-        feeds = {}
-        rng = np.random.default_rng(0)
-        for inp in session.get_inputs():
-            shape = [d if isinstance(d, int) else profile.batch_size for d in inp.shape]
-            feeds[inp.name] = rng.standard_normal(shape).astype(np.float32)
+        session, feeds = timing_session(artifact_path, profile)
         if settings.io_binding:
             run_once = _bound_run(session, feeds, settings.providers[0])
         else:
