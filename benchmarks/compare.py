@@ -15,7 +15,10 @@ Per task and seed, five arms:
 space without its screen (TPE, trained trials until autoprune's wall time), and the
 screen on the retired per-group space (``search_spaces/retired/default-1.yaml`` with
 the default space's ``screen:``; its ladder's ratios above 0.7 clip to 0.7, and it has
-no tilts). They are reported in their own table and left out of ``compare.csv``.
+no tilts). They are reported in their own table and left out of ``compare.csv``, as are
+autoprune's rows made with an earlier default space (each search row records its
+``space_hash``; rows without one were made with ``search_spaces/retired/default-2.yaml``):
+a changed default space runs the autoprune arm again, and its earlier rows stay beside it.
 
 The fixed recipes (the last three) run their ladder once, every candidate recovered
 through every rung, and report the wall time that took. Then every arm's candidates
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import math
 import statistics
@@ -61,6 +65,7 @@ from _machine import LoadMonitor, add_load_arguments, append_row, facts, read_ro
 
 SEARCHES = ("autoprune", "random", "space-no-screen", "screen-old-space")
 ABLATION = ("space-no-screen", "screen-old-space")  # with --ablation; autoprune is "both"
+EARLIER = "autoprune-earlier-default"  # autoprune rows made with an earlier default space (a report label)
 UNTIL_WALL = ("random", "space-no-screen")  # trained trials until autoprune's wall time
 ARMS = ("autoprune", "random", "uniform", "uniform-int8", "tp-global-int8")
 LADDER = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -68,6 +73,7 @@ TP_RATIOS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 DROPS = (0.5, 1.0)
 BUDGETS = (4, 8, 12)  # the baseline's latency divided by these
 WHOLE_FRONT_MS = 1000.0  # "no budget": far above any candidate of these tasks on x86-ort
+BEFORE_HASHES = "retired/default-2.yaml"  # the default space of rows that did not record theirs
 COLUMNS = ["task", "seed", "arm", "wall_s", "speedup_0_5", "speedup_1", "metric_at_4x", "metric_at_8x",
            "metric_at_12x"]
 
@@ -312,6 +318,7 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
                **verdict(final, base_final), "base_final": base_final,
                "finalized": len(final), "candidates": len(df),
                **({"budget_ms": _budget(args)} if arm in SEARCHES else {}),
+               **({"space_hash": _space_hash()} if arm in UNTIL_WALL + ("autoprune",) else {}),
                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **host(info, final),
                "load_median": round(statistics.median(load), 2), "load_max": round(max(load), 2)}
         append_row(rows_path, row)
@@ -334,8 +341,35 @@ def _budget(args) -> float:
 
 def _current(row: dict, args) -> bool:
     """Whether a row answers this invocation: a search's only at the same budget (rows
-    written before the budget was recorded, 2026-12-05, ran at 0.2 ms)."""
+    written before the budget was recorded, 2026-12-05, ran at 0.2 ms), and autoprune's
+    only with today's default space (the others are shown as :func:`_earlier_default`)."""
+    return _at_budget(row, args) and not _earlier_default(row)
+
+
+def _at_budget(row: dict, args) -> bool:
     return row["arm"] not in SEARCHES or row.get("budget_ms", 0.2) == _budget(args)
+
+
+def _earlier_default(row: dict) -> bool:
+    """An autoprune row made with an earlier default space: its recorded ``space_hash``,
+    or, for rows written before it was recorded (2026-12-06), the space then shipped
+    (``search_spaces/retired/default-2.yaml``: no block removal)."""
+    return row["arm"] == "autoprune" and row.get("space_hash", _space_hash(BEFORE_HASHES)) != _space_hash()
+
+
+def _searched_earlier(row: dict) -> bool:
+    """A random or no-screen search row made in an earlier default space than today's."""
+    recorded = row.get("space_hash")  # (NaN in a frame's rows that lack it)
+    recorded = recorded if isinstance(recorded, str) else _space_hash(BEFORE_HASHES)
+    return row["arm"] in UNTIL_WALL and recorded != _space_hash()
+
+
+@functools.cache
+def _space_hash(path: str | None = None) -> str:
+    """The hash of the default space (or of a space file under ``search_spaces/``)."""
+    from autoprune.space import load_space, spaces_dir
+
+    return load_space(spaces_dir() / path if path else "default").hash
 
 
 def _wall(args, done: list[dict], task: str, seed: int, arm: str) -> float | None:
@@ -397,22 +431,35 @@ def report(rows: pd.DataFrame, args, monitor) -> str:
             + ("no latency budget for the searches (each builds its whole front, as the ladders do); "
                if args.budget_ms is None else f"latency budget {args.budget_ms:g} ms for the searches; ")
             + f"autoprune trains {args.trials} trials; random search runs until its wall time reaches "
-              "autoprune's.\n\n"
+              "autoprune's.\n" + _earlier_searches(rows) + "\n"
             + "\n".join(parts) + _ablation(rows)
             + f"\n- This invocation (seeds already in the rows do not run again): {monitor.summary()}\n")
 
 
+def _earlier_searches(rows: pd.DataFrame) -> str:
+    """Which random-search rows searched an earlier default space than autoprune's rows."""
+    r = rows[rows["arm"] == "random"]
+    old = [f"{row['task']} seed {row['seed']}" for row in r.to_dict("records") if _searched_earlier(row)]
+    return (f"- Random search of {', '.join(old)} searched the default space before block removal "
+            "(`search_spaces/retired/default-2.yaml`), for the wall time of autoprune's run in that space.\n"
+            if old else "")
+
+
 def _ablation(rows: pd.DataFrame) -> str:
     """The ablation's rows beside autoprune's, seed by seed (``--ablation``)."""
-    arms = {"autoprune": "both (autoprune: the default space and its screen)",
-            "space-no-screen": "the new space alone (the default space, no screen, TPE to equal wall time)",
-            "screen-old-space": "the screen alone (the retired per-group space with the default space's screen)"}
-    a = rows[rows["arm"].isin(ABLATION)]
+    arms = {EARLIER: "both, before block removal (autoprune: shared ratio and screen; retired/default-2)",
+            "space-no-screen": "the shared-ratio space alone (no screen; TPE to equal wall time)",
+            "screen-old-space": "the screen alone (on the retired per-group space, retired/default-1)",
+            "autoprune": "autoprune today (shared ratio, block removal, screen)"}
+    a = rows[rows["arm"].isin(ABLATION + (EARLIER,))]
     if a.empty:
         return ""
     seeds = set(a["seed"])
     t = rows[rows["arm"].isin(arms) & rows["seed"].isin(seeds) & rows["task"].isin(set(a["task"]))].copy()
-    t["arm"] = t["arm"].map(arms)
+    t["order"] = t["arm"].map(list(arms).index)
+    t = t.sort_values(["task", "seed", "order"])
+    t["arm"] = [arms[r["arm"]] + (", without block removal (retired/default-2)" if _searched_earlier(r) else "")
+                for r in t.to_dict("records")]
     return ("\n## Ablation\n\nFinal figures, one row per task, seed and arm (same finalize as above).\n\n"
             + t[COLUMNS].astype(object).where(t[COLUMNS].notna(), None)
             .to_markdown(index=False, floatfmt=".2f", missingval="") + "\n")  # (empty where an arm has none)
@@ -451,7 +498,8 @@ def main() -> None:
     for task in args.task or ["fashion-mnist"]:
         for seed in (int(s) for s in args.seeds.split(",")):
             run_seed(args, task, seed, done, args.rows, monitor)
-    rows = pd.DataFrame([r for r in done if _current(r, args)])
+    rows = pd.DataFrame([r for r in done if _current(r, args)]
+                        + [{**r, "arm": EARLIER} for r in done if _at_budget(r, args) and _earlier_default(r)])
     rows[rows["arm"].isin(ARMS)][COLUMNS].to_csv(args.out.with_suffix(".csv"), index=False, float_format="%.3f")
     text = report(rows, args, monitor)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -142,6 +142,17 @@ def test_a_study_made_before_the_shared_ratio_space_resumes_reports_and_exports(
     assert run_package(tmp_path / "deploy")["output_shape"]
 
 
+def test_a_study_made_before_block_removal_keeps_the_space_it_recorded():
+    """Studies made with the default space of 2026-12-03 to 2026-12-06 (shared ratio, no
+    block removal) recorded this hash in config.json (that commit's search_spaces/default.yaml
+    hashed); they resume, report and export under it, as the study above does under its own."""
+    recorded = "5edc9b7e171b62bbdb33734f9b6640a4b061da18051143df7accccf3d5e6dc76"
+    today = load_space("default")
+    assert today.hash != recorded and today.depth is not None and today.global_ratio is not None
+    old = space_of({"space": "default", "space_hash": recorded})
+    assert old.hash == recorded and old.depth is None and old.global_ratio == today.global_ratio
+
+
 def test_a_screen_smaller_than_the_uniform_ladder_screens_the_ladder_and_trains(tmp_path):
     import autoprune
 
