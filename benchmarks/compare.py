@@ -436,13 +436,25 @@ def report(rows: pd.DataFrame, args, monitor) -> str:
             + f"\n- This invocation (seeds already in the rows do not run again): {monitor.summary()}\n")
 
 
+def report_rows(done: list[dict], args) -> pd.DataFrame:
+    """The rows a report shows: those that answer this invocation, and autoprune's rows of
+    an earlier default space under the arm ``EARLIER`` (the ablation table's)."""
+    return pd.DataFrame([r for r in done if _current(r, args)]
+                        + [{**r, "arm": EARLIER} for r in done if _at_budget(r, args) and _earlier_default(r)])
+
+
 def _earlier_searches(rows: pd.DataFrame) -> str:
-    """Which random-search rows searched an earlier default space than autoprune's rows."""
-    r = rows[rows["arm"] == "random"]
-    old = [f"{row['task']} seed {row['seed']}" for row in r.to_dict("records") if _searched_earlier(row)]
-    return (f"- Random search of {', '.join(old)} searched the default space before block removal "
-            "(`search_spaces/retired/default-2.yaml`), for the wall time of autoprune's run in that space.\n"
-            if old else "")
+    """Which rows searched an earlier default space than today's: autoprune's (moved to the
+    ablation table) and random search's (kept above)."""
+    def seeds(arm: str, earlier) -> str:
+        return ", ".join(f"{r['task']} seed {r['seed']}" for r in rows[rows["arm"] == arm].to_dict("records")
+                         if earlier(r))
+
+    ours, theirs = seeds(EARLIER, lambda r: True), seeds("random", _searched_earlier)
+    return ((f"- autoprune's rows of {ours} were made with the default space before block removal "
+             "(`search_spaces/retired/default-2.yaml`): they are in the ablation table, not above.\n" if ours else "")
+            + (f"- Random search of {theirs} searched the default space before block removal, for the wall "
+               "time of autoprune's run in that space.\n" if theirs else ""))
 
 
 def _ablation(rows: pd.DataFrame) -> str:
@@ -498,8 +510,7 @@ def main() -> None:
     for task in args.task or ["fashion-mnist"]:
         for seed in (int(s) for s in args.seeds.split(",")):
             run_seed(args, task, seed, done, args.rows, monitor)
-    rows = pd.DataFrame([r for r in done if _current(r, args)]
-                        + [{**r, "arm": EARLIER} for r in done if _at_budget(r, args) and _earlier_default(r)])
+    rows = report_rows(done, args)
     rows[rows["arm"].isin(ARMS)][COLUMNS].to_csv(args.out.with_suffix(".csv"), index=False, float_format="%.3f")
     text = report(rows, args, monitor)
     args.out.parent.mkdir(parents=True, exist_ok=True)

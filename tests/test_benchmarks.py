@@ -62,6 +62,35 @@ def test_best_speedup_respects_the_accuracy_drop(compare_module):
     assert compare_module.best_speedup(df, 95.0, 2.0, 0.5) is None
 
 
+def test_compare_keeps_autoprune_rows_of_an_earlier_default_space_apart(compare_module, tmp_path):
+    """A changed default space runs the autoprune arm again: its earlier rows (those
+    without a recorded space were made with retired/default-2.yaml) leave the main table
+    for the ablation table, and random search rows say which space they searched."""
+    import argparse
+
+    from _machine import LoadMonitor
+
+    c = compare_module
+    args = argparse.Namespace(budget_ms=None, rows=tmp_path / "rows.jsonl", out=tmp_path / "compare.md",
+                              device="x86-ort", trials=10)
+    base = {"task": "fashion-mnist", "seed": 0, "wall_s": 100.0, "speedup_0_5": 5.0, "speedup_1": 6.0,
+            "metric_at_4x": 92.0, "metric_at_8x": None, "metric_at_12x": None, "budget_ms": 1000.0}
+    old, rand = {**base, "arm": "autoprune"}, {**base, "arm": "random"}
+    new = {**base, "arm": "autoprune", "speedup_0_5": 9.0, "space_hash": c._space_hash()}
+    assert c._space_hash() != c._space_hash(c.BEFORE_HASHES)
+    assert not c._current(old, args) and c._current(new, args) and c._current(rand, args)
+    assert c._searched_earlier(rand) and not c._searched_earlier({**rand, "space_hash": c._space_hash()})
+
+    rows = c.report_rows([old, new, rand], args)
+    assert sorted(rows["arm"]) == sorted([c.EARLIER, "autoprune", "random"])
+    text = c.report(rows, args, LoadMonitor())
+    main, ablation = text.split("## Ablation")
+    assert re.search(r"\| autoprune +\| +1 \| .*\| 9\.00 \[9\.00-9\.00\]", main)  # the new row alone
+    assert "Random search of fashion-mnist seed 0 searched the default space before block removal" in main
+    assert re.search(r"both, before block removal.*\| +5\.00 \|", ablation)
+    assert c.report_rows([old, rand], args)["arm"].tolist() == ["random", c.EARLIER]  # no current autoprune row
+
+
 @pytest.mark.slow
 def test_compare_quick_runs_every_arm_finalizes_and_resumes(tmp_path):
     """benchmarks/compare.py --quick: five arms on digits, one row each, and a second
