@@ -73,7 +73,7 @@ TP_RATIOS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 DROPS = (0.5, 1.0)
 BUDGETS = (4, 8, 12)  # the baseline's latency divided by these
 WHOLE_FRONT_MS = 1000.0  # "no budget": far above any candidate of these tasks on x86-ort
-BEFORE_HASHES = "retired/default-2.yaml"  # the default space of rows that did not record theirs
+UNRECORDED_SPACE = "retired/default-2.yaml"  # the default space of rows that did not record theirs
 COLUMNS = ["task", "seed", "arm", "wall_s", "speedup_0_5", "speedup_1", "metric_at_4x", "metric_at_8x",
            "metric_at_12x"]
 
@@ -351,17 +351,21 @@ def _at_budget(row: dict, args) -> bool:
 
 
 def _earlier_default(row: dict) -> bool:
-    """An autoprune row made with an earlier default space: its recorded ``space_hash``,
-    or, for rows written before it was recorded (2026-12-06), the space then shipped
-    (``search_spaces/retired/default-2.yaml``: no block removal)."""
-    return row["arm"] == "autoprune" and row.get("space_hash", _space_hash(BEFORE_HASHES)) != _space_hash()
+    """An autoprune row made with an earlier default space than today's."""
+    return row["arm"] == "autoprune" and _in_earlier_space(row)
 
 
 def _searched_earlier(row: dict) -> bool:
     """A random or no-screen search row made in an earlier default space than today's."""
+    return row["arm"] in UNTIL_WALL and _in_earlier_space(row)
+
+
+def _in_earlier_space(row: dict) -> bool:
+    """Whether a search row's space is not today's default: its recorded ``space_hash``,
+    or, for rows written before it was recorded (2026-12-06), the space then shipped
+    (``search_spaces/retired/default-2.yaml``: no block removal)."""
     recorded = row.get("space_hash")  # (NaN in a frame's rows that lack it)
-    recorded = recorded if isinstance(recorded, str) else _space_hash(BEFORE_HASHES)
-    return row["arm"] in UNTIL_WALL and recorded != _space_hash()
+    return (recorded if isinstance(recorded, str) else _space_hash(UNRECORDED_SPACE)) != _space_hash()
 
 
 @functools.cache

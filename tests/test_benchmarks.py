@@ -77,7 +77,7 @@ def test_compare_keeps_autoprune_rows_of_an_earlier_default_space_apart(compare_
             "metric_at_4x": 92.0, "metric_at_8x": None, "metric_at_12x": None, "budget_ms": 1000.0}
     old, rand = {**base, "arm": "autoprune"}, {**base, "arm": "random"}
     new = {**base, "arm": "autoprune", "speedup_0_5": 9.0, "space_hash": c._space_hash()}
-    assert c._space_hash() != c._space_hash(c.BEFORE_HASHES)
+    assert c._space_hash() != c._space_hash(c.UNRECORDED_SPACE)
     assert not c._current(old, args) and c._current(new, args) and c._current(rand, args)
     assert c._searched_earlier(rand) and not c._searched_earlier({**rand, "space_hash": c._space_hash()})
 
