@@ -33,6 +33,13 @@ from autoprune.errors import ExportError, StudyError
 
 POLL_S = 2.0  # how often a process waiting for members that others finalize looks again
 FINAL_SLACK = 3.0  # accuracy points a search-time figure may be below the pick's allowance and still be finalized
+# A final timing this far (relative) from the search's figure for the same architecture is
+# taken again: on this 2-core machine, slow spells lasting seconds timed small INT8 members
+# 1.5x slower than their search figure (4 of 13 finalized in the 2026-12-06 compare and demo,
+# while the same files timed alike later) and the baseline up to 1.1x.
+RETIME_OFF = 0.15
+RETIMES = 2  # rounds of the paired timing after the first, at most
+RETIME_PAUSE_S = 5.0  # between rounds: a spell lasts seconds
 
 
 def choose(result, members: int, trials: list[int] | None = None) -> pd.DataFrame:
@@ -86,11 +93,40 @@ def fine_tune(model, task, rec, steps: int, masks, distill, seed: int) -> None:
     recalibrate_bn(model, task.train, rec.bn_batches, rec.batch_size)
 
 
+def paired_timing(device, base_onnx, onnx, work_dir, tag: str, expected_ms: float | None = None,
+                  expected_base_ms: float | None = None, pause_s: float = RETIME_PAUSE_S):
+    """Time the baseline, then the candidate right after it. Where either median is more
+    than ``RETIME_OFF`` slower than its search-time figure (``expected_ms``,
+    ``expected_base_ms``: the same architectures timed during the search), time both
+    again, up to ``RETIMES`` more rounds, ``pause_s`` apart, and keep each one's fastest
+    round: a slow spell of the machine only adds time, and every round is a full
+    measurement. A figure faster than the search's (a harder-tuned TVM build) stands.
+
+    Returns (the baseline's median, the candidate's :class:`Measurement`, the rounds, the
+    candidate's first median)."""
+
+    def slow(got: float, expected: float | None) -> bool:
+        return expected is not None and expected > 0 and got > expected * (1 + RETIME_OFF)
+
+    bases, cands = [], []
+    for round_ in range(1 + RETIMES):
+        if round_:
+            time.sleep(pause_s)
+        bases.append(device.measure(base_onnx, work_dir, tag="baseline").measurement.median_ms)
+        cands.append(device.measure(onnx, work_dir, tag=tag).measurement)
+        best = min(cands, key=lambda m: m.median_ms)
+        if not slow(best.median_ms, expected_ms) and not slow(min(bases), expected_base_ms):
+            break
+    return min(bases), best, len(cands), cands[0].median_ms
+
+
 def finalize_member(model, plan, task, space, device, base_model, distill, steps: int, searched: int, *,
-                    seed: int, out, tag: str, calibration_seed: int = 0) -> dict:
+                    seed: int, out, tag: str, calibration_seed: int = 0, expected_ms: float | None = None,
+                    expected_base_ms: float | None = None) -> dict:
     """Fine-tune one candidate (``searched`` steps so far) for ``steps`` more, score it on
     the whole validation set, export it to ``out`` (a :class:`TrialFiles`), and time it
-    right after timing ``base_model`` again. Returns its final figures.
+    right after timing ``base_model`` again (:func:`paired_timing`, which times both
+    again where a figure is far from its search-time one). Returns its final figures.
 
     Raises:
         TrialFailure: the candidate or the baseline could not be built or timed.
@@ -125,8 +161,8 @@ def finalize_member(model, plan, task, space, device, base_model, distill, steps
     torch.save(model.state_dict(), out.state)
     base_onnx = to_onnx(base_model, example, out.dir / "baseline.onnx", space.parity_atol, space.parity_rtol)
     # paired: the baseline is timed again just before the candidate
-    base_ms = device.measure(base_onnx, out.dir, tag="baseline").measurement.median_ms
-    m = device.measure(onnx, out.dir, tag=tag).measurement
+    base_ms, m, rounds, first_ms = paired_timing(device, base_onnx, onnx, out.dir, tag, expected_ms,
+                                                 expected_base_ms)
     (out.dir / "baseline.onnx").unlink(missing_ok=True)
     return {
         "final_steps": steps, "final_batch_size": space.recovery.final_batch_size,
@@ -134,7 +170,8 @@ def finalize_member(model, plan, task, space, device, base_model, distill, steps
         "eval_samples": len(task.val), "final_accuracy": acc, "final_latency_ms": m.median_ms,
         "final_latency_noisy": m.noisy, "final_latency_p90_ms": m.p90_ms,
         "final_latency_ci_low_ms": m.ci_low_ms, "final_latency_ci_high_ms": m.ci_high_ms,
-        "final_latency_cv": m.cv, "final_latency_runs": m.runs, "baseline_latency_ms": base_ms,
+        "final_latency_cv": m.cv, "final_latency_runs": m.runs, "final_latency_rounds": rounds,
+        "final_latency_first_ms": first_ms, "baseline_latency_ms": base_ms,
         "paired_speedup": base_ms / m.median_ms, "seconds": round(time.perf_counter() - start, 1),
         "precision": precision, "final_float_accuracy": float_acc,
         **({"calibration": quantization.get("calibration"), "calibration_samples":
@@ -171,6 +208,12 @@ def _baseline(result, trial: int):
     return task.model.eval(), task
 
 
+def _figure(row, column: str) -> float | None:
+    """``row[column]`` as a number, or None where it has none."""
+    value = row.get(column) if row is not None else None
+    return None if value is None or pd.isna(value) else float(value)
+
+
 def _finalize_one(result, space, n: int, row, files, device, base_model, task, base_full: float, distill,
                   steps: int, log) -> str | None:
     """Finalize member ``n`` (claimed by this process) into ``files`` (its ``final/``
@@ -188,10 +231,12 @@ def _finalize_one(result, space, n: int, row, files, device, base_model, task, b
     model, _, plan = rebuild_model(result, n, final=False)
     record = result.record(n)
     searched = int(record.finetune_steps or 0) if record is not None else 0
+    expected_base_ms = _figure(result.baseline, "latency_ms")
     try:
         figures = finalize_member(model, plan, task, space, device, base_model, distill, steps, searched,
                                   seed=n + steps, out=files, tag=f"trial {n}",
-                                  calibration_seed=int(result.identity.get("seed", 0)))
+                                  calibration_seed=int(result.identity.get("seed", 0)),
+                                  expected_ms=_figure(row, "latency_ms"), expected_base_ms=expected_base_ms)
     except TrialFailure as exc:
         atomic_write_text(failed, json.dumps({"trial": n, "reason": str(exc), "final_steps": steps}, indent=1))
         log(f"trial {n}: could not be finalized ({exc}); its search-time figures stand, marked. "
@@ -205,9 +250,12 @@ def _finalize_one(result, space, n: int, row, files, device, base_model, task, b
     atomic_write_text(done, json.dumps(figures, indent=1))
     at = "" if figures["precision"] == "float32" else f" at {figures['precision']}"
     fmt = task.metric.fmt
+    rounds = figures["final_latency_rounds"]
+    again = "" if rounds == 1 else (f" (fastest of {rounds} paired timings: the first, {figures['final_latency_first_ms']:.3f} "
+                                    f"ms, or its baseline's, was over {RETIME_OFF:.0%} slower than in the search)")
     log(f"trial {n}{at}: {task.metric.name} {fmt(row['accuracy'])} ({searched} steps, search subset) -> {fmt(acc)} "
         f"(+{figures['final_steps']} steps, all {len(task.val)} validation images); latency {m_ms:.3f} ms, "
-        f"baseline again {base_ms:.3f} ms: {base_ms / m_ms:.2f}x")
+        f"baseline again {base_ms:.3f} ms: {base_ms / m_ms:.2f}x{again}")
     return None
 
 

@@ -66,6 +66,10 @@ from _machine import LoadMonitor, add_load_arguments, append_row, facts, read_ro
 SEARCHES = ("autoprune", "random", "space-no-screen", "screen-old-space")
 ABLATION = ("space-no-screen", "screen-old-space")  # with --ablation; autoprune is "both"
 EARLIER = "autoprune-earlier-default"  # autoprune rows made with an earlier default space (a report label)
+RANDOM_EARLIER = "random-earlier-default"  # random search rows made in an earlier default space (a report label)
+# The arms that search the default space: their rows of an earlier one run again, and the
+# report shows the old rows under these labels in the ablation table
+EARLIER_LABELS = {"autoprune": EARLIER, "random": RANDOM_EARLIER}
 UNTIL_WALL = ("random", "space-no-screen")  # trained trials until autoprune's wall time
 ARMS = ("autoprune", "random", "uniform", "uniform-int8", "tp-global-int8")
 LADDER = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -261,10 +265,12 @@ def finalize_arm(ctx, device, arm: str, cands: pd.DataFrame, root: Path, n: int)
         try:
             f = finalize_member(model, plan, ctx.task, ctx.space.space, device, ctx.task.model, ctx.distill,
                                 rec.final_steps, searched, seed=int(row["trial"]) + rec.final_steps,
-                                out=files.final, tag=f"{arm} {int(row['trial'])}", calibration_seed=ctx.seed)
+                                out=files.final, tag=f"{arm} {int(row['trial'])}", calibration_seed=ctx.seed,
+                                expected_ms=float(row["latency_ms"]), expected_base_ms=float(base["latency_ms"]))
         except TrialFailure as exc:
             f = {"error": str(exc)}
-        out = {"trial": int(row["trial"]), "search_accuracy": row["accuracy"], **f}
+        out = {"trial": int(row["trial"]), "search_accuracy": row["accuracy"], "search_latency_ms": row["latency_ms"],
+               **f}
         append_row(root / f"{arm}.final.jsonl", out)
         done.append(out)
     return pd.DataFrame([d for d in done if "error" not in d])
@@ -342,7 +348,8 @@ def _budget(args) -> float:
 def _current(row: dict, args) -> bool:
     """Whether a row answers this invocation: a search's only at the same budget (rows
     written before the budget was recorded, 2026-12-05, ran at 0.2 ms), and autoprune's
-    only with today's default space (the others are shown as :func:`_earlier_default`)."""
+    and random search's only in today's default space (the others are shown as
+    :func:`_earlier_default`)."""
     return _at_budget(row, args) and not _earlier_default(row)
 
 
@@ -351,8 +358,8 @@ def _at_budget(row: dict, args) -> bool:
 
 
 def _earlier_default(row: dict) -> bool:
-    """An autoprune row made with an earlier default space than today's."""
-    return row["arm"] == "autoprune" and _in_earlier_space(row)
+    """An autoprune or random search row made in an earlier default space than today's."""
+    return row["arm"] in EARLIER_LABELS and _in_earlier_space(row)
 
 
 def _searched_earlier(row: dict) -> bool:
@@ -441,33 +448,36 @@ def report(rows: pd.DataFrame, args, monitor) -> str:
 
 
 def report_rows(done: list[dict], args) -> pd.DataFrame:
-    """The rows a report shows: those that answer this invocation, and autoprune's rows of
-    an earlier default space under the arm ``EARLIER`` (the ablation table's)."""
+    """The rows a report shows: those that answer this invocation, and autoprune's and
+    random search's rows of an earlier default space under their ``EARLIER_LABELS`` (the
+    ablation table's)."""
     return pd.DataFrame([r for r in done if _current(r, args)]
-                        + [{**r, "arm": EARLIER} for r in done if _at_budget(r, args) and _earlier_default(r)])
+                        + [{**r, "arm": EARLIER_LABELS[r["arm"]]} for r in done
+                           if _at_budget(r, args) and _earlier_default(r)])
 
 
 def _earlier_searches(rows: pd.DataFrame) -> str:
-    """Which rows searched an earlier default space than today's: autoprune's (moved to the
-    ablation table) and random search's (kept above)."""
-    def seeds(arm: str, earlier) -> str:
-        return ", ".join(f"{r['task']} seed {r['seed']}" for r in rows[rows["arm"] == arm].to_dict("records")
-                         if earlier(r))
+    """Which rows searched an earlier default space than today's (moved to the ablation
+    table): autoprune's and random search's."""
+    def seeds(label: str) -> str:
+        return ", ".join(f"{r['task']} seed {r['seed']}" for r in rows[rows["arm"] == label].to_dict("records"))
 
-    ours, theirs = seeds(EARLIER, lambda r: True), seeds("random", _searched_earlier)
+    ours, theirs = seeds(EARLIER), seeds(RANDOM_EARLIER)
     return ((f"- autoprune's rows of {ours} were made with the default space before block removal "
              "(`search_spaces/retired/default-2.yaml`): they are in the ablation table, not above.\n" if ours else "")
-            + (f"- Random search of {theirs} searched the default space before block removal, for the wall "
-               "time of autoprune's run in that space.\n" if theirs else ""))
+            + (f"- Random search's rows of {theirs} searched the default space before block removal, for the "
+               "wall time of autoprune's run in that space: they are in the ablation table, not above.\n"
+               if theirs else ""))
 
 
 def _ablation(rows: pd.DataFrame) -> str:
     """The ablation's rows beside autoprune's, seed by seed (``--ablation``)."""
     arms = {EARLIER: "both, before block removal (autoprune: shared ratio and screen; retired/default-2)",
+            RANDOM_EARLIER: "random search before block removal (retired/default-2; to the wall time above)",
             "space-no-screen": "the shared-ratio space alone (no screen; TPE to equal wall time)",
             "screen-old-space": "the screen alone (on the retired per-group space, retired/default-1)",
             "autoprune": "autoprune today (shared ratio, block removal, screen)"}
-    a = rows[rows["arm"].isin(ABLATION + (EARLIER,))]
+    a = rows[rows["arm"].isin(ABLATION + tuple(EARLIER_LABELS.values()))]
     if a.empty:
         return ""
     seeds = set(a["seed"])

@@ -63,9 +63,9 @@ def test_best_speedup_respects_the_accuracy_drop(compare_module):
 
 
 def test_compare_keeps_autoprune_rows_of_an_earlier_default_space_apart(compare_module, tmp_path):
-    """A changed default space runs the autoprune arm again: its earlier rows (those
-    without a recorded space were made with retired/default-2.yaml) leave the main table
-    for the ablation table, and random search rows say which space they searched."""
+    """A changed default space runs the autoprune and random search arms again: their
+    earlier rows (those without a recorded space were made with retired/default-2.yaml)
+    leave the main table for the ablation table, and the report says so."""
     import argparse
 
     from _machine import LoadMonitor
@@ -78,17 +78,23 @@ def test_compare_keeps_autoprune_rows_of_an_earlier_default_space_apart(compare_
     old, rand = {**base, "arm": "autoprune"}, {**base, "arm": "random"}
     new = {**base, "arm": "autoprune", "speedup_0_5": 9.0, "space_hash": c._space_hash()}
     assert c._space_hash() != c._space_hash(c.UNRECORDED_SPACE)
-    assert not c._current(old, args) and c._current(new, args) and c._current(rand, args)
-    assert c._searched_earlier(rand) and not c._searched_earlier({**rand, "space_hash": c._space_hash()})
+    new_rand = {**rand, "speedup_0_5": 7.0, "space_hash": c._space_hash()}
+    assert not c._current(old, args) and c._current(new, args)
+    assert not c._current(rand, args) and c._current(new_rand, args)  # random search runs again too
+    assert c._searched_earlier(rand) and not c._searched_earlier(new_rand)
 
     rows = c.report_rows([old, new, rand], args)
-    assert sorted(rows["arm"]) == sorted([c.EARLIER, "autoprune", "random"])
+    assert sorted(rows["arm"]) == sorted([c.EARLIER, "autoprune", c.RANDOM_EARLIER])
     text = c.report(rows, args, LoadMonitor())
     main, ablation = text.split("## Ablation")
     assert re.search(r"\| autoprune +\| +1 \| .*\| 9\.00 \[9\.00-9\.00\]", main)  # the new row alone
-    assert "Random search of fashion-mnist seed 0 searched the default space before block removal" in main
+    assert "| random " not in main  # its only row searched the space before
+    assert "Random search's rows of fashion-mnist seed 0 searched the default space before block removal" in main
     assert re.search(r"both, before block removal.*\| +5\.00 \|", ablation)
-    assert c.report_rows([old, rand], args)["arm"].tolist() == ["random", c.EARLIER]  # no current autoprune row
+    assert re.search(r"random search before block removal.*\| +5\.00 \|", ablation)
+    rows = c.report_rows([old, new, rand, new_rand], args)
+    assert re.search(r"\| random +\| +1 \| .*\| 7\.00 \[7\.00-7\.00\]", c.report(rows, args, LoadMonitor()))
+    assert c.report_rows([old, rand], args)["arm"].tolist() == [c.EARLIER, c.RANDOM_EARLIER]  # no current row
 
 
 @pytest.mark.slow

@@ -247,3 +247,23 @@ def test_processes_finalizing_one_study_share_its_members_and_take_over_a_dead_o
     final = pd.read_csv(folder / "final.csv")
     # (the unpruned model at INT8 among them is not fine-tuned: 0 steps)
     assert sorted(final["trial"]) == members and set(final["final_steps"]) <= {0, 10}
+
+
+def test_a_final_timing_much_slower_than_the_search_one_is_taken_again(ctx, tmp_path):
+    """Finalize's paired timing: once where its figures agree with the search's (or are
+    faster), again (up to RETIMES more rounds) where the candidate's or the baseline's is
+    over RETIME_OFF slower, keeping each one's fastest round. Real ONNX Runtime timings."""
+    from autoprune.export import to_onnx
+    from autoprune.finalize import RETIMES, paired_timing
+
+    onnx = to_onnx(ctx.task.model.eval(), ctx.task.example_input(1), tmp_path / "m.onnx", 1e-4, 1e-4)
+    base_ms, m, rounds, first = paired_timing(ctx.device, onnx, onnx, tmp_path, "t", pause_s=0)
+    assert rounds == 1 and m.median_ms == first and base_ms > 0  # no search-time figures: once
+    faster = paired_timing(ctx.device, onnx, onnx, tmp_path, "t", expected_ms=m.median_ms * 10,
+                           expected_base_ms=base_ms * 10, pause_s=0)
+    assert faster[2] == 1  # faster than in the search (a harder-tuned build): it stands
+    for expected in ({"expected_ms": m.median_ms / 10}, {"expected_base_ms": base_ms / 10}):
+        base_again, m_again, rounds, first = paired_timing(ctx.device, onnx, onnx, tmp_path, "t", pause_s=0,
+                                                           **expected)
+        assert rounds == 1 + RETIMES  # still slow after every round: all were taken
+        assert m_again.median_ms <= first and base_again > 0  # the fastest round is kept
