@@ -162,12 +162,18 @@ class Distill:
 
     def _kl(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         t = self.temperature
-        # over the class axis (dim 1), so per-pixel outputs (N, C, H, W) distil too
-        return nn.functional.kl_div(
-            nn.functional.log_softmax(student / t, dim=1),
-            nn.functional.log_softmax(teacher / t, dim=1),
-            reduction="none", log_target=True,
-        ).sum(1).mean() * (t * t)
+        return class_kl(student, teacher, t).mean() * (t * t)
+
+
+def class_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) of the softmaxes at ``temperature``, summed over the class
+    axis (dim 1, so per-pixel outputs (N, C, H, W) work too): one value per example (per
+    pixel)."""
+    return nn.functional.kl_div(
+        nn.functional.log_softmax(student / temperature, dim=1),
+        nn.functional.log_softmax(teacher / temperature, dim=1),
+        reduction="none", log_target=True,
+    ).sum(1)
 
 
 def train(model: nn.Module, data: Split, config: TrainConfig, masks: Mapping[str, torch.Tensor] | None = None,

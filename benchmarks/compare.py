@@ -78,6 +78,9 @@ DROPS = (0.5, 1.0)
 BUDGETS = (4, 8, 12)  # the baseline's latency divided by these
 WHOLE_FRONT_MS = 1000.0  # "no budget": far above any candidate of these tasks on x86-ort
 UNRECORDED_SPACE = "retired/default-2.yaml"  # the default space of rows that did not record theirs
+# Finalize times a pair again where a figure is far slower than at search time
+# (autoprune/finalize.py's paired_timing) from this date on; later rows also say so
+RETIMED_SINCE = "2026-12-06 23:21 UTC"
 COLUMNS = ["task", "seed", "arm", "wall_s", "speedup_0_5", "speedup_1", "metric_at_4x", "metric_at_8x",
            "metric_at_12x"]
 
@@ -247,14 +250,18 @@ def members(df: pd.DataFrame, base_acc: float, base_ms: float, n: int, slack: fl
     return pool.loc[list(dict.fromkeys(picks))[:n]]
 
 
-def finalize_arm(ctx, device, arm: str, cands: pd.DataFrame, root: Path, n: int) -> pd.DataFrame:
+def finalize_arm(ctx, device, arm: str, cands: pd.DataFrame, root: Path, n: int, again: bool = False) -> pd.DataFrame:
+    """Finalize an arm's members (each a record of ``<arm>.final.jsonl``, which resumes it).
+    ``again``: members finalized before finalize timed slow pairs again are finalized again
+    (their records stay in the file; a member's last record counts)."""
     from autoprune.results import load_candidate
     from autoprune.finalize import FINAL_SLACK, finalize_member
     from autoprune.trials import TrialFailure, TrialFiles
 
     rec = ctx.space.space.recovery
     base = cands[cands["baseline"].astype(bool)].iloc[0]
-    done = read_rows(root / f"{arm}.final.jsonl")
+    records = [d for d in read_rows(root / f"{arm}.final.jsonl") if not again or "final_latency_rounds" in d]
+    done = list({d["trial"]: d for d in records}.values())
     for _, row in members(cands, base["accuracy"], base["latency_ms"], n, FINAL_SLACK).iterrows():
         if any(d["trial"] == int(row["trial"]) for d in done):
             continue
@@ -295,11 +302,12 @@ def verdict(final: pd.DataFrame, base_final: float) -> dict:
 
 def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, monitor: LoadMonitor) -> None:
     from autoprune.device import Device
+    from autoprune.finalize import RETIMES
 
     first_sample = len(monitor.samples)  # a seed's own load: a report may gather seeds of several sittings
     root = args.results_dir / task / str(seed)
     have = {r["arm"] for r in done if r["task"] == task and r["seed"] == seed
-            and _current(r, args)}
+            and _current(r, args) and not (args.refinalize and not _retimed(r))}
     todo = [arm for arm in ARMS + (ABLATION if args.ablation else ()) if arm not in have
             and (args.arms is None or arm in args.arms)]
     if not todo:
@@ -318,16 +326,19 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
     _, info = device.describe()  # the timing device's CPU and ISA (a board's own, through RPC)
     base_final = ctx.task.metric(ctx.task.model, ctx.task.val)
     for arm, (df, wall) in cands.items():
-        final = finalize_arm(ctx, device, arm, df, root, args.final_members)
+        final = finalize_arm(ctx, device, arm, df, root, args.final_members, again=args.refinalize)
         load = monitor.samples[first_sample:] or [monitor.samples[-1]]
         row = {"task": task, "seed": seed, "arm": arm, "wall_s": round(wall, 1),
                **verdict(final, base_final), "base_final": base_final,
                "finalized": len(final), "candidates": len(df),
                **({"budget_ms": _budget(args)} if arm in SEARCHES else {}),
                **({"space_hash": _space_hash()} if arm in UNTIL_WALL + ("autoprune",) else {}),
+               "final_retimes": RETIMES,
                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **host(info, final),
                "load_median": round(statistics.median(load), 2), "load_max": round(max(load), 2)}
         append_row(rows_path, row)
+        if args.refinalize:
+            _supersede(rows_path, done, row, args)
         done.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
 
@@ -349,8 +360,23 @@ def _current(row: dict, args) -> bool:
     """Whether a row answers this invocation: a search's only at the same budget (rows
     written before the budget was recorded, 2026-12-05, ran at 0.2 ms), and autoprune's
     and random search's only in today's default space (the others are shown as
-    :func:`_earlier_default`)."""
-    return _at_budget(row, args) and not _earlier_default(row)
+    :func:`_earlier_default`); never one finalized again since (``superseded``)."""
+    return _at_budget(row, args) and not _earlier_default(row) and "superseded" not in row
+
+
+def _supersede(rows_path: Path, done: list[dict], row: dict, args) -> None:
+    """Mark the rows that ``row`` (finalized again, ``--refinalize``) replaces: the same
+    task, seed and arm, current, finalized without timing slow pairs again. They stay in
+    the rows file, with the date of the row that replaced them."""
+    import os
+
+    key = (row["task"], row["seed"], row["arm"])
+    for r in done:
+        if (r["task"], r["seed"], r["arm"]) == key and _current(r, args) and not _retimed(r):
+            r["superseded"] = row["date"]
+    tmp = rows_path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in done + [row]))
+    os.replace(tmp, rows_path)
 
 
 def _at_budget(row: dict, args) -> bool:
@@ -442,7 +468,7 @@ def report(rows: pd.DataFrame, args, monitor) -> str:
             + ("no latency budget for the searches (each builds its whole front, as the ladders do); "
                if args.budget_ms is None else f"latency budget {args.budget_ms:g} ms for the searches; ")
             + f"autoprune trains {args.trials} trials; random search runs until its wall time reaches "
-              "autoprune's.\n" + _earlier_searches(rows) + "\n"
+              "autoprune's.\n" + _earlier_searches(rows) + _retiming(rows) + "\n"
             + "\n".join(parts) + _ablation(rows)
             + f"\n- This invocation (seeds already in the rows do not run again): {monitor.summary()}\n")
 
@@ -468,6 +494,28 @@ def _earlier_searches(rows: pd.DataFrame) -> str:
             + (f"- Random search's rows of {theirs} searched the default space before block removal, for the "
                "wall time of autoprune's run in that space: they are in the ablation table, not above.\n"
                if theirs else ""))
+
+
+def _retimed(row: dict) -> bool:
+    """Whether a row's finalize could time a spell-slowed pair again: it says (``final_retimes``),
+    or it was written after ``RETIMED_SINCE``."""
+    said = row.get("final_retimes")
+    if isinstance(said, (int, float)) and not math.isnan(said):
+        return said > 0
+    date = row.get("date")
+    return isinstance(date, str) and date >= RETIMED_SINCE
+
+
+def _retiming(rows: pd.DataFrame) -> str:
+    """Which rows' finalize timed spell-slowed pairs again: a line, or none if no row did."""
+    had = rows[[_retimed(r) for r in rows.to_dict("records")]] if not rows.empty else rows
+    if had.empty:
+        return ""
+    which = "; ".join(f"{arm} on {task} seed{'s' if len(g) > 1 else ''} {', '.join(str(x) for x in sorted(g['seed']))}"
+                      for (task, arm), g in had.groupby(["task", "arm"], sort=False))
+    return ("- Finalize times a member and its baseline again where either is over 15% slower than at search "
+            f"time, keeping each one's fastest round (since {RETIMED_SINCE}): {which}. The other rows took one "
+            "paired timing per member, so a slow spell of the host could cost a member up to 1.5x there.\n")
 
 
 def _ablation(rows: pd.DataFrame) -> str:
@@ -508,9 +556,15 @@ def main() -> None:
                         help="also the screen alone (retired space) and the new space alone (no screen)")
     parser.add_argument("--arms", type=lambda v: v.split(","), default=None,
                         help="run only these arms (comma-separated; a sitting too short for a whole seed)")
+    parser.add_argument("--refinalize", action="store_true",
+                        help="finalize again the --arms' rows finalized before slow pairs were timed again "
+                             f"({RETIMED_SINCE}), from their searches (not run again) or recipes; the old rows "
+                             "stay in the rows file, marked superseded")
     parser.add_argument("--quick", action="store_true", help="smoke run: digits, one seed, short ladders")
     add_load_arguments(parser)
     args = parser.parse_args()
+    if args.refinalize and not args.arms:
+        parser.error("--refinalize finalizes named arms again: add --arms (e.g. --arms autoprune)")
     if args.arms and (unknown := set(args.arms) - set(ARMS + ABLATION)):
         parser.error(f"unknown arm(s) {', '.join(sorted(unknown))}; arms: {', '.join(ARMS + ABLATION)}")
     global LADDER, TP_RATIOS

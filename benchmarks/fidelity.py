@@ -98,9 +98,8 @@ def teacher_kl(ctx, model, samples: int) -> float:
     over the class axis), first outputs only, at temperature 1, over the first ``samples``
     validation examples: higher is better, as a metric."""
     import torch
-    from torch.nn import functional as F
 
-    from autoprune.recover import flat
+    from autoprune.recover import class_kl, flat
 
     total, n = 0.0, 0
     model.eval()
@@ -110,7 +109,7 @@ def teacher_kl(ctx, model, samples: int) -> float:
             if key not in _TEACHER:  # the same images for every candidate: the teacher runs once
                 _TEACHER[key] = flat(ctx.task.model.eval()(x))[0]
             s, t = flat(model(x))[0], _TEACHER[key]
-            kl = F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="none", log_target=True).sum(1)
+            kl = class_kl(s, t)
             total += float(kl.sum()) / (kl.numel() / len(x))
             n += len(x)
     return -total / n

@@ -92,8 +92,12 @@ def test_compare_keeps_autoprune_rows_of_an_earlier_default_space_apart(compare_
     assert "Random search's rows of fashion-mnist seed 0 searched the default space before block removal" in main
     assert re.search(r"both, before block removal.*\| +5\.00 \|", ablation)
     assert re.search(r"random search before block removal.*\| +5\.00 \|", ablation)
-    rows = c.report_rows([old, new, rand, new_rand], args)
-    assert re.search(r"\| random +\| +1 \| .*\| 7\.00 \[7\.00-7\.00\]", c.report(rows, args, LoadMonitor()))
+    assert "Finalize times a member" not in text  # none of these rows' finalize re-timed a slow pair
+    rows = c.report_rows([old, new, rand, {**new_rand, "final_retimes": 2}], args)
+    text = c.report(rows, args, LoadMonitor())
+    assert re.search(r"\| random +\| +1 \| .*\| 7\.00 \[7\.00-7\.00\]", text)
+    assert re.search(r"again where either is over 15% slower .*: random on fashion-mnist seed 0\. The other", text)
+    assert c._retimed({"date": "2026-12-07 01:00 UTC"}) and not c._retimed({"date": "2026-12-06 20:26 UTC"})
     assert c.report_rows([old, rand], args)["arm"].tolist() == [c.EARLIER, c.RANDOM_EARLIER]  # no current row
 
 
@@ -115,6 +119,23 @@ def test_compare_quick_runs_every_arm_finalizes_and_resumes(tmp_path):
     assert "the baseline's final latency" in out.read_text()
     run_script(*args, timeout=600)
     assert len(rows.read_text().splitlines()) == 5
+    # autoprune's row as if finalized before slow pairs were timed again: --refinalize
+    # finalizes its members again from its search (not run again) and supersedes the row
+    older = [{k: v for k, v in r.items() if k != "final_retimes"} | ({"date": "2026-12-06 20:00 UTC"}
+             if r["arm"] == "autoprune" else {}) for r in recorded]
+    rows.write_text("".join(json.dumps(r) + "\n" for r in older))
+    finals = tmp_path / "runs" / "digits" / "0" / "autoprune.final.jsonl"
+    members = [json.loads(line) for line in finals.read_text().splitlines()]
+    finals.write_text("".join(json.dumps({k: v for k, v in m.items() if k != "final_latency_rounds"}) + "\n"
+                              for m in members))
+    run_script(*args, "--refinalize", "--arms", "autoprune", timeout=600)
+    after = [json.loads(line) for line in rows.read_text().splitlines()]
+    ours = [r for r in after if r["arm"] == "autoprune"]
+    assert len(after) == 6 and len(ours) == 2 and "superseded" in ours[0] and ours[1]["final_retimes"] >= 1
+    assert ours[1]["wall_s"] == pytest.approx(ours[0]["wall_s"], abs=30)  # its search did not run again
+    again = [json.loads(line) for line in finals.read_text().splitlines()]
+    assert len(again) == 2 * len(members) and all("final_latency_rounds" in m for m in again[len(members):])
+    assert (pd.read_csv(out.with_suffix(".csv"))["arm"] == "autoprune").sum() == 1  # the new row alone
 
 
 def test_roofline_gemm_quick(tmp_path):
