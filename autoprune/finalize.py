@@ -33,10 +33,11 @@ from autoprune.errors import ExportError, StudyError
 
 POLL_S = 2.0  # how often a process waiting for members that others finalize looks again
 FINAL_SLACK = 3.0  # accuracy points a search-time figure may be below the pick's allowance and still be finalized
-# A final timing this far (relative) from the search's figure for the same architecture is
-# taken again: on this 2-core machine, slow spells lasting seconds timed small INT8 members
-# 1.5x slower than their search figure (4 of 13 finalized in the 2026-12-06 compare and demo,
-# while the same files timed alike later) and the baseline up to 1.1x.
+# A final timing this much (relative) slower than the search's figure for the same
+# architecture is taken again: on this 2-core machine, slow spells lasting seconds timed
+# small INT8 members 1.5x slower than their search figure (4 of 13 finalized in the
+# 2026-12-06 compare and demo, while the same files timed alike later) and the baseline
+# up to 1.1x.
 RETIME_OFF = 0.15
 RETIMES = 2  # rounds of the paired timing after the first, at most
 RETIME_PAUSE_S = 5.0  # between rounds: a spell lasts seconds
@@ -251,8 +252,9 @@ def _finalize_one(result, space, n: int, row, files, device, base_model, task, b
     at = "" if figures["precision"] == "float32" else f" at {figures['precision']}"
     fmt = task.metric.fmt
     rounds = figures["final_latency_rounds"]
-    again = "" if rounds == 1 else (f" (fastest of {rounds} paired timings: the first, {figures['final_latency_first_ms']:.3f} "
-                                    f"ms, or its baseline's, was over {RETIME_OFF:.0%} slower than in the search)")
+    first = figures["final_latency_first_ms"]
+    again = "" if rounds == 1 else (f" (fastest of {rounds} paired timings: the first, {first:.3f} ms, or its "
+                                    f"baseline's, was over {RETIME_OFF:.0%} slower than in the search)")
     log(f"trial {n}{at}: {task.metric.name} {fmt(row['accuracy'])} ({searched} steps, search subset) -> {fmt(acc)} "
         f"(+{figures['final_steps']} steps, all {len(task.val)} validation images); latency {m_ms:.3f} ms, "
         f"baseline again {base_ms:.3f} ms: {base_ms / m_ms:.2f}x{again}")

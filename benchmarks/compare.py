@@ -508,13 +508,15 @@ def _retimed(row: dict) -> bool:
 
 def _retiming(rows: pd.DataFrame) -> str:
     """Which rows' finalize timed spell-slowed pairs again: a line, or none if no row did."""
+    from autoprune.finalize import RETIME_OFF
+
     had = rows[[_retimed(r) for r in rows.to_dict("records")]] if not rows.empty else rows
     if had.empty:
         return ""
     which = "; ".join(f"{arm} on {task} seed{'s' if len(g) > 1 else ''} {', '.join(str(x) for x in sorted(g['seed']))}"
                       for (task, arm), g in had.groupby(["task", "arm"], sort=False))
-    return ("- Finalize times a member and its baseline again where either is over 15% slower than at search "
-            f"time, keeping each one's fastest round (since {RETIMED_SINCE}): {which}. The other rows took one "
+    return (f"- Finalize times a member and its baseline again where either is over {RETIME_OFF:.0%} slower than "
+            f"at search time, keeping each one's fastest round (since {RETIMED_SINCE}): {which}. The other rows took one "
             "paired timing per member, so a slow spell of the host could cost a member up to 1.5x there.\n")
 
 
