@@ -336,9 +336,10 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
                "final_retimes": RETIMES,
                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **host(info, final),
                "load_median": round(statistics.median(load), 2), "load_max": round(max(load), 2)}
-        append_row(rows_path, row)
-        if args.refinalize:
+        if args.refinalize:  # the rows file is written again whole, with the rows it replaces marked
             _supersede(rows_path, done, row, args)
+        else:
+            append_row(rows_path, row)
         done.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
 
@@ -365,18 +366,16 @@ def _current(row: dict, args) -> bool:
 
 
 def _supersede(rows_path: Path, done: list[dict], row: dict, args) -> None:
-    """Mark the rows that ``row`` (finalized again, ``--refinalize``) replaces: the same
-    task, seed and arm, current, finalized without timing slow pairs again. They stay in
-    the rows file, with the date of the row that replaced them."""
-    import os
+    """Add ``row`` (finalized again, ``--refinalize``) to the rows file and mark the rows it
+    replaces: the same task, seed and arm, current, finalized without timing slow pairs
+    again. They stay in the file, with the date of the row that replaced them."""
+    from autoprune._config import atomic_write_text
 
     key = (row["task"], row["seed"], row["arm"])
     for r in done:
         if (r["task"], r["seed"], r["arm"]) == key and _current(r, args) and not _retimed(r):
             r["superseded"] = row["date"]
-    tmp = rows_path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in done + [row]))
-    os.replace(tmp, rows_path)
+    atomic_write_text(rows_path, "".join(json.dumps(r, default=float) + "\n" for r in done + [row]))
 
 
 def _at_budget(row: dict, args) -> bool:
@@ -516,8 +515,8 @@ def _retiming(rows: pd.DataFrame) -> str:
     which = "; ".join(f"{arm} on {task} seed{'s' if len(g) > 1 else ''} {', '.join(str(x) for x in sorted(g['seed']))}"
                       for (task, arm), g in had.groupby(["task", "arm"], sort=False))
     return (f"- Finalize times a member and its baseline again where either is over {RETIME_OFF:.0%} slower than "
-            f"at search time, keeping each one's fastest round (since {RETIMED_SINCE}): {which}. The other rows took one "
-            "paired timing per member, so a slow spell of the host could cost a member up to 1.5x there.\n")
+            f"at search time, keeping each one's fastest round (since {RETIMED_SINCE}): {which}. The other rows "
+            "took one paired timing per member, so a slow spell of the host could cost a member up to 1.5x there.\n")
 
 
 def _ablation(rows: pd.DataFrame) -> str:
