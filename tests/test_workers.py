@@ -161,45 +161,35 @@ def test_the_documented_url_works_and_its_password_is_never_written(postgres_url
     assert front.returncode == 0, front.stderr[-2000:]
 
 
-def test_two_workers_share_one_screen_and_train_its_choice_once(postgres_url, tmp_path):
-    """The screen's plans are shared out like trials: the study holds each screened plan
-    once, the choice is made once, and every chosen plan is trained once."""
-    profile = tmp_path / "quick.yaml"
-    profile.write_text(QUICK_PROFILE)
-    primary = _cli("search", "--no-finalize", "--task", "digits", "--device", str(profile), "--latency-budget-ms",
-                   "1.0", "--trials", "5", "--screen-plans", "16", "--storage", postgres_url, "--study", "screened",
-                   "--results-dir", str(tmp_path))
-    _wait_for_study(postgres_url, "screened")
-    _finish([primary, _cli("worker", "--storage", postgres_url, "--study", "screened", "--results-dir", str(tmp_path))])
-    study = optuna.load_study(study_name="screened", storage=postgres_url)
-    trials = study.get_trials()
-    screened = [t for t in trials if t.user_attrs.get("screen")]
-    trained = [t for t in trials if not t.user_attrs.get("screen")]
-    assert len(screened) == 16 and all(t.state == optuna.trial.TrialState.PRUNED for t in screened)
-    assert len(trained) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trained)
-    chosen = study.user_attrs["autoprune.screen_selected"]
-    assert sorted(t.user_attrs["screened_from"] for t in trained if "screened_from" in t.user_attrs) == sorted(chosen)
+def test_a_search_and_its_worker_share_one_screen_and_finalize_each_member_once(postgres_url, tmp_path):
+    """Two processes, one study, every shared stage (one search here: each costs minutes).
 
-
-def test_a_search_and_its_worker_finalize_each_member_once_from_their_own_folders(postgres_url, tmp_path):
-    """Issue 26.2: every process finalizes when the trials are done. Members are claimed
-    through the storage, so each is finalized once, by a process holding its trial files;
-    every process ends with the whole final table (figures from the storage), and export
-    from a folder without a member's final files says where they are."""
+    The screen's plans are shared out like trials: the study holds each screened plan
+    once, the choice is made once, and every chosen plan is trained once. Issue 26.2:
+    every process finalizes when the trials are done. Members are claimed through the
+    storage, so each is finalized once, by a process holding its trial files; every
+    process ends with the whole final table (figures from the storage), and export from
+    a folder without a member's final files says where they are."""
     import pandas as pd
 
     profile = tmp_path / "quick.yaml"
     profile.write_text(QUICK_PROFILE)
     folders = [tmp_path / "a", tmp_path / "b"]
     primary = _cli("search", "--task", "digits", "--device", str(profile), "--latency-budget-ms", "1.0",
-                   "--trials", "8", "--final-members", "3", "--storage", postgres_url, "--study", "fin",
-                   "--results-dir", str(folders[0]))
+                   "--trials", "5", "--screen-plans", "16", "--final-members", "3", "--storage", postgres_url,
+                   "--study", "fin", "--results-dir", str(folders[0]))
     _wait_for_study(postgres_url, "fin")
     worker = _cli("worker", "--storage", postgres_url, "--study", "fin", "--results-dir", str(folders[1]))
     for p in (primary, worker):
         out, err = p.communicate(timeout=900)
         assert p.returncode == 0, err[-3000:]
     study = optuna.load_study(study_name="fin", storage=postgres_url)
+    screened = [t for t in study.trials if t.user_attrs.get("screen")]
+    trained = [t for t in study.trials if not t.user_attrs.get("screen")]
+    assert len(screened) == 16 and all(t.state == optuna.trial.TrialState.PRUNED for t in screened)
+    assert len(trained) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trained)
+    chosen = study.user_attrs["autoprune.screen_selected"]
+    assert sorted(t.user_attrs["screened_from"] for t in trained if "screened_from" in t.user_attrs) == sorted(chosen)
     states = {int(k.split(":")[1]): v for k, v in study.user_attrs.items() if k.startswith("autoprune_final:")}
     assert 1 <= len(states) <= 3 and all(v["state"] == "done" for v in states.values()), states
     owners = {p.pid: folder for p, folder in zip((primary, worker), folders)}
