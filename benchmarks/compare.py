@@ -61,7 +61,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import LoadMonitor, add_load_arguments, append_row, facts, read_rows  # noqa: E402
+from _machine import LoadMonitor, add_load_arguments, append_row, command, facts, read_rows  # noqa: E402
 
 SEARCHES = ("autoprune", "random", "space-no-screen", "screen-old-space")
 ABLATION = ("space-no-screen", "screen-old-space")  # with --ablation; autoprune is "both"
@@ -111,6 +111,8 @@ def search_arm(args, task: str, seed: int, arm: str, root: Path, wall_limit: flo
 
     until_wall = arm in UNTIL_WALL
     space = _screened_retired_space(root) if arm == "screen-old-space" else "default"
+    if space == "default":
+        _refuse_an_earlier_space(root / arm)
     config = SearchConfig(task=task, device=args.device, latency_budget_ms=_budget(args),
                           n_trials=10_000 if until_wall else args.trials, study_name=arm, results_dir=str(root),
                           seed=seed, sampler="random" if arm == "random" else "tpe", warm_start=arm != "random",
@@ -147,6 +149,19 @@ def search_arm(args, task: str, seed: int, arm: str, root: Path, wall_limit: flo
     df = df[df["state"] == "COMPLETE"].copy()
     df["dir"] = str(session.study_dir)
     return df, spent
+
+
+def _refuse_an_earlier_space(study_dir: Path) -> None:
+    """A study folder searched in an earlier default space would resume in the space it
+    recorded (studies keep theirs), and its row would then pass for today's space."""
+    config = study_dir / "config.json"
+    if not config.is_file():
+        return
+    identity = json.loads(config.read_text())
+    recorded = identity.get("space_hash")
+    if not _alike_on(identity["task"], str(recorded), identity.get("screen_plans")):
+        raise SystemExit(f"{study_dir} was searched in an earlier default space (its space hash "
+                         f"{str(recorded)[:12]}): move it aside to run this arm in today's space")
 
 
 def _screened_retired_space(root: Path) -> Path:
@@ -334,7 +349,8 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
                **({"budget_ms": _budget(args)} if arm in SEARCHES else {}),
                **({"space_hash": _space_hash()} if arm in UNTIL_WALL + ("autoprune",) else {}),
                "final_retimes": RETIMES,
-               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **host(info, final),
+               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command(),
+               **host(info, final),
                "load_median": round(statistics.median(load), 2), "load_max": round(max(load), 2)}
         if args.refinalize:  # the rows file is written again whole, with the rows it replaces marked
             _supersede(rows_path, done, row, args)
@@ -393,11 +409,40 @@ def _searched_earlier(row: dict) -> bool:
 
 
 def _in_earlier_space(row: dict) -> bool:
-    """Whether a search row's space is not today's default: its recorded ``space_hash``,
-    or, for rows written before it was recorded (2026-12-06), the space then shipped
-    (``search_spaces/retired/default-2.yaml``: no block removal)."""
+    """Whether a search row searched otherwise than today's default space would on its
+    task: its recorded ``space_hash``, or, for rows written before it was recorded
+    (2026-12-06), the space then shipped (``search_spaces/retired/default-2.yaml``: no
+    block removal); see :func:`_alike_on`."""
     recorded = row.get("space_hash")  # (NaN in a frame's rows that lack it)
-    return (recorded if isinstance(recorded, str) else _space_hash(UNRECORDED_SPACE)) != _space_hash()
+    return not _alike_on(row["task"], recorded if isinstance(recorded, str) else _space_hash(UNRECORDED_SPACE))
+
+
+@functools.cache
+def _alike_on(task: str, recorded: str, screen_plans: int | None = None) -> bool:
+    """Whether a default space of hash ``recorded`` (a study's: with its ``screen_plans``)
+    searches ``task`` as today's does: the same space, or one that differs from it only
+    in block removal (``depth``) on a model with no residual block to remove.
+    fashion-mnist-seg's U-Net has none: its seed 0 searched again in today's space
+    (2026-12-07) screened and trained the same plans to the same final mIoU as in
+    ``retired/default-2``; only their timings differed."""
+    import dataclasses
+
+    from autoprune.pruning import find_blocks
+    from autoprune.space import load_space, spaces_dir
+    from autoprune.tasks import load_task
+
+    def as_run(space):
+        return space if screen_plans is None else space.with_screen_plans(screen_plans)
+
+    today = as_run(load_space("default"))
+    if recorded == today.hash:
+        return True
+    earlier = next((old for path in sorted((spaces_dir() / "retired").glob("default-*.yaml"))
+                    if (old := as_run(load_space(path))).hash == recorded), None)
+    if earlier is None or dataclasses.replace(earlier, depth=today.depth, description="") != dataclasses.replace(
+            today, description=""):
+        return False
+    return not any(today.depth.matches(b) for b in find_blocks(load_task(task).model))
 
 
 @functools.cache
@@ -409,7 +454,7 @@ def _space_hash(path: str | None = None) -> str:
 
 
 def _wall(args, done: list[dict], task: str, seed: int, arm: str) -> float | None:
-    return next((r["wall_s"] for r in done if (r["task"], r["seed"], r["arm"]) == (task, seed, arm)
+    return next((r["wall_s"] for r in reversed(done) if (r["task"], r["seed"], r["arm"]) == (task, seed, arm)
                  and _current(r, args)), None)
 
 
@@ -467,16 +512,50 @@ def report(rows: pd.DataFrame, args, monitor) -> str:
             + ("no latency budget for the searches (each builds its whole front, as the ladders do); "
                if args.budget_ms is None else f"latency budget {args.budget_ms:g} ms for the searches; ")
             + f"autoprune trains {args.trials} trials; random search runs until its wall time reaches "
-              "autoprune's.\n" + _earlier_searches(rows) + _retiming(rows) + "\n"
-            + "\n".join(parts) + _ablation(rows)
+              "autoprune's.\n" + _earlier_searches(rows) + _alike_searches(rows) + _retiming(rows) + "\n"
+            + "\n".join(parts) + _commands(rows) + _ablation(rows)
             + f"\n- This invocation (seeds already in the rows do not run again): {monitor.summary()}\n")
+
+
+def _commands(rows: pd.DataFrame) -> str:
+    """The command that made each row: the report's header names only the invocation that
+    wrote it last, and a report gathers sittings of several (rows before 2026-12-07 did
+    not record theirs: the notes of their sittings have them)."""
+    made = rows.get("command", pd.Series(index=rows.index, dtype=object))
+    recorded = made.map(lambda c: isinstance(c, str))
+    lines = []
+    for cmd, r in rows[recorded].groupby(made[recorded], sort=False):
+        which = "; ".join(f"{task} seed {seed}: {', '.join(g['arm'])}"
+                          for (task, seed), g in r.groupby(["task", "seed"]))
+        lines.append(f"- {which}: `{cmd}`")
+    if not recorded.all():
+        lines.append("- every other row: made before rows recorded their command (2026-12-07); the note of its "
+                     "sitting names it")
+    return "\nThe commands that made the rows:\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+
+def _alike_searches(rows: pd.DataFrame) -> str:
+    """Which current search rows an earlier default space made (:func:`_alike_on`)."""
+    recorded = rows.get("space_hash", pd.Series(index=rows.index, dtype=object))
+    old = rows[rows["arm"].isin(tuple(EARLIER_LABELS)) & (recorded != _space_hash())]
+    if old.empty:
+        return ""
+    which = "; ".join(f"{task} seed {seed} ({', '.join(g['arm'])})"
+                      for (task, seed), g in old.groupby(["task", "seed"]))
+    return (f"- Search rows made with the default space before block removal that stand for today's: {which}. "
+            "Their task's model has no residual block to remove, so that space searches it as today's does.\n")
 
 
 def report_rows(done: list[dict], args) -> pd.DataFrame:
     """The rows a report shows: those that answer this invocation, and autoprune's and
     random search's rows of an earlier default space under their ``EARLIER_LABELS`` (the
     ablation table's)."""
-    return pd.DataFrame([r for r in done if _current(r, args)]
+    current, seen = [], set()
+    for r in reversed(done):  # a task that an earlier space searched alike can have a row of each: the later counts
+        if _current(r, args) and (key := (r["task"], r["seed"], r["arm"])) not in seen:
+            seen.add(key)
+            current.insert(0, r)
+    return pd.DataFrame(current
                         + [{**r, "arm": EARLIER_LABELS[r["arm"]]} for r in done
                            if _at_budget(r, args) and _earlier_default(r)])
 

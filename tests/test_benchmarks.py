@@ -76,7 +76,8 @@ def test_compare_keeps_autoprune_rows_of_an_earlier_default_space_apart(compare_
     base = {"task": "fashion-mnist", "seed": 0, "wall_s": 100.0, "speedup_0_5": 5.0, "speedup_1": 6.0,
             "metric_at_4x": 92.0, "metric_at_8x": None, "metric_at_12x": None, "budget_ms": 1000.0}
     old, rand = {**base, "arm": "autoprune"}, {**base, "arm": "random"}
-    new = {**base, "arm": "autoprune", "speedup_0_5": 9.0, "space_hash": c._space_hash()}
+    new = {**base, "arm": "autoprune", "speedup_0_5": 9.0, "space_hash": c._space_hash(),
+           "command": ".venv/bin/python benchmarks/compare.py --seeds 0"}
     assert c._space_hash() != c._space_hash(c.UNRECORDED_SPACE)
     new_rand = {**rand, "speedup_0_5": 7.0, "space_hash": c._space_hash()}
     assert not c._current(old, args) and c._current(new, args)
@@ -92,6 +93,8 @@ def test_compare_keeps_autoprune_rows_of_an_earlier_default_space_apart(compare_
     assert "Random search's rows of fashion-mnist seed 0 searched the default space before block removal" in main
     assert re.search(r"both, before block removal.*\| +5\.00 \|", ablation)
     assert re.search(r"random search before block removal.*\| +5\.00 \|", ablation)
+    assert "- fashion-mnist seed 0: autoprune: `.venv/bin/python benchmarks/compare.py --seeds 0`" in main
+    assert "- every other row: made before rows recorded their command" in main
     assert "Finalize times a member" not in text  # none of these rows' finalize re-timed a slow pair
     rows = c.report_rows([old, new, rand, {**new_rand, "final_retimes": 2}], args)
     text = c.report(rows, args, LoadMonitor())
@@ -99,6 +102,53 @@ def test_compare_keeps_autoprune_rows_of_an_earlier_default_space_apart(compare_
     assert re.search(r"again where either is over 15% slower .*: random on fashion-mnist seed 0\. The other", text)
     assert c._retimed({"date": "2026-12-07 01:00 UTC"}) and not c._retimed({"date": "2026-12-06 20:26 UTC"})
     assert c.report_rows([old, rand], args)["arm"].tolist() == [c.EARLIER, c.RANDOM_EARLIER]  # no current row
+
+
+def test_a_task_without_residual_blocks_searches_the_space_before_block_removal_alike(compare_module, tmp_path):
+    """The default space before block removal differs from today's only there, so on the
+    segmentation task's U-Net (no residual block) its rows stand for today's; on the
+    reference task's ResNet (blocks) they do not, nor do rows of an older space. Where a
+    task has a row of each, the later one counts."""
+    import argparse
+
+    c = compare_module
+    before = c._space_hash(c.UNRECORDED_SPACE)
+    assert c._alike_on("fashion-mnist-seg", before) and not c._alike_on("fashion-mnist", before)
+    assert not c._alike_on("fashion-mnist-seg", c._space_hash("retired/default-1.yaml"))  # a per-group space
+    assert c._alike_on("fashion-mnist", c._space_hash())
+    args = argparse.Namespace(budget_ms=None)
+    base = {"seed": 0, "wall_s": 100.0, "speedup_0_5": 5.0, "budget_ms": 1000.0}
+    old = {**base, "task": "fashion-mnist-seg", "arm": "random"}  # no space recorded: retired/default-2
+    assert c._current(old, args) and not c._current({**old, "task": "fashion-mnist"}, args)
+    new = {**old, "arm": "autoprune", "speedup_0_5": 7.0, "space_hash": c._space_hash()}
+    rows = c.report_rows([{**old, "arm": "autoprune"}, old, new], args)
+    assert sorted(zip(rows["arm"], rows["speedup_0_5"])) == [("autoprune", 7.0), ("random", 5.0)]
+    assert "stand for today's: fashion-mnist-seg seed 0 (random)." in c._alike_searches(rows)
+    assert c._wall(args, [{**old, "arm": "autoprune"}, {**new, "wall_s": 120.0}], "fashion-mnist-seg", 0,
+                   "autoprune") == 120.0
+
+
+def test_compare_refuses_to_resume_a_study_folder_of_an_earlier_default_space(compare_module, tmp_path):
+    """Studies resume in the space they recorded, so a left-over folder of an earlier
+    default space would pass its old search off as today's: compare stops and says so,
+    and leaves the folder as it was."""
+    c = compare_module
+    study = tmp_path / "random"
+    study.mkdir()
+    config = {"schema": "autoprune.study/1", "study": "random", "task": "fashion-mnist", "space": "default",
+              "space_hash": c._space_hash(c.UNRECORDED_SPACE)}
+    (study / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit, match=r"random was searched in an earlier default space .*move it aside"):
+        c._refuse_an_earlier_space(study)
+    assert json.loads((study / "config.json").read_text()) == config
+    (study / "config.json").write_text(json.dumps({**config, "space_hash": c._space_hash()}))
+    c._refuse_an_earlier_space(study)  # today's space: resumes
+    from autoprune.space import load_space
+
+    no_screen = load_space("default").with_screen_plans(0).hash  # random search's study: its own screen_plans
+    (study / "config.json").write_text(json.dumps({**config, "space_hash": no_screen, "screen_plans": 0}))
+    c._refuse_an_earlier_space(study)
+    c._refuse_an_earlier_space(tmp_path / "autoprune")  # no folder yet: a fresh study
 
 
 @pytest.mark.slow
