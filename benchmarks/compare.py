@@ -423,8 +423,8 @@ def _alike_on(task: str, recorded: str, screen_plans: int | None = None) -> bool
     searches ``task`` as today's does: the same space, or one that differs from it only
     in block removal (``depth``) on a model with no residual block to remove.
     fashion-mnist-seg's U-Net has none: its seed 0 searched again in today's space
-    (2026-12-07) screened and trained the same plans to the same final mIoU as in
-    ``retired/default-2``; only their timings differed."""
+    (2026-12-07) finalized members of the same final mIoU at both budgets, to every
+    digit, as in ``retired/default-2``; only their timings differed."""
     import dataclasses
 
     from autoprune.pruning import find_blocks
