@@ -109,6 +109,10 @@ def search_arm(args, task: str, seed: int, arm: str, root: Path, wall_limit: flo
     from autoprune import results, storage
     from autoprune.search_loop import SearchConfig, open_session
 
+    if args.refinalize and not (root / arm / "config.json").is_file():
+        raise SystemExit(f"--refinalize finalizes {arm}'s search of {task} seed {seed} again from its study, and "
+                         f"{root / arm} has none (moved or deleted?): restore it, or leave out --refinalize to "
+                         "search again")
     until_wall = arm in UNTIL_WALL
     space = _screened_retired_space(root) if arm == "screen-old-space" else "default"
     if space == "default":

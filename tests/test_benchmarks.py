@@ -149,6 +149,11 @@ def test_compare_refuses_to_resume_a_study_folder_of_an_earlier_default_space(co
     (study / "config.json").write_text(json.dumps({**config, "space_hash": no_screen, "screen_plans": 0}))
     c._refuse_an_earlier_space(study)
     c._refuse_an_earlier_space(tmp_path / "autoprune")  # no folder yet: a fresh study
+    import argparse
+
+    with pytest.raises(SystemExit, match=r"--refinalize finalizes autoprune's search of fashion-mnist seed 0 again "
+                                         r"from its study, and .*autoprune has none"):  # not a new search
+        c.search_arm(argparse.Namespace(refinalize=True), "fashion-mnist", 0, "autoprune", tmp_path, None)
 
 
 @pytest.mark.slow
