@@ -132,6 +132,10 @@ def test_compare_refuses_to_resume_a_study_folder_of_an_earlier_default_space(co
     """Studies resume in the space they recorded, so a left-over folder of an earlier
     default space would pass its old search off as today's: compare stops and says so,
     and leaves the folder as it was."""
+    import argparse
+
+    from autoprune.space import load_space
+
     c = compare_module
     study = tmp_path / "random"
     study.mkdir()
@@ -143,14 +147,10 @@ def test_compare_refuses_to_resume_a_study_folder_of_an_earlier_default_space(co
     assert json.loads((study / "config.json").read_text()) == config
     (study / "config.json").write_text(json.dumps({**config, "space_hash": c._space_hash()}))
     c._refuse_an_earlier_space(study)  # today's space: resumes
-    from autoprune.space import load_space
-
     no_screen = load_space("default").with_screen_plans(0).hash  # random search's study: its own screen_plans
     (study / "config.json").write_text(json.dumps({**config, "space_hash": no_screen, "screen_plans": 0}))
     c._refuse_an_earlier_space(study)
     c._refuse_an_earlier_space(tmp_path / "autoprune")  # no folder yet: a fresh study
-    import argparse
-
     with pytest.raises(SystemExit, match=r"--refinalize finalizes autoprune's search of fashion-mnist seed 0 again "
                                          r"from its study, and .*autoprune has none"):  # not a new search
         c.search_arm(argparse.Namespace(refinalize=True), "fashion-mnist", 0, "autoprune", tmp_path, None)
