@@ -598,8 +598,9 @@ def available_spaces() -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
 
 
-def retired_space(name: str, space_hash: str) -> SearchSpace | None:
-    """The earlier version of the named space whose hash a study recorded, if shipped.
+def retired_space(name: str, space_hash: str, screen_plans: int | None = None) -> SearchSpace | None:
+    """The earlier version of the named space whose hash a study recorded, if shipped
+    (with ``screen_plans``: the version that, screening that many plans, has that hash).
 
     A shipped space that changes keeps its old version in ``search_spaces/retired/``
     (``<name>-<n>.yaml``, ``name:`` set to the name studies recorded), so a study made
@@ -607,6 +608,8 @@ def retired_space(name: str, space_hash: str) -> SearchSpace | None:
     """
     for path in sorted((spaces_dir() / "retired").glob(f"{name}-*.yaml")):
         old = load_named(SearchSpace, path, {}, "search space")
+        if screen_plans is not None:
+            old = old.with_screen_plans(screen_plans)
         if old.name == name and old.hash == space_hash:
             return old
     return None

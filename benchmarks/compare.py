@@ -432,17 +432,15 @@ def _alike_on(task: str, recorded: str, screen_plans: int | None = None) -> bool
     import dataclasses
 
     from autoprune.pruning import find_blocks
-    from autoprune.space import load_space, spaces_dir
+    from autoprune.space import load_space, retired_space
     from autoprune.tasks import load_task
 
-    def as_run(space):
-        return space if screen_plans is None else space.with_screen_plans(screen_plans)
-
-    today = as_run(load_space("default"))
+    today = load_space("default")
+    if screen_plans is not None:
+        today = today.with_screen_plans(screen_plans)
     if recorded == today.hash:
         return True
-    earlier = next((old for path in sorted((spaces_dir() / "retired").glob("default-*.yaml"))
-                    if (old := as_run(load_space(path))).hash == recorded), None)
+    earlier = retired_space("default", recorded, screen_plans)
     if earlier is None or dataclasses.replace(earlier, depth=today.depth, description="") != dataclasses.replace(
             today, description=""):
         return False
