@@ -9,7 +9,9 @@ accuracy: ``benchmarks/fidelity.py`` measures Kendall's tau between the two, per
 scoring method, and the space's ``screen:`` section holds the one the search uses.
 
 :func:`select` then picks the plans worth training: the screen's Pareto layers within
-the latency budget, spread across latency. Between the two, the search screens tilts of
+the latency budget, spread across latency. With two waves (the space's ``screen.waves``)
+it picks half of them, and once those are trained :func:`between` places the rest where
+their trained front is steepest. Between screening and choosing, the search screens tilts of
 the screen's front (``ResolvedSpace.tilted_params``): the plans it found best, with
 channels moved from one part of the model to another.
 
@@ -20,7 +22,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +74,40 @@ def select(screened: Sequence[ScreenedPlan], k: int, budget_ms: float, near: flo
         chosen += fits if len(fits) <= room else _spread(fits, room)
         if not fits:
             break  # every later layer is further behind still
+    return [s.key for s in chosen]
+
+
+def between(screened: Sequence[ScreenedPlan], trained: Sequence[ScreenedPlan], k: int, budget_ms: float,
+            near: float, taken: Collection[int] = ()) -> list[int]:
+    """The keys of at most ``k`` more screened plans to train, placed where the plans
+    trained so far leave the most unknown.
+
+    ``trained`` holds the trained plans with their trained metric as ``score`` (at their
+    screen latency, so both waves share one latency axis). Between two neighbours on
+    their front, what is unknown is the metric they differ by times the log latency they
+    span: the front's steepest stretch, where the screen's ranking decided least (a
+    uniform spread had put two of eight trained plans where accuracy collapses and none
+    in the band between, where random search's winners lay). The largest stretch is
+    bisected with the screen's plan nearest its middle (in log latency) among the
+    screen's front inside it; its two halves are then weighed with the metric
+    interpolated there. Plans in ``taken`` (trained already) and plans more than ``near``
+    behind the screen's best at least as fast (as :func:`select`) are left out.
+    """
+    pool = [s for s in screened if s.latency_ms <= budget_ms and s.key not in taken and _behind(s, screened) <= near]
+    points = sorted(front(trained), key=lambda s: s.latency_ms)
+    stretches = [(a.latency_ms, a.score, b.latency_ms, b.score) for a, b in zip(points, points[1:])]
+    chosen: list[ScreenedPlan] = []
+    while stretches and len(chosen) < k:
+        stretches.sort(key=lambda g: (g[3] - g[1]) * math.log(g[2] / g[0]) if g[2] > g[0] else 0.0)
+        lo, lo_score, hi, hi_score = stretches.pop()
+        inside = [s for s in pool if lo < s.latency_ms < hi and s not in chosen]
+        if not inside:
+            continue
+        mid = math.sqrt(lo * hi)
+        pick = min(front(inside), key=lambda s: (abs(math.log(s.latency_ms / mid)), -s.score))
+        chosen.append(pick)
+        guess = lo_score + (hi_score - lo_score) * math.log(pick.latency_ms / lo) / math.log(hi / lo)
+        stretches += [(lo, lo_score, pick.latency_ms, guess), (pick.latency_ms, guess, hi, hi_score)]
     return [s.key for s in chosen]
 
 

@@ -606,6 +606,7 @@ def _objective(setup: _Setup, ctx: Context, store) -> Callable[[Any], tuple[floa
 
 SCREEN_ATTR = "autoprune.screen_selected"  # study attribute: the screened trials chosen for training
 TILT_ATTR = "autoprune.screen_tilted"  # study attribute: the tilts of the screen's front are queued
+WAVE_ATTR = "autoprune.screen_second_wave"  # study attribute: the second wave's screened trials (queued)
 
 
 @dataclass
@@ -616,7 +617,8 @@ class Screening:
     Screened plans come from the study's queue (the uniform ladder), then the tilts of
     the front that the ladder draws within the budget (``space``'s ``tilted_params``),
     then Optuna's RandomSampler; each step and the choice are recorded on the study, so a
-    resumed search or another worker goes on from where it was.
+    resumed search or another worker goes on from where it was. With ``waves`` 2 the
+    choice is queued in two waves: half first, the rest once those are trained.
     """
 
     plans: int
@@ -626,11 +628,14 @@ class Screening:
     sign: float = 1.0  # the metric's direction (+1: higher is better)
     log: Callable[[str], None] = print
     space: Any = None  # the ResolvedSpace whose plans are tilted (None: no tilts)
+    waves: int = 1
 
     def phase(self, study, target: int) -> str:
         """``screen`` (ask a screened trial), ``wait`` (others' are running) or ``train``."""
         if SCREEN_ATTR in study.user_attrs:
-            return "train"
+            if self.waves == 1 or WAVE_ATTR in study.user_attrs:
+                return "train"
+            return self._second_wave(study, target)
         records = storage.records(study)
         if _pending(records) >= target:  # nothing left to train: nothing to screen for
             return "train"
@@ -690,19 +695,60 @@ class Screening:
         from autoprune import trials
         from autoprune.screen import ScreenedPlan, select
 
-        pending = _pending(records)
-        pool = [ScreenedPlan(r.number, self.sign * r.screen_score, r.screen_latency_ms) for r in records
-                if r.screen and r.state == "PRUNED" and r.screen_score is not None]
-        chosen = select(pool, max(0, target - pending), self.budget_ms, self.near)
+        room = max(0, target - _pending(records))
+        # two waves need two points to bisect between and one to place: three or more
+        first = (room + 1) // 2 if self.waves == 2 and room >= 3 else room
+        chosen = select(self._pool(records), first, self.budget_ms, self.near)
         by_number = {r.number: r for r in records}
         for number in chosen:
             trials.enqueue(study, by_number[number].params, screened_from=number)
         study.set_user_attr(SCREEN_ATTR, chosen)
+        if first == room:
+            study.set_user_attr(WAVE_ATTR, [])  # one wave: nothing is left to place
         screened = [r for r in records if r.screen and r.state == "PRUNED"]
         spent = sum(r.duration_s or 0.0 for r in screened)
-        self.log(f"screened {len(screened)} plans in {spent:.0f} s ({len(pool)} within the {self.budget_ms:g} ms "
-                 f"budget, scored); training {len(chosen)} of them (screened trials "
+        wave = f", the first wave of {room}" if first < room else ""
+        self.log(f"screened {len(screened)} plans in {spent:.0f} s ({len(self._pool(records))} within the "
+                 f"{self.budget_ms:g} ms budget, scored); training {len(chosen)} of them{wave} (screened trials "
                  f"{', '.join(map(str, chosen)) or 'none'})")
+
+    def _pool(self, records: list[TrialRecord]) -> list:
+        from autoprune.screen import ScreenedPlan
+
+        return [ScreenedPlan(r.number, self.sign * r.screen_score, r.screen_latency_ms) for r in records
+                if r.screen and r.state == "PRUNED" and r.screen_score is not None]
+
+    def _second_wave(self, study, target: int) -> str:
+        """Once the first wave is trained, queue the rest of the screen's choice where its
+        trained front is steepest (:func:`autoprune.screen.between`); ``train`` while the
+        first wave is queued, ``wait`` while another process trains it."""
+        from autoprune import trials
+        from autoprune.screen import ScreenedPlan, between, select
+
+        records = storage.records(study)
+        first = set(study.user_attrs[SCREEN_ATTR])
+        wave = [r for r in records if r.screened_from in first and not r.interrupted]
+        if any(r.state == "WAITING" for r in records if not r.screen):
+            return "train"  # the first wave (or a retry) is queued: run it
+        if any(r.state == "RUNNING" for r in wave) or len({r.screened_from for r in wave}) < len(first):
+            return "wait"
+        pool = self._pool(records)
+        latency = {s.key: s.latency_ms for s in pool}
+        trained = [ScreenedPlan(r.screened_from, self.sign * r.accuracy, latency[r.screened_from]) for r in wave
+                   if r.state == "COMPLETE" and r.accuracy is not None and r.screened_from in latency]
+        room = max(0, target - _pending(records))
+        chosen = between(pool, trained, room, self.budget_ms, self.near, taken=first)
+        if len(chosen) < room:  # no stretch had a plan inside: the screen's next best
+            chosen += select([s for s in pool if s.key not in first | set(chosen)], room - len(chosen),
+                             self.budget_ms, self.near)
+        by_number = {r.number: r for r in records}
+        for number in chosen:
+            trials.enqueue(study, by_number[number].params, screened_from=number)
+        study.set_user_attr(SCREEN_ATTR, [*study.user_attrs[SCREEN_ATTR], *chosen])
+        study.set_user_attr(WAVE_ATTR, chosen)
+        self.log(f"screen: the second wave trains {len(chosen)} more where the first wave's front is steepest "
+                 f"(screened trials {', '.join(map(str, chosen)) or 'none'})")
+        return "train"
 
 
 def _pending(records: list[TrialRecord]) -> int:
@@ -820,7 +866,7 @@ class Session:
         if not sc.plans:
             return None
         return Screening(sc.plans, self.setup.config.latency_budget_ms, sc.near, self.setup.config.seed,
-                         self.ctx.task.metric.info.sign, self.log, self.ctx.space)
+                         self.ctx.task.metric.info.sign, self.log, self.ctx.space, sc.waves)
 
 
 def open_session(config: SearchConfig, *, worker: bool = False, store=None,

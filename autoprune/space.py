@@ -285,10 +285,15 @@ class ScreenConfig:
     batch_size: int = 64
     samples: int = 1000
     near: float = 1.0  # accuracy points behind the screen's front that a plan may be and still be trained
+    # 1: train the screen's choice at once; 2: half of it, then the rest where the
+    # trained half's front is steepest (autoprune/screen.py: between)
+    waves: int = 1
 
     def __post_init__(self) -> None:
         if min(self.plans, self.bn_batches, self.steps) < 0 or self.batch_size < 1 or self.samples < 1:
             raise ValueError("`plans`, `bn_batches` and `steps` must be >= 0, `batch_size` and `samples` >= 1.")
+        if self.waves not in (1, 2):
+            raise ValueError(f"`waves` is 1 or 2, but got {self.waves}.")
         if self.lr <= 0 or self.near < 0:
             raise ValueError(f"`lr > 0` and `near >= 0` must hold, but got (lr={self.lr}, near={self.near}).")
 
@@ -335,6 +340,8 @@ class SearchSpace:
 
         data = asdict(self)
         data.pop("description")
+        if data["screen"]["waves"] == 1:  # studies made before waves existed resume
+            data["screen"].pop("waves")
         for key, default in _ADDED_LATER.items():  # studies made before they existed resume
             if data[key] == default:
                 data.pop(key)
@@ -344,7 +351,8 @@ class SearchSpace:
 # keys added after studies existed, hashed only when not at their default
 _ADDED_LATER = {"parity_rtol": 1e-3, "precision": {"choices": ("float32",), "calibration": "minmax",
                                                     "calibration_samples": 200, "percentile": 99.999},
-                "global_ratio": None, "screen": dataclasses.asdict(ScreenConfig())}
+                "global_ratio": None,
+                "screen": {k: v for k, v in dataclasses.asdict(ScreenConfig()).items() if k != "waves"}}
 
 
 @dataclass(frozen=True)

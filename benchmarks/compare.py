@@ -162,8 +162,8 @@ def _refuse_an_earlier_space(study_dir: Path) -> None:
     if not config.is_file():
         return
     identity = json.loads(config.read_text())
-    recorded = identity.get("space_hash")
-    if not _alike_on(identity["task"], str(recorded), identity.get("screen_plans")):
+    recorded, plans = identity.get("space_hash"), identity.get("screen_plans")
+    if not _alike_on(identity["task"], str(recorded), plans, screens=plans != 0):
         raise SystemExit(f"{study_dir} was searched in an earlier default space (its space hash "
                          f"{str(recorded)[:12]}): move it aside to run this arm in today's space")
 
@@ -418,17 +418,19 @@ def _in_earlier_space(row: dict) -> bool:
     (2026-12-06), the space then shipped (``search_spaces/retired/default-2.yaml``: no
     block removal); see :func:`_alike_on`."""
     recorded = row.get("space_hash")  # (NaN in a frame's rows that lack it)
-    return not _alike_on(row["task"], recorded if isinstance(recorded, str) else _space_hash(UNRECORDED_SPACE))
+    return not _alike_on(row["task"], recorded if isinstance(recorded, str) else _space_hash(UNRECORDED_SPACE),
+                         screens=row["arm"] not in UNTIL_WALL)
 
 
 @functools.cache
-def _alike_on(task: str, recorded: str, screen_plans: int | None = None) -> bool:
+def _alike_on(task: str, recorded: str, screen_plans: int | None = None, screens: bool = True) -> bool:
     """Whether a default space of hash ``recorded`` (a study's: with its ``screen_plans``)
     searches ``task`` as today's does: the same space, or one that differs from it only
-    in block removal (``depth``) on a model with no residual block to remove.
-    fashion-mnist-seg's U-Net has none: its seed 0 searched again in today's space
-    (2026-12-07) finalized members of the same final mIoU at both budgets, to every
-    digit, as in ``retired/default-2``; only their timings differed."""
+    in block removal (``depth``) on a model with no residual block to remove, or, for a
+    search that screens nothing (``screens`` false: random search), only in its screen.
+    fashion-mnist-seg's U-Net has no block: its seed 0 searched again in today's space
+    (2026-12-07, before two waves) finalized members of the same final mIoU at both
+    budgets, to every digit, as in ``retired/default-2``; only their timings differed."""
     import dataclasses
 
     from autoprune.pruning import find_blocks
@@ -441,10 +443,11 @@ def _alike_on(task: str, recorded: str, screen_plans: int | None = None) -> bool
     if recorded == today.hash:
         return True
     earlier = retired_space("default", recorded, screen_plans)
-    if earlier is None or dataclasses.replace(earlier, depth=today.depth, description="") != dataclasses.replace(
-            today, description=""):
+    if earlier is None or dataclasses.replace(earlier, depth=today.depth, description="",
+                                              screen=earlier.screen if screens else today.screen) \
+            != dataclasses.replace(today, description=""):
         return False
-    return not any(today.depth.matches(b) for b in find_blocks(load_task(task).model))
+    return earlier.depth == today.depth or not any(today.depth.matches(b) for b in find_blocks(load_task(task).model))
 
 
 @functools.cache
@@ -544,8 +547,9 @@ def _alike_searches(rows: pd.DataFrame) -> str:
         return ""
     which = "; ".join(f"{task} seed {seed} ({', '.join(g['arm'])})"
                       for (task, seed), g in old.groupby(["task", "seed"]))
-    return (f"- Search rows made with the default space before block removal that stand for today's: {which}. "
-            "Their task's model has no residual block to remove, so that space searches it as today's does.\n")
+    return (f"- Search rows made with an earlier default space that stand for today's: {which}. That space searches "
+            "their task as today's does: it differs only in block removal, and their task's model has no residual "
+            "block to remove, or only in the screen, which random search does not use.\n")
 
 
 def report_rows(done: list[dict], args) -> pd.DataFrame:

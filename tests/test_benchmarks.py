@@ -105,27 +105,34 @@ def test_compare_keeps_autoprune_rows_of_an_earlier_default_space_apart(compare_
 
 
 def test_a_task_without_residual_blocks_searches_the_space_before_block_removal_alike(compare_module, tmp_path):
-    """The default space before block removal differs from today's only there, so on the
-    segmentation task's U-Net (no residual block) its rows stand for today's; on the
-    reference task's ResNet (blocks) they do not, nor do rows of an older space. Where a
-    task has a row of each, the later one counts."""
+    """The default space before block removal differs from today's there and in its
+    screen (two waves since 2026-12-07), so for random search (which screens nothing) on
+    the segmentation task's U-Net (no residual block) its rows stand for today's; on the
+    reference task's ResNet (blocks) they do not, nor do rows of an older space, nor
+    autoprune's (it screens). Where a task has a row of each, the later one counts."""
     import argparse
 
     c = compare_module
     before = c._space_hash(c.UNRECORDED_SPACE)
-    assert c._alike_on("fashion-mnist-seg", before) and not c._alike_on("fashion-mnist", before)
-    assert not c._alike_on("fashion-mnist-seg", c._space_hash("retired/default-1.yaml"))  # a per-group space
+    assert c._alike_on("fashion-mnist-seg", before, screens=False)
+    assert not c._alike_on("fashion-mnist", before, screens=False)
+    assert not c._alike_on("fashion-mnist-seg", c._space_hash("retired/default-1.yaml"), screens=False)  # per-group
+    assert not c._alike_on("fashion-mnist-seg", before)  # autoprune's screen trained its choice in one wave then
     assert c._alike_on("fashion-mnist", c._space_hash())
+    # the space before two waves differs from today's only in its screen: alike for random search alone
+    one_wave = c._space_hash("retired/default-3.yaml")
+    assert not c._alike_on("fashion-mnist", one_wave) and c._alike_on("fashion-mnist", one_wave, screens=False)
+    assert c._alike_on("fashion-mnist-seg", c._space_hash("retired/default-3.yaml"), screens=False)
     args = argparse.Namespace(budget_ms=None)
     base = {"seed": 0, "wall_s": 100.0, "speedup_0_5": 5.0, "budget_ms": 1000.0}
     old = {**base, "task": "fashion-mnist-seg", "arm": "random"}  # no space recorded: retired/default-2
     assert c._current(old, args) and not c._current({**old, "task": "fashion-mnist"}, args)
-    new = {**old, "arm": "autoprune", "speedup_0_5": 7.0, "space_hash": c._space_hash()}
-    rows = c.report_rows([{**old, "arm": "autoprune"}, old, new], args)
-    assert sorted(zip(rows["arm"], rows["speedup_0_5"])) == [("autoprune", 7.0), ("random", 5.0)]
-    assert "stand for today's: fashion-mnist-seg seed 0 (random)." in c._alike_searches(rows)
-    assert c._wall(args, [{**old, "arm": "autoprune"}, {**new, "wall_s": 120.0}], "fashion-mnist-seg", 0,
-                   "autoprune") == 120.0
+    assert not c._current({**old, "arm": "autoprune", "space_hash": one_wave}, args)
+    assert "stand for today's: fashion-mnist-seg seed 0 (random)." in c._alike_searches(c.report_rows([old], args))
+    new = {**old, "speedup_0_5": 7.0, "space_hash": c._space_hash()}
+    rows = c.report_rows([old, {**old, "arm": "autoprune"}, new], args)
+    assert sorted(zip(rows["arm"], rows["speedup_0_5"])) == [(c.EARLIER, 5.0), ("random", 7.0)]
+    assert c._wall(args, [old, {**new, "wall_s": 120.0}], "fashion-mnist-seg", 0, "random") == 120.0
 
 
 def test_compare_refuses_to_resume_a_study_folder_of_an_earlier_default_space(compare_module, tmp_path):
@@ -134,7 +141,7 @@ def test_compare_refuses_to_resume_a_study_folder_of_an_earlier_default_space(co
     and leaves the folder as it was."""
     import argparse
 
-    from autoprune.space import load_space
+    from autoprune.space import load_space, retired_space
 
     c = compare_module
     study = tmp_path / "random"
@@ -150,6 +157,14 @@ def test_compare_refuses_to_resume_a_study_folder_of_an_earlier_default_space(co
     no_screen = load_space("default").with_screen_plans(0).hash  # random search's study: its own screen_plans
     (study / "config.json").write_text(json.dumps({**config, "space_hash": no_screen, "screen_plans": 0}))
     c._refuse_an_earlier_space(study)
+    # a study of the space before two waves: random search's resumes (it screens nothing), autoprune's does not
+    one_wave = retired_space("default", c._space_hash("retired/default-3.yaml"))
+    (study / "config.json").write_text(json.dumps({**config, "space_hash": one_wave.with_screen_plans(0).hash,
+                                                   "screen_plans": 0}))
+    c._refuse_an_earlier_space(study)
+    (study / "config.json").write_text(json.dumps({**config, "space_hash": one_wave.hash}))
+    with pytest.raises(SystemExit, match=r"searched in an earlier default space"):
+        c._refuse_an_earlier_space(study)
     c._refuse_an_earlier_space(tmp_path / "autoprune")  # no folder yet: a fresh study
     with pytest.raises(SystemExit, match=r"--refinalize finalizes autoprune's search of fashion-mnist seed 0 again "
                                          r"from its study, and .*autoprune has none"):  # not a new search

@@ -10,7 +10,7 @@ import optuna
 import pytest
 from conftest import run_cli
 
-from autoprune.screen import ScreenedPlan, select
+from autoprune.screen import ScreenedPlan, between, select
 from autoprune.space import load_space, resolve, space_of
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -26,6 +26,25 @@ def test_select_takes_the_front_within_budget_first_then_spreads_over_latency():
     assert sorted(select(pts, 2, budget_ms=0.2, near=1.0)) == [0, 3]
     assert select(pts, 1, budget_ms=0.2, near=1.0) == [0]  # one: the best score
     assert select(pts, 5, budget_ms=0.005, near=1.0) == []  # nothing within the budget
+
+
+def test_the_second_wave_bisects_the_trained_front_where_it_is_steepest():
+    # the screen's plans: keys 0-9, faster to slower, each scoring a little higher
+    lat = [0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.15, 0.20, 0.40]
+    pts = [ScreenedPlan(i, 50.0 + i, ms) for i, ms in enumerate(lat)]
+    # the first wave trained plans 0, 5, 9: accuracy collapses between 0.05 and 0.10 ms
+    trained = [ScreenedPlan(0, 80.0, 0.05), ScreenedPlan(5, 91.0, 0.10), ScreenedPlan(9, 92.0, 0.40)]
+    one = between(pts, trained, 1, budget_ms=1.0, near=100.0, taken={0, 5, 9})
+    assert one == [2]  # the steep stretch, at its middle in log latency (0.0707 ms)
+    # then each half of it (their unknown, with 85.3 interpolated at plan 2, beats the flat stretch's)
+    assert sorted(between(pts, trained, 3, budget_ms=1.0, near=100.0, taken={0, 5, 9})) == [1, 2, 3]
+    four = between(pts, trained, 4, budget_ms=1.0, near=100.0, taken={0, 5, 9})
+    assert 7 in four or 8 in four  # ... until the flat stretch's is the largest
+    # a plan the screen ranks far behind a faster one is not trained; nor one over the budget
+    assert 2 not in between([*pts[:2], ScreenedPlan(2, 10.0, 0.07), *pts[3:]], trained, 1, 1.0, 1.0, {0, 5, 9})
+    assert between(pts, trained, 2, budget_ms=0.055, near=100.0, taken={0, 5, 9}) == []
+    # a trained plan behind a faster one is not a front point: nothing between it and its neighbours
+    assert between(pts[:6], [ScreenedPlan(0, 80.0, 0.05), ScreenedPlan(5, 70.0, 0.10)], 2, 1.0, 100.0, {0, 5}) == []
 
 
 def test_shared_ratio_plans_clip_each_group_and_keep_the_uniform_ladder(digits_task):
@@ -78,7 +97,7 @@ def test_tilts_move_channels_between_early_and_late_and_between_inner_and_shared
 def test_a_screened_search_screens_then_trains_the_chosen_and_resumes_without_screening_again(tmp_path):
     import autoprune
     from autoprune import storage
-    from autoprune.search_loop import SCREEN_ATTR, TILT_ATTR
+    from autoprune.search_loop import SCREEN_ATTR, TILT_ATTR, WAVE_ATTR
 
     def run(trials: int):
         return autoprune.search(task="digits", device="x86-ort", latency_budget_ms=0.05, n_trials=trials,
@@ -102,6 +121,16 @@ def test_a_screened_search_screens_then_trains_the_chosen_and_resumes_without_sc
     assert study.user_attrs[TILT_ATTR] >= 1 and len(tilted) >= study.user_attrs[TILT_ATTR]
     chosen = study.user_attrs[SCREEN_ATTR]
     assert [r.screened_from for r in trained if r.screened_from is not None] == chosen
+    # three to train: two (both ends of the screen's front) first, then one between them once those are trained
+    assert load_space("default").screen.waves == 2 and len(chosen) == 3
+    first, second = chosen[:2], study.user_attrs[WAVE_ATTR]
+    assert second == chosen[2:] and len(second) == 1
+    at = {r.number: r.screen_latency_ms for r in screened}
+    wave_of = {r.screened_from: r for r in trained if r.screened_from is not None}
+    assert max(wave_of[k].number for k in first) < wave_of[second[0]].number  # queued once those were trained
+    lo, hi = sorted(first, key=at.get)
+    if wave_of[hi].accuracy > wave_of[lo].accuracy:  # a stretch of the trained front to bisect (else: the next best)
+        assert at[lo] < at[second[0]] < at[hi]
     assert trained[0].baseline and trained[1].warm_start == "unpruned int8"
     assert len(trained) == 5 and all(r.state == "COMPLETE" for r in trained)
     for r in trained[2:]:  # a trained plan is the screened plan it came from
@@ -151,6 +180,17 @@ def test_a_study_made_before_block_removal_keeps_the_space_it_recorded():
     assert today.hash != recorded and today.depth is not None and today.global_ratio is not None
     old = space_of({"space": "default", "space_hash": recorded})
     assert old.hash == recorded and old.depth is None and old.global_ratio == today.global_ratio
+
+
+def test_a_study_made_before_two_waves_keeps_training_its_choice_in_one():
+    """Studies made with the default space of 2026-12-06 to 2026-12-07 (block removal, the
+    screen's choice trained at once) recorded this hash; they keep that space, one wave."""
+    recorded = "83a9898ea018ea0b53a78127563bf67769a2ade4ed1889c2718787e0684f6a3e"
+    today = load_space("default")
+    assert today.hash != recorded and today.screen.waves == 2
+    old = space_of({"space": "default", "space_hash": recorded})
+    assert old.hash == recorded and old.screen.waves == 1 and old.depth == today.depth
+    assert space_of({"space": "default", "space_hash": recorded, "screen_plans": 16}).screen.waves == 1
 
 
 def test_a_screen_smaller_than_the_uniform_ladder_screens_the_ladder_and_trains(tmp_path):
