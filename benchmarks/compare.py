@@ -70,6 +70,8 @@ RANDOM_EARLIER = "random-earlier-default"  # random search rows made in an earli
 # The arms that search the default space: their rows of an earlier one run again, and the
 # report shows the old rows under these labels in the ablation table
 EARLIER_LABELS = {"autoprune": EARLIER, "random": RANDOM_EARLIER}
+ONE_WAVE = "autoprune-one-wave"  # autoprune rows whose screen's choice was trained in one wave (a report label)
+ONE_WAVE_SPACE = "retired/default-3.yaml"  # the default space of 2026-12-06 to 07: today's, but one wave
 UNTIL_WALL = ("random", "space-no-screen")  # trained trials until autoprune's wall time
 ARMS = ("autoprune", "random", "uniform", "uniform-int8", "tp-global-int8")
 LADDER = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -417,15 +419,20 @@ def _in_earlier_space(row: dict) -> bool:
     task: its recorded ``space_hash``, or, for rows written before it was recorded
     (2026-12-06), the space then shipped (``search_spaces/retired/default-2.yaml``: no
     block removal); see :func:`_alike_on`."""
+    return not _alike_on(row["task"], _recorded(row), screens=row["arm"] not in UNTIL_WALL)
+
+
+def _recorded(row: dict) -> str:
+    """A row's space hash: recorded, or (rows written before it was) retired/default-2's."""
     recorded = row.get("space_hash")  # (NaN in a frame's rows that lack it)
-    return not _alike_on(row["task"], recorded if isinstance(recorded, str) else _space_hash(UNRECORDED_SPACE),
-                         screens=row["arm"] not in UNTIL_WALL)
+    return recorded if isinstance(recorded, str) else _space_hash(UNRECORDED_SPACE)
 
 
 @functools.cache
-def _alike_on(task: str, recorded: str, screen_plans: int | None = None, screens: bool = True) -> bool:
+def _alike_on(task: str, recorded: str, screen_plans: int | None = None, screens: bool = True,
+              space: str | None = None) -> bool:
     """Whether a default space of hash ``recorded`` (a study's: with its ``screen_plans``)
-    searches ``task`` as today's does: the same space, or one that differs from it only
+    searches ``task`` as today's (or the one in ``space``, a file under ``search_spaces/``) does: the same space, or one that differs from it only
     in block removal (``depth``) on a model with no residual block to remove, or, for a
     search that screens nothing (``screens`` false: random search), only in its screen.
     fashion-mnist-seg's U-Net has no block: its seed 0 searched again in today's space
@@ -434,10 +441,10 @@ def _alike_on(task: str, recorded: str, screen_plans: int | None = None, screens
     import dataclasses
 
     from autoprune.pruning import find_blocks
-    from autoprune.space import load_space, retired_space
+    from autoprune.space import load_space, retired_space, spaces_dir
     from autoprune.tasks import load_task
 
-    today = load_space("default")
+    today = load_space(spaces_dir() / space if space else "default")
     if screen_plans is not None:
         today = today.with_screen_plans(screen_plans)
     if recorded == today.hash:
@@ -556,14 +563,24 @@ def report_rows(done: list[dict], args) -> pd.DataFrame:
     """The rows a report shows: those that answer this invocation, and autoprune's and
     random search's rows of an earlier default space under their ``EARLIER_LABELS`` (the
     ablation table's)."""
-    current, seen = [], set()
+    current, earlier, seen = [], [], set()
     for r in reversed(done):  # a task that an earlier space searched alike can have a row of each: the later counts
         if _current(r, args) and (key := (r["task"], r["seed"], r["arm"])) not in seen:
             seen.add(key)
             current.insert(0, r)
-    return pd.DataFrame(current
-                        + [{**r, "arm": EARLIER_LABELS[r["arm"]]} for r in done
-                           if _at_budget(r, args) and _earlier_default(r)])
+        elif _at_budget(r, args) and _earlier_default(r) and "superseded" not in r \
+                and (key := (r["task"], r["seed"], label := _earlier_label(r))) not in seen:
+            seen.add(key)
+            earlier.insert(0, {**r, "arm": label})
+    return pd.DataFrame(current + earlier)
+
+
+def _earlier_label(row: dict) -> str:
+    """The report label of a row of an earlier default space: ``ONE_WAVE`` for autoprune's
+    made in (or alike) the space before two waves, else ``EARLIER_LABELS``'."""
+    if row["arm"] == "autoprune" and _alike_on(row["task"], _recorded(row), space=ONE_WAVE_SPACE):
+        return ONE_WAVE
+    return EARLIER_LABELS[row["arm"]]
 
 
 def _earlier_searches(rows: pd.DataFrame) -> str:
@@ -572,9 +589,12 @@ def _earlier_searches(rows: pd.DataFrame) -> str:
     def seeds(label: str) -> str:
         return ", ".join(f"{r['task']} seed {r['seed']}" for r in rows[rows["arm"] == label].to_dict("records"))
 
-    ours, theirs = seeds(EARLIER), seeds(RANDOM_EARLIER)
-    return ((f"- autoprune's rows of {ours} were made with the default space before block removal "
-             "(`search_spaces/retired/default-2.yaml`): they are in the ablation table, not above.\n" if ours else "")
+    ours, theirs, once = seeds(EARLIER), seeds(RANDOM_EARLIER), seeds(ONE_WAVE)
+    return ((f"- autoprune's rows of {once} trained the screen's choice in one wave (`search_spaces/retired/"
+             "default-3.yaml`, or a space that searches their task alike): they are in the ablation table, not "
+             "above.\n" if once else "")
+            + (f"- autoprune's rows of {ours} were made with the default space before block removal "
+               "(`search_spaces/retired/default-2.yaml`): they are in the ablation table, not above.\n" if ours else "")
             + (f"- Random search's rows of {theirs} searched the default space before block removal, for the "
                "wall time of autoprune's run in that space: they are in the ablation table, not above.\n"
                if theirs else ""))
@@ -610,8 +630,9 @@ def _ablation(rows: pd.DataFrame) -> str:
             RANDOM_EARLIER: "random search before block removal (retired/default-2; to the wall time above)",
             "space-no-screen": "the shared-ratio space alone (no screen; TPE to equal wall time)",
             "screen-old-space": "the screen alone (on the retired per-group space, retired/default-1)",
-            "autoprune": "autoprune today (shared ratio, block removal, screen)"}
-    a = rows[rows["arm"].isin(ABLATION + tuple(EARLIER_LABELS.values()))]
+            ONE_WAVE: "autoprune, the screen's choice trained in one wave (retired/default-3)",
+            "autoprune": "autoprune today (shared ratio, block removal, screen, two waves)"}
+    a = rows[rows["arm"].isin(ABLATION + tuple(EARLIER_LABELS.values()) + (ONE_WAVE,))]
     if a.empty:
         return ""
     seeds = set(a["seed"])

@@ -131,8 +131,17 @@ def test_a_task_without_residual_blocks_searches_the_space_before_block_removal_
     assert "stand for today's: fashion-mnist-seg seed 0 (random)." in c._alike_searches(c.report_rows([old], args))
     new = {**old, "speedup_0_5": 7.0, "space_hash": c._space_hash()}
     rows = c.report_rows([old, {**old, "arm": "autoprune"}, new], args)
-    assert sorted(zip(rows["arm"], rows["speedup_0_5"])) == [(c.EARLIER, 5.0), ("random", 7.0)]
+    assert sorted(zip(rows["arm"], rows["speedup_0_5"])) == [(c.ONE_WAVE, 5.0), ("random", 7.0)]
     assert c._wall(args, [old, {**new, "wall_s": 120.0}], "fashion-mnist-seg", 0, "random") == 120.0
+    # autoprune's rows of the space before two waves (or, on the U-Net, before block removal) are one-wave rows
+    full = {**base, **dict.fromkeys(("speedup_1", "metric_at_4x", "metric_at_8x", "metric_at_12x"))}
+    once = [{**full, "task": "fashion-mnist", "arm": "autoprune", "space_hash": one_wave},
+            {**full, "task": "fashion-mnist-seg", "arm": "autoprune"}, {**full, "task": "fashion-mnist", "arm": "autoprune"}]
+    rows = c.report_rows(once, args)
+    assert rows["arm"].tolist() == [c.ONE_WAVE, c.ONE_WAVE, c.EARLIER]
+    assert "rows of fashion-mnist seed 0, fashion-mnist-seg seed 0 trained the screen's choice in one wave" \
+        in c._earlier_searches(rows)
+    assert "autoprune, the screen's choice trained in one wave" in c._ablation(rows)
 
 
 def test_compare_refuses_to_resume_a_study_folder_of_an_earlier_default_space(compare_module, tmp_path):
