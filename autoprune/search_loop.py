@@ -287,7 +287,7 @@ def _study_space(config: SearchConfig, old: dict[str, Any] | None) -> tuple[Sear
 
     recorded = isinstance(old, dict) and old.get("space") == config.space and old.get("space_hash")
     # the named space (or its retired version); the override is this command's to apply
-    space = space_of({k: v for k, v in old.items() if k != "screen_plans"} if recorded else {"space": config.space})
+    space = space_of(old, screen_plans_applied=False) if recorded else space_of({"space": config.space})
     if config.screen_plans is None or config.screen_plans == space.screen.plans:
         return space, None
     return space.with_screen_plans(config.screen_plans), config.screen_plans

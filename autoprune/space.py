@@ -608,7 +608,8 @@ def available_spaces() -> dict[str, Path]:
 
 def retired_space(name: str, space_hash: str, screen_plans: int | None = None) -> SearchSpace | None:
     """The earlier version of the named space whose hash a study recorded, if shipped
-    (with ``screen_plans``: the version that, screening that many plans, has that hash).
+    (with ``screen_plans``: the version that, screening that many plans, has that hash;
+    it is returned as shipped, its own ``screen.plans`` unchanged).
 
     A shipped space that changes keeps its old version in ``search_spaces/retired/``
     (``<name>-<n>.yaml``, ``name:`` set to the name studies recorded), so a study made
@@ -616,23 +617,24 @@ def retired_space(name: str, space_hash: str, screen_plans: int | None = None) -
     """
     for path in sorted((spaces_dir() / "retired").glob(f"{name}-*.yaml")):
         old = load_named(SearchSpace, path, {}, "search space")
-        if screen_plans is not None:
-            old = old.with_screen_plans(screen_plans)
-        if old.name == name and old.hash == space_hash:
+        hashed = old if screen_plans is None else old.with_screen_plans(screen_plans)
+        if old.name == name and hashed.hash == space_hash:
             return old
     return None
 
 
-def space_of(identity: dict[str, Any]) -> SearchSpace:
+def space_of(identity: dict[str, Any], *, screen_plans_applied: bool = True) -> SearchSpace:
     """The space a study was made with, from its identity (``config.json``): the named
-    space with the study's ``--screen-plans``, or its retired version of the recorded hash."""
-    space = load_space(identity["space"])
-    recorded = identity.get("space_hash")
-    if recorded not in (None, space.hash):
-        space = retired_space(identity["space"], str(recorded)) or space
-    if identity.get("screen_plans") is not None:
-        space = space.with_screen_plans(identity["screen_plans"])
-    return space
+    space, or its retired version of the recorded hash, with the study's ``--screen-plans``
+    (``screen_plans_applied`` false: without them, for a command that applies its own).
+
+    The recorded hash is the space's with those plans, so the retired version is found by
+    it with them: a study made with ``--screen-plans`` (``make demo``'s) resumes too."""
+    name, recorded, plans = identity["space"], identity.get("space_hash"), identity.get("screen_plans")
+    space = load_space(name)
+    if recorded not in (None, (space if plans is None else space.with_screen_plans(plans)).hash):
+        space = retired_space(name, str(recorded), plans) or space
+    return space.with_screen_plans(plans) if plans is not None and screen_plans_applied else space
 
 
 def load_space(name_or_path: str | Path = "default") -> SearchSpace:

@@ -450,6 +450,8 @@ def _alike_on(task: str, recorded: str, screen_plans: int | None = None, screens
     if recorded == today.hash:
         return True
     earlier = retired_space("default", recorded, screen_plans)
+    if earlier is not None and screen_plans is not None:
+        earlier = earlier.with_screen_plans(screen_plans)
     if earlier is None or dataclasses.replace(earlier, depth=today.depth, description="",
                                               screen=earlier.screen if screens else today.screen) \
             != dataclasses.replace(today, description=""):

@@ -190,7 +190,11 @@ def test_a_study_made_before_two_waves_keeps_training_its_choice_in_one():
     assert today.hash != recorded and today.screen.waves == 2
     old = space_of({"space": "default", "space_hash": recorded})
     assert old.hash == recorded and old.screen.waves == 1 and old.depth == today.depth
-    assert space_of({"space": "default", "space_hash": recorded, "screen_plans": 16}).screen.waves == 1
+    # a study made with --screen-plans (make demo's 24) recorded the hash with them: its space is found as well
+    demo = old.with_screen_plans(24)
+    identity = {"space": "default", "space_hash": demo.hash, "screen_plans": 24}
+    assert space_of(identity) == demo and space_of(identity).screen.waves == 1
+    assert space_of(identity, screen_plans_applied=False) == old  # for a command that applies its own
 
 
 def test_a_screen_smaller_than_the_uniform_ladder_screens_the_ladder_and_trains(tmp_path):
