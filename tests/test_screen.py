@@ -197,6 +197,34 @@ def test_a_study_made_before_two_waves_keeps_training_its_choice_in_one():
     assert space_of(identity, screen_plans_applied=False) == old  # for a command that applies its own
 
 
+def test_a_screened_study_made_before_two_waves_resumes_reports_and_exports(tmp_path):
+    """tests/fixtures/studies/one-wave-screened: a digits search made by autoprune at
+    a0fe9c3 (2026-12-07, the default space before two waves) with --screen-plans 6 and
+    --trials 3, as make demo's is made. Its recorded hash is that space's with 6 plans."""
+    import autoprune
+    from autoprune import storage
+    from autoprune.deploy import run_package
+    from autoprune.search_loop import WAVE_ATTR
+
+    study_dir = tmp_path / "results" / "digits-x86-ort"
+    shutil.copytree(FIXTURES / "studies" / "one-wave-screened", study_dir)
+    config = json.loads((study_dir / "config.json").read_text())
+    assert config["screen_plans"] == 6 and space_of(config).hash == config["space_hash"]
+    assert space_of(config).screen.waves == 1 and load_space("default").screen.waves == 2
+
+    result = autoprune.search(task="digits", device="x86-ort", latency_budget_ms=1.0, n_trials=4, screen_plans=6,
+                              results_dir=tmp_path / "results", progress=False, finalize=False)
+    assert json.loads((study_dir / "config.json").read_text())["space_hash"] == config["space_hash"]
+    rows = result.trials
+    assert (rows["state"] == "PRUNED").sum() == 6 and (rows["state"] == "COMPLETE").sum() == 4  # not screened again
+    study = optuna.load_study(study_name=study_dir.name, storage=storage.default_url(study_dir))
+    assert WAVE_ATTR not in study.user_attrs  # its own space's one wave
+    newest = int(rows[rows["state"] == "COMPLETE"]["trial"].max())
+    assert Path(autoprune.write_report(study_dir)).is_file()
+    autoprune.export_trial(result, trial=newest, out=tmp_path / "deploy")
+    assert run_package(tmp_path / "deploy")["output_shape"]
+
+
 def test_a_screen_smaller_than_the_uniform_ladder_screens_the_ladder_and_trains(tmp_path):
     import autoprune
 
