@@ -418,7 +418,7 @@ def _in_earlier_space(row: dict) -> bool:
     """Whether a search row searched otherwise than today's default space would on its
     task: its recorded ``space_hash``, or, for rows written before it was recorded
     (2026-12-06), the space then shipped (``search_spaces/retired/default-2.yaml``: no
-    block removal); see :func:`_alike_on`."""
+    block removal); random search's may differ in the screen; see :func:`_alike_on`."""
     return not _alike_on(row["task"], _recorded(row), screens=row["arm"] not in UNTIL_WALL)
 
 
@@ -432,9 +432,10 @@ def _recorded(row: dict) -> str:
 def _alike_on(task: str, recorded: str, screen_plans: int | None = None, screens: bool = True,
               space: str | None = None) -> bool:
     """Whether a default space of hash ``recorded`` (a study's: with its ``screen_plans``)
-    searches ``task`` as today's (or the one in ``space``, a file under ``search_spaces/``) does: the same space, or one that differs from it only
-    in block removal (``depth``) on a model with no residual block to remove, or, for a
-    search that screens nothing (``screens`` false: random search), only in its screen.
+    searches ``task`` as today's (or ``space``'s, a file under ``search_spaces/``) does:
+    the same space, or one that differs from it only in block removal (``depth``) on a
+    model with no residual block to remove, or, for a search that screens nothing
+    (``screens`` false: random search), in its screen.
     fashion-mnist-seg's U-Net has no block: its seed 0 searched again in today's space
     (2026-12-07, before two waves) finalized members of the same final mIoU at both
     budgets, to every digit, as in ``retired/default-2``; only their timings differed."""
@@ -563,8 +564,8 @@ def _alike_searches(rows: pd.DataFrame) -> str:
 
 def report_rows(done: list[dict], args) -> pd.DataFrame:
     """The rows a report shows: those that answer this invocation, and autoprune's and
-    random search's rows of an earlier default space under their ``EARLIER_LABELS`` (the
-    ablation table's)."""
+    random search's rows of an earlier default space under their ``EARLIER_LABELS`` or
+    ``ONE_WAVE`` (the ablation table's; not superseded ones, the later of two)."""
     current, earlier, seen = [], [], set()
     for r in reversed(done):  # a task that an earlier space searched alike can have a row of each: the later counts
         if _current(r, args) and (key := (r["task"], r["seed"], r["arm"])) not in seen:

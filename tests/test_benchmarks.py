@@ -136,7 +136,8 @@ def test_a_task_without_residual_blocks_searches_the_space_before_block_removal_
     # autoprune's rows of the space before two waves (or, on the U-Net, before block removal) are one-wave rows
     full = {**base, **dict.fromkeys(("speedup_1", "metric_at_4x", "metric_at_8x", "metric_at_12x"))}
     once = [{**full, "task": "fashion-mnist", "arm": "autoprune", "space_hash": one_wave},
-            {**full, "task": "fashion-mnist-seg", "arm": "autoprune"}, {**full, "task": "fashion-mnist", "arm": "autoprune"}]
+            {**full, "task": "fashion-mnist-seg", "arm": "autoprune"},
+            {**full, "task": "fashion-mnist", "arm": "autoprune"}]
     rows = c.report_rows(once, args)
     assert rows["arm"].tolist() == [c.ONE_WAVE, c.ONE_WAVE, c.EARLIER]
     assert "rows of fashion-mnist seed 0, fashion-mnist-seg seed 0 trained the screen's choice in one wave" \
