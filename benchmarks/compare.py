@@ -442,7 +442,7 @@ def _alike_on(task: str, recorded: str, screen_plans: int | None = None, screens
     import dataclasses
 
     from autoprune.pruning import find_blocks
-    from autoprune.space import load_space, retired_space, spaces_dir
+    from autoprune.space import load_space, space_of, spaces_dir
     from autoprune.tasks import load_task
 
     today = load_space(spaces_dir() / space if space else "default")
@@ -450,11 +450,10 @@ def _alike_on(task: str, recorded: str, screen_plans: int | None = None, screens
         today = today.with_screen_plans(screen_plans)
     if recorded == today.hash:
         return True
-    earlier = retired_space("default", recorded, screen_plans)
-    if earlier is not None and screen_plans is not None:
-        earlier = earlier.with_screen_plans(screen_plans)
-    if earlier is None or dataclasses.replace(earlier, depth=today.depth, description="",
-                                              screen=earlier.screen if screens else today.screen) \
+    # the space a study of that hash resumes in (the package's lookup); another hash: none shipped
+    earlier = space_of({"space": "default", "space_hash": recorded, "screen_plans": screen_plans})
+    if earlier.hash != recorded or dataclasses.replace(earlier, depth=today.depth, description="",
+                                                       screen=earlier.screen if screens else today.screen) \
             != dataclasses.replace(today, description=""):
         return False
     return earlier.depth == today.depth or not any(today.depth.matches(b) for b in find_blocks(load_task(task).model))
