@@ -692,23 +692,21 @@ class Screening:
 
     def choose(self, study, records: list[TrialRecord], target: int) -> None:
         """Queue the screened plans :func:`autoprune.screen.select` picks for training."""
-        from autoprune import trials
-        from autoprune.screen import ScreenedPlan, select
+        from autoprune.screen import select
 
         room = max(0, target - _pending(records))
         # two waves need two points to bisect between and one to place: three or more
         first = (room + 1) // 2 if self.waves == 2 and room >= 3 else room
-        chosen = select(self._pool(records), first, self.budget_ms, self.near)
-        by_number = {r.number: r for r in records}
-        for number in chosen:
-            trials.enqueue(study, by_number[number].params, screened_from=number)
+        pool = self._pool(records)
+        chosen = select(pool, first, self.budget_ms, self.near)
+        _queue_screened(study, records, chosen)
         study.set_user_attr(SCREEN_ATTR, chosen)
         if first == room:
             study.set_user_attr(WAVE_ATTR, [])  # one wave: nothing is left to place
         screened = [r for r in records if r.screen and r.state == "PRUNED"]
         spent = sum(r.duration_s or 0.0 for r in screened)
         wave = f", the first wave of {room}" if first < room else ""
-        self.log(f"screened {len(screened)} plans in {spent:.0f} s ({len(self._pool(records))} within the "
+        self.log(f"screened {len(screened)} plans in {spent:.0f} s ({len(pool)} within the "
                  f"{self.budget_ms:g} ms budget, scored); training {len(chosen)} of them{wave} (screened trials "
                  f"{', '.join(map(str, chosen)) or 'none'})")
 
@@ -722,7 +720,6 @@ class Screening:
         """Once the first wave is trained, queue the rest of the screen's choice where its
         trained front is steepest (:func:`autoprune.screen.between`); ``train`` while the
         first wave is queued, ``wait`` while another process trains it."""
-        from autoprune import trials
         from autoprune.screen import ScreenedPlan, between, select
 
         records = storage.records(study)
@@ -741,14 +738,21 @@ class Screening:
         if len(chosen) < room:  # no stretch had a plan inside: the screen's next best
             chosen += select([s for s in pool if s.key not in first | set(chosen)], room - len(chosen),
                              self.budget_ms, self.near)
-        by_number = {r.number: r for r in records}
-        for number in chosen:
-            trials.enqueue(study, by_number[number].params, screened_from=number)
+        _queue_screened(study, records, chosen)
         study.set_user_attr(SCREEN_ATTR, [*study.user_attrs[SCREEN_ATTR], *chosen])
         study.set_user_attr(WAVE_ATTR, chosen)
         self.log(f"screen: the second wave trains {len(chosen)} more where the first wave's front is steepest "
                  f"(screened trials {', '.join(map(str, chosen)) or 'none'})")
         return "train"
+
+
+def _queue_screened(study, records: list[TrialRecord], chosen: list[int]) -> None:
+    """Queue the plans of the screened trials ``chosen`` for training, each naming its own."""
+    from autoprune import trials
+
+    by_number = {r.number: r for r in records}
+    for number in chosen:
+        trials.enqueue(study, by_number[number].params, screened_from=number)
 
 
 def _pending(records: list[TrialRecord]) -> int:
