@@ -78,7 +78,7 @@ def select(screened: Sequence[ScreenedPlan], k: int, budget_ms: float, near: flo
 
 
 def between(screened: Sequence[ScreenedPlan], trained: Sequence[ScreenedPlan], k: int, budget_ms: float,
-            near: float, taken: Collection[int] = ()) -> list[int]:
+            near: float, taken: Collection[int] = (), clip: float | None = None) -> list[int]:
     """The keys of at most ``k`` more screened plans to train, placed where the plans
     trained so far leave the most unknown.
 
@@ -92,13 +92,25 @@ def between(screened: Sequence[ScreenedPlan], trained: Sequence[ScreenedPlan], k
     screen's front inside it; its two halves are then weighed with the metric
     interpolated there. Plans in ``taken`` (trained already) and plans more than ``near``
     behind the screen's best at least as fast (as :func:`select`) are left out.
+
+    ``clip`` (points; None: off, the default) weighs a stretch with the metric raised to
+    at least the best trained minus ``clip``, so a collapse far below the best counts no
+    more than a drop of ``clip``. It is not the default: replayed on the compare's studies
+    (``benchmarks/replay_waves.py``) it moved the reference task's plans out of the
+    collapse but took the U-Net's best plans away, whose low search-time scores recover at
+    finalize.
     """
     pool = [s for s in screened if s.latency_ms <= budget_ms and s.key not in taken and _behind(s, screened) <= near]
     points = sorted(front(trained), key=lambda s: s.latency_ms)
     stretches = [(a.latency_ms, a.score, b.latency_ms, b.score) for a, b in zip(points, points[1:])]
+    floor = max((s.score for s in points), default=0.0) - clip if clip is not None else -math.inf
+
+    def unknown(g: tuple[float, float, float, float]) -> float:
+        return (max(g[3], floor) - max(g[1], floor)) * math.log(g[2] / g[0]) if g[2] > g[0] else 0.0
+
     chosen: list[ScreenedPlan] = []
     while stretches and len(chosen) < k:
-        stretches.sort(key=lambda g: (g[3] - g[1]) * math.log(g[2] / g[0]) if g[2] > g[0] else 0.0)
+        stretches.sort(key=unknown)
         lo, lo_score, hi, hi_score = stretches.pop()
         inside = [s for s in pool if lo < s.latency_ms < hi and s not in chosen]
         if not inside:
@@ -109,6 +121,18 @@ def between(screened: Sequence[ScreenedPlan], trained: Sequence[ScreenedPlan], k
         guess = lo_score + (hi_score - lo_score) * math.log(pick.latency_ms / lo) / math.log(hi / lo)
         stretches += [(lo, lo_score, pick.latency_ms, guess), (pick.latency_ms, guess, hi, hi_score)]
     return [s.key for s in chosen]
+
+
+def second_wave(screened: Sequence[ScreenedPlan], trained: Sequence[ScreenedPlan], k: int, budget_ms: float,
+                near: float, first: Collection[int], clip: float | None = None) -> list[int]:
+    """The keys of the second wave's ``k`` plans: :func:`between` the first wave's trained
+    plans, then, where no stretch of their front has a plan inside, the screen's next best
+    (:func:`select`) among the plans not chosen yet."""
+    chosen = between(screened, trained, k, budget_ms, near, taken=first, clip=clip)
+    if len(chosen) < k:
+        taken = set(first) | set(chosen)
+        chosen += select([s for s in screened if s.key not in taken], k - len(chosen), budget_ms, near)
+    return chosen
 
 
 def front(screened: Sequence[ScreenedPlan]) -> list[ScreenedPlan]:

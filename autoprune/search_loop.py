@@ -718,9 +718,9 @@ class Screening:
 
     def _second_wave(self, study, target: int) -> str:
         """Once the first wave is trained, queue the rest of the screen's choice where its
-        trained front is steepest (:func:`autoprune.screen.between`); ``train`` while the
+        trained front is steepest (:func:`autoprune.screen.second_wave`); ``train`` while the
         first wave is queued, ``wait`` while another process trains it."""
-        from autoprune.screen import ScreenedPlan, between, select
+        from autoprune.screen import ScreenedPlan, second_wave
 
         records = storage.records(study)
         first = set(study.user_attrs[SCREEN_ATTR])
@@ -734,10 +734,7 @@ class Screening:
         trained = [ScreenedPlan(r.screened_from, self.sign * r.accuracy, latency[r.screened_from]) for r in wave
                    if r.state == "COMPLETE" and r.accuracy is not None and r.screened_from in latency]
         room = max(0, target - _pending(records))
-        chosen = between(pool, trained, room, self.budget_ms, self.near, taken=first)
-        if len(chosen) < room:  # no stretch had a plan inside: the screen's next best
-            chosen += select([s for s in pool if s.key not in first | set(chosen)], room - len(chosen),
-                             self.budget_ms, self.near)
+        chosen = second_wave(pool, trained, room, self.budget_ms, self.near, first)
         _queue_screened(study, records, chosen)
         study.set_user_attr(SCREEN_ATTR, [*study.user_attrs[SCREEN_ATTR], *chosen])
         study.set_user_attr(WAVE_ATTR, chosen)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import re
 import subprocess
 import sys
@@ -396,3 +397,15 @@ def test_zoo_on_a_model_that_searches_and_one_that_fails_clearly(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| squeezenet1_1"))
     assert "ok (2 of 2 pruned trials timed)" in row
     assert re.search(r"\*\*shufflenet_v2_x0_5\*\*: FAIL cannot prepare model .*ZeroDivisionError", text)
+
+
+def test_replay_waves_says_a_one_wave_study_has_no_second_wave_and_refuses_a_non_study(tmp_path):
+    # the two-wave replay itself is checked in tests/test_screen.py, on a search it runs
+    study = tmp_path / "one-wave-screened"
+    shutil.copytree(REPO / "tests" / "fixtures" / "studies" / "one-wave-screened", study)
+    out = run_script("replay_waves.py", str(study), "--clip", "3").stdout
+    assert f"## {study}\n\nno second wave recorded" in out and "Command:" in out
+    refused = subprocess.run([sys.executable, str(BENCH / "replay_waves.py"), str(tmp_path / "nothing")], cwd=REPO,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip() == f"replay_waves: not a study folder (no config.json): {tmp_path / 'nothing'}"

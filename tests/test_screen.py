@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import optuna
@@ -45,6 +46,10 @@ def test_the_second_wave_bisects_the_trained_front_where_it_is_steepest():
     assert between(pts, trained, 2, budget_ms=0.055, near=100.0, taken={0, 5, 9}) == []
     # a trained plan behind a faster one is not a front point: nothing between it and its neighbours
     assert between(pts[:6], [ScreenedPlan(0, 80.0, 0.05), ScreenedPlan(5, 70.0, 0.10)], 2, 1.0, 100.0, {0, 5}) == []
+    # clipped 2 points under the best trained (92), the collapse weighs 1 point, the flat stretch's 1 point
+    # spans twice the log latency: the flat stretch is bisected (plan 8, nearest 0.2 ms)
+    assert between(pts, trained, 1, budget_ms=1.0, near=100.0, taken={0, 5, 9}, clip=2.0) == [8]
+    assert between(pts, trained, 1, budget_ms=1.0, near=100.0, taken={0, 5, 9}, clip=20.0) == [2]  # as unclipped
 
 
 def test_shared_ratio_plans_clip_each_group_and_keep_the_uniform_ladder(digits_task):
@@ -135,6 +140,14 @@ def test_a_screened_search_screens_then_trains_the_chosen_and_resumes_without_sc
     assert len(trained) == 5 and all(r.state == "COMPLETE" for r in trained)
     for r in trained[2:]:  # a trained plan is the screened plan it came from
         assert r.params == next(s for s in screened if s.number == r.screened_from).params
+    # benchmarks/replay_waves.py rebuilds what the second wave saw and picks what it recorded
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    try:
+        from replay_waves import replay
+    finally:
+        sys.path.pop(0)
+    replayed = replay(result.study_dir, [2.0])
+    assert replayed["first"] == first and replayed["replayed"] == replayed["recorded"] == second
     rows = result.trials
     assert set(rows[rows["state"] == "PRUNED"]["trial"]) == {r.number for r in screened}
     assert not result.front["trial"].isin(rows[rows["screen"].astype(bool)]["trial"]).any()
