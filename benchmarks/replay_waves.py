@@ -87,9 +87,10 @@ def describe(result: dict) -> str:
             cells.append(cell)
         return "; ".join(cells) or "none"
 
-    same = "the same as recorded" if result["replayed"] == result["recorded"] else "DIFFERS from the recorded"
+    same = "the replay picks the same" if result["replayed"] == result["recorded"] else (
+        f"the replay picks OTHER plans: {shown(result['replayed'])}")
     lines = [f"## {result['study']}", "", f"- first wave: {shown(result['first'])}",
-             f"- second wave (recorded; the replay is {same}): {shown(result['recorded'])}"]
+             f"- second wave (recorded; {same}): {shown(result['recorded'])}"]
     lines += [f"- clip {clip:g}: {shown(keys)}" for clip, keys in result["clips"].items()]
     return "\n".join(lines) + "\n"
 
@@ -109,7 +110,10 @@ def main() -> None:
           f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC (nothing trained or timed: load does not matter)\n"
           "- Each plan: latency ms / screen score -> trained metric (search-time) -> final metric\n")
     for study_dir in args.studies:
-        result = replay(study_dir, args.clip)
+        try:
+            result = replay(study_dir, args.clip)
+        except (ValueError, KeyError) as e:  # a config.json that is not JSON or lacks a key; no such study
+            sys.exit(f"replay_waves: cannot read the study in {study_dir}: {e}")
         print(describe(result) if result else f"## {study_dir}\n\nno second wave recorded\n")
 
 
