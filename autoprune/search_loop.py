@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -697,7 +697,7 @@ class Screening:
         room = max(0, target - _pending(records))
         # two waves need two points to bisect between and one to place: three or more
         first = (room + 1) // 2 if self.waves == 2 and room >= 3 else room
-        pool = self._pool(records)
+        pool = self.pool(records)
         chosen = select(pool, first, self.budget_ms, self.near)
         _queue_screened(study, records, chosen)
         study.set_user_attr(SCREEN_ATTR, chosen)
@@ -710,17 +710,28 @@ class Screening:
                  f"{self.budget_ms:g} ms budget, scored); training {len(chosen)} of them{wave} (screened trials "
                  f"{', '.join(map(str, chosen)) or 'none'})")
 
-    def _pool(self, records: list[TrialRecord]) -> list:
+    def pool(self, records: list[TrialRecord]) -> list:
+        """The screened plans, scored (ScreenedPlan: the screen's score at its latency)."""
         from autoprune.screen import ScreenedPlan
 
         return [ScreenedPlan(r.number, self.sign * r.screen_score, r.screen_latency_ms) for r in records
                 if r.screen and r.state == "PRUNED" and r.screen_score is not None]
 
+    def trained(self, records: list[TrialRecord], first: Collection[int], pool: list) -> list:
+        """The first wave's trained plans (screened trials ``first``): their trained metric at
+        their screen latency (from ``pool``, :meth:`pool`'s), so both waves share one axis."""
+        from autoprune.screen import ScreenedPlan
+
+        latency = {s.key: s.latency_ms for s in pool}
+        return [ScreenedPlan(r.screened_from, self.sign * r.accuracy, latency[r.screened_from]) for r in records
+                if r.screened_from in first and not r.interrupted and r.state == "COMPLETE"
+                and r.accuracy is not None and r.screened_from in latency]
+
     def _second_wave(self, study, target: int) -> str:
         """Once the first wave is trained, queue the rest of the screen's choice where its
         trained front is steepest (:func:`autoprune.screen.second_wave`); ``train`` while the
         first wave is queued, ``wait`` while another process trains it."""
-        from autoprune.screen import ScreenedPlan, second_wave
+        from autoprune.screen import second_wave
 
         records = storage.records(study)
         first = set(study.user_attrs[SCREEN_ATTR])
@@ -729,12 +740,9 @@ class Screening:
             return "train"  # the first wave (or a retry) is queued: run it
         if any(r.state == "RUNNING" for r in wave) or len({r.screened_from for r in wave}) < len(first):
             return "wait"
-        pool = self._pool(records)
-        latency = {s.key: s.latency_ms for s in pool}
-        trained = [ScreenedPlan(r.screened_from, self.sign * r.accuracy, latency[r.screened_from]) for r in wave
-                   if r.state == "COMPLETE" and r.accuracy is not None and r.screened_from in latency]
         room = max(0, target - _pending(records))
-        chosen = second_wave(pool, trained, room, self.budget_ms, self.near, first)
+        pool = self.pool(records)
+        chosen = second_wave(pool, self.trained(records, first, pool), room, self.budget_ms, self.near, first)
         _queue_screened(study, records, chosen)
         study.set_user_attr(SCREEN_ATTR, [*study.user_attrs[SCREEN_ATTR], *chosen])
         study.set_user_attr(WAVE_ATTR, chosen)

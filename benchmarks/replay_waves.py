@@ -29,8 +29,8 @@ from pathlib import Path
 import optuna
 
 from autoprune import storage
-from autoprune.screen import ScreenedPlan, second_wave
-from autoprune.search_loop import SCREEN_ATTR, WAVE_ATTR
+from autoprune.screen import second_wave
+from autoprune.search_loop import SCREEN_ATTR, WAVE_ATTR, Screening
 from autoprune.space import space_of
 
 
@@ -43,21 +43,19 @@ def replay(study_dir: Path, clips: list[float]) -> dict | None:
         return None
     sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1.0
     records = storage.records(study)
-    # the pool and the trained points exactly as search_loop.Screening builds them
-    pool = [ScreenedPlan(r.number, sign * r.screen_score, r.screen_latency_ms) for r in records
-            if r.screen and r.state == "PRUNED" and r.screen_score is not None]
     second = list(study.user_attrs[WAVE_ATTR])
     first = [k for k in study.user_attrs[SCREEN_ATTR] if k not in second]
-    latency = {s.key: s.latency_ms for s in pool}
-    trained_metric = {r.screened_from: r.accuracy for r in records
-                      if r.screened_from is not None and r.state == "COMPLETE" and r.accuracy is not None}
-    trained = [ScreenedPlan(k, sign * trained_metric[k], latency[k]) for k in first
-               if k in trained_metric and k in latency]
     screen = space_of(identity).screen
     budget_ms = float(identity.get("latency_budget_ms") or float("inf"))
+    # the pool and the first wave's trained points as the search built them, by its own code
+    screening = Screening(plans=screen.plans, budget_ms=budget_ms, near=screen.near, seed=0, sign=sign)
+    pool = screening.pool(records)
+    trained = screening.trained(records, first, pool)
+    trained_metric = {r.screened_from: r.accuracy for r in records  # shown for the second wave's plans too
+                      if r.screened_from is not None and r.state == "COMPLETE" and r.accuracy is not None}
 
     def pick(clip: float | None) -> list[int]:
-        return second_wave(pool, trained, len(second), budget_ms, screen.near, first, clip=clip)
+        return second_wave(pool, trained, len(second), screening.budget_ms, screening.near, first, clip=clip)
 
     final = _final_metrics(study_dir, records)
     plans = {r.number: (r.screen_latency_ms, r.screen_score, trained_metric.get(r.number), final.get(r.number))
