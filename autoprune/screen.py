@@ -53,6 +53,7 @@ class ScreenedPlan:
     key: int  # the caller's identifier (a trial number)
     score: float
     latency_ms: float
+    arch: str = ""  # what its latency depends on (architecture and precision); "": unknown
 
 
 def select(screened: Sequence[ScreenedPlan], k: int, budget_ms: float, near: float) -> list[int]:
@@ -133,6 +134,27 @@ def second_wave(screened: Sequence[ScreenedPlan], trained: Sequence[ScreenedPlan
         taken = set(first) | set(chosen)
         chosen += select([s for s in screened if s.key not in taken], k - len(chosen), budget_ms, near)
     return chosen
+
+
+def worth_training(screened: Sequence[ScreenedPlan], known: Collection[str] = (),
+                   below_ms: float = math.inf) -> list[ScreenedPlan]:
+    """The plans worth a training slot: faster than ``below_ms`` (the fastest model trained
+    already: the unpruned one, whose accuracy a pruned plan at best matches), and by
+    architecture, of the plans that share one (``arch``), the best-scoring only, none whose
+    architecture is in ``known`` (trained already). Plans of one architecture time alike,
+    so the others can only tie or trail at that latency. In the compare's studies a
+    ratio-0 tilt had taken one of eight training slots to train the unpruned model again
+    (seg seed 1), and the first wave's slow end had gone to a plan as slow as the trained
+    unpruned model or slower (reference seed 0: 1.38 ms against 0.47 ms). Plans of unknown
+    architecture are kept."""
+    best: dict[str, ScreenedPlan] = {}
+    screened = [s for s in screened if s.latency_ms < below_ms]
+    for s in screened:
+        if s.arch and s.arch not in known:
+            held = best.get(s.arch)
+            if held is None or (s.score, -s.latency_ms, -s.key) > (held.score, -held.latency_ms, -held.key):
+                best[s.arch] = s
+    return [s for s in screened if not s.arch or best.get(s.arch) is s]
 
 
 def front(screened: Sequence[ScreenedPlan]) -> list[ScreenedPlan]:

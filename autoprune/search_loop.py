@@ -711,11 +711,16 @@ class Screening:
                  f"{', '.join(map(str, chosen)) or 'none'})")
 
     def pool(self, records: list[TrialRecord]) -> list:
-        """The screened plans, scored (ScreenedPlan: the screen's score at its latency)."""
-        from autoprune.screen import ScreenedPlan
+        """The screened plans, scored (ScreenedPlan: the screen's score at its latency), one
+        per architecture and none of an architecture trained outside the screen's choice
+        (:func:`autoprune.screen.distinct`)."""
+        from autoprune.screen import ScreenedPlan, worth_training
 
-        return [ScreenedPlan(r.number, self.sign * r.screen_score, r.screen_latency_ms) for r in records
-                if r.screen and r.state == "PRUNED" and r.screen_score is not None]
+        known = [r for r in records if not r.screen and r.screened_from is None and r.state == "COMPLETE"]
+        scored = [ScreenedPlan(r.number, self.sign * r.screen_score, r.screen_latency_ms, _arch(r))
+                  for r in records if r.screen and r.state == "PRUNED" and r.screen_score is not None]
+        return worth_training(scored, {_arch(r) for r in known} - {""},
+                              min((r.latency_ms for r in known if r.latency_ms), default=math.inf))
 
     def trained(self, records: list[TrialRecord], first: Collection[int], pool: list) -> list:
         """The first wave's trained plans (screened trials ``first``): their trained metric at
@@ -749,6 +754,11 @@ class Screening:
         self.log(f"screen: the second wave trains {len(chosen)} more where the first wave's front is steepest "
                  f"(screened trials {', '.join(map(str, chosen)) or 'none'})")
         return "train"
+
+
+def _arch(record: TrialRecord) -> str:
+    """What a trial's latency depends on: its architecture and precision ("" unknown)."""
+    return f"{record.arch_hash}:{record.precision or 'float32'}" if record.arch_hash else ""
 
 
 def _queue_screened(study, records: list[TrialRecord], chosen: list[int]) -> None:

@@ -39,6 +39,9 @@ row of another budget is not reused.
 Everything resumes: the searches are Optuna studies, the recipes and the finalized
 members are rows in JSON-lines files under ``--results-dir``, and each finished
 (task, seed, arm) is a row of ``--rows``; run the same command again to go on.
+``--redo`` runs the ``--arms`` of the listed seeds again (after a change to the search
+that replays show alters them): their rows stay in the rows file, marked superseded,
+and their folders move to ``<results-dir>-superseded/``.
 
 Run: ``.venv/bin/python benchmarks/compare.py [--task fashion-mnist] [--seeds 0,1,2]``
 (``--quick``: a smoke run on digits).
@@ -327,6 +330,8 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
 
     first_sample = len(monitor.samples)  # a seed's own load: a report may gather seeds of several sittings
     root = args.results_dir / task / str(seed)
+    if args.redo:
+        _set_aside(args, task, seed, done, rows_path)
     have = {r["arm"] for r in done if r["task"] == task and r["seed"] == seed
             and _current(r, args) and not (args.refinalize and not _retimed(r))}
     todo = [arm for arm in ARMS + (ABLATION if args.ablation else ()) if arm not in have
@@ -398,6 +403,31 @@ def _supersede(rows_path: Path, done: list[dict], row: dict, args) -> None:
         if (r["task"], r["seed"], r["arm"]) == key and _current(r, args) and not _retimed(r):
             r["superseded"] = row["date"]
     atomic_write_text(rows_path, "".join(json.dumps(r, default=float) + "\n" for r in done + [row]))
+
+
+def _set_aside(args, task: str, seed: int, done: list[dict], rows_path: Path) -> None:
+    """``--redo``: mark the current rows of the ``--arms`` of this seed superseded and move
+    their files aside, so they run again. An arm without a current row (a redo cut short
+    and run again) is left to resume; its files are moved before its rows are marked, so
+    an interruption between the two moves nothing twice (no folder: nothing to move)."""
+    from autoprune._config import atomic_write_text
+
+    root = args.results_dir / task / str(seed)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M")
+    for arm in args.arms:
+        rows = [r for r in done if (r["task"], r["seed"], r["arm"]) == (task, seed, arm) and _current(r, args)]
+        if not rows:
+            continue
+        aside = args.results_dir.with_name(args.results_dir.name + "-superseded") / task / str(seed) / stamp
+        for path in (root / arm, root / f"{arm}.wall", root / f"{arm}.final.jsonl"):
+            if path.exists():
+                aside.mkdir(parents=True, exist_ok=True)
+                path.rename(aside / path.name)
+        for r in rows:
+            r["superseded"] = f"{stamp} (--redo; files in {aside})"
+        print(f"[{task} {seed} {arm}] --redo: its row is kept, marked superseded; its files are in {aside}",
+              file=sys.stderr, flush=True)
+    atomic_write_text(rows_path, "".join(json.dumps(r, default=float) + "\n" for r in done))
 
 
 def _at_budget(row: dict, args) -> bool:
@@ -526,9 +556,23 @@ def report(rows: pd.DataFrame, args, monitor) -> str:
             + ("no latency budget for the searches (each builds its whole front, as the ladders do); "
                if args.budget_ms is None else f"latency budget {args.budget_ms:g} ms for the searches; ")
             + f"autoprune trains {args.trials} trials; random search runs until its wall time reaches "
-              "autoprune's.\n" + _earlier_searches(rows) + _alike_searches(rows) + _retiming(rows) + "\n"
+              "autoprune's.\n" + _unequal_walls(rows) + _earlier_searches(rows) + _alike_searches(rows)
+            + _retiming(rows) + "\n"
             + "\n".join(parts) + _commands(rows) + _ablation(rows)
             + f"\n- This invocation (seeds already in the rows do not run again): {monitor.summary()}\n")
+
+
+def _unequal_walls(rows: pd.DataFrame) -> str:
+    """The seeds where random search's wall time is more than 10% off autoprune's: it ran
+    to the wall time of an autoprune row that has been searched again since (``--redo``,
+    or a search that got faster), so the two did not search equally long there."""
+    off = []
+    for (task, seed), t in rows[rows["arm"].isin(("autoprune", "random"))].groupby(["task", "seed"], sort=False):
+        walls = dict(zip(t["arm"], t["wall_s"]))
+        if len(walls) == 2 and abs(walls["random"] / walls["autoprune"] - 1) > 0.1:
+            off.append(f"{task} seed {seed} ({walls['random']:.0f} s against {walls['autoprune']:.0f} s)")
+    return ("- Not equal wall time: random search had "
+            + "; ".join(off) + ". It ran to the wall time of an earlier autoprune search of that seed.\n") if off else ""
 
 
 def _commands(rows: pd.DataFrame) -> str:
@@ -669,11 +713,18 @@ def main() -> None:
                         help="finalize again the --arms' rows finalized before slow pairs were timed again "
                              f"({RETIMED_SINCE}), from their searches (not run again) or recipes; the old rows "
                              "stay in the rows file, marked superseded")
+    parser.add_argument("--redo", action="store_true",
+                        help="run the --arms of the listed seeds again: their current rows stay in the rows file, "
+                             "marked superseded, and their files move to <results-dir>-superseded/")
     parser.add_argument("--quick", action="store_true", help="smoke run: digits, one seed, short ladders")
     add_load_arguments(parser)
     args = parser.parse_args()
     if args.refinalize and not args.arms:
         parser.error("--refinalize finalizes named arms again: add --arms (e.g. --arms autoprune)")
+    if args.redo and not args.arms:
+        parser.error("--redo runs named arms again: add --arms (e.g. --arms autoprune)")
+    if args.redo and args.refinalize:
+        parser.error("--redo searches again and --refinalize finalizes an old search again: use one")
     if args.arms and (unknown := set(args.arms) - set(ARMS + ABLATION)):
         parser.error(f"unknown arm(s) {', '.join(sorted(unknown))}; arms: {', '.join(ARMS + ABLATION)}")
     global LADDER, TP_RATIOS

@@ -5,7 +5,9 @@ A study that trained the screen's choice in two waves records both (the study
 attributes ``autoprune.screen_selected`` and ``autoprune.screen_second_wave``), every
 screened plan's score and latency, and the first wave's trained metric. This script
 rebuilds the inputs the second wave had, runs ``autoprune.screen.second_wave`` on them
-as the search did (and checks that it picks what the study recorded), then with each
+as the search did (and checks that it picks what the study recorded; the first wave,
+``select`` on the same pool, is checked too, so a study that today's code would have
+searched otherwise is named), then with each
 ``--clip`` (the metric raised to at least the best trained minus CLIP points before
 the stretches are weighed). It trains and times nothing, so it takes seconds and the
 machine's load does not matter; a replayed plan that was not trained has only its
@@ -29,7 +31,7 @@ from pathlib import Path
 import optuna
 
 from autoprune import storage
-from autoprune.screen import second_wave
+from autoprune.screen import second_wave, select
 from autoprune.search_loop import SCREEN_ATTR, WAVE_ATTR, Screening
 from autoprune.space import space_of
 
@@ -60,7 +62,8 @@ def replay(study_dir: Path, clips: list[float]) -> dict | None:
     final = _final_metrics(study_dir, records)
     plans = {r.number: (r.screen_latency_ms, r.screen_score, trained_metric.get(r.number), final.get(r.number))
              for r in records if r.screen}
-    return {"study": str(study_dir), "first": first, "recorded": second, "replayed": pick(None),
+    return {"study": str(study_dir), "first": first, "first_replayed": select(pool, len(first), budget_ms, screen.near),
+            "recorded": second, "replayed": pick(None),
             "clips": {clip: pick(clip) for clip in clips}, "plans": plans}
 
 
@@ -87,7 +90,10 @@ def describe(result: dict) -> str:
 
     same = "the replay picks the same" if result["replayed"] == result["recorded"] else (
         f"the replay picks OTHER plans: {shown(result['replayed'])}")
-    lines = [f"## {result['study']}", "", f"- first wave: {shown(result['first'])}",
+    first = "the replay picks the same" if result["first_replayed"] == result["first"] else (
+        f"the replay picks OTHER plans: {shown(result['first_replayed'])}; the second wave below follows the "
+        "recorded first wave")
+    lines = [f"## {result['study']}", "", f"- first wave (recorded; {first}): {shown(result['first'])}",
              f"- second wave (recorded; {same}): {shown(result['recorded'])}"]
     lines += [f"- clip {clip:g}: {shown(keys)}" for clip, keys in result["clips"].items()]
     return "\n".join(lines) + "\n"

@@ -217,6 +217,18 @@ def test_compare_quick_runs_every_arm_finalizes_and_resumes(tmp_path):
     again = [json.loads(line) for line in finals.read_text().splitlines()]
     assert len(again) == 2 * len(members) and all("final_latency_rounds" in m for m in again[len(members):])
     assert (pd.read_csv(out.with_suffix(".csv"))["arm"] == "autoprune").sum() == 1  # the new row alone
+    # --redo runs an arm again: its row stays, marked superseded, and its files move aside
+    run_script(*args, "--redo", "--arms", "uniform-int8", timeout=600)
+    redone = [json.loads(line) for line in rows.read_text().splitlines()]
+    ladders = [r for r in redone if r["arm"] == "uniform-int8"]
+    assert len(redone) == 7 and len(ladders) == 2 and "--redo" in ladders[0]["superseded"]
+    assert "superseded" not in ladders[1] and "--redo" in ladders[1]["command"]
+    aside = list((tmp_path / "runs-superseded" / "digits" / "0").glob("*/uniform-int8/candidates.jsonl"))
+    assert len(aside) == 1 and (tmp_path / "runs" / "digits" / "0" / "uniform-int8" / "candidates.jsonl").is_file()
+    assert (pd.read_csv(out.with_suffix(".csv"))["arm"] == "uniform-int8").sum() == 1
+    run_script(*args, timeout=600)  # nothing left to run, nothing moved again
+    assert len(rows.read_text().splitlines()) == 7
+    assert len(list((tmp_path / "runs-superseded" / "digits" / "0").iterdir())) == 1
 
 
 def test_roofline_gemm_quick(tmp_path):

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from conftest import run_cli
 
-from autoprune.screen import ScreenedPlan, between, select
+from autoprune.screen import ScreenedPlan, between, select, worth_training
 from autoprune.space import load_space, resolve, space_of
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -27,6 +27,18 @@ def test_select_takes_the_front_within_budget_first_then_spreads_over_latency():
     assert sorted(select(pts, 2, budget_ms=0.2, near=1.0)) == [0, 3]
     assert select(pts, 1, budget_ms=0.2, near=1.0) == [0]  # one: the best score
     assert select(pts, 5, budget_ms=0.005, near=1.0) == []  # nothing within the budget
+
+
+def test_worth_training_one_plan_per_architecture_none_trained_already_and_none_as_slow_as_the_unpruned():
+    pts = [ScreenedPlan(0, 90.0, 0.10, "a:int8"), ScreenedPlan(1, 91.0, 0.10, "a:int8"),  # one architecture
+           ScreenedPlan(2, 91.0, 0.10, "a:float32"),  # the same layers in float32: another
+           ScreenedPlan(3, 92.0, 0.30, "base:int8"),  # the unpruned model's, trained already
+           ScreenedPlan(4, 80.0, 0.05), ScreenedPlan(5, 80.0, 0.05),  # unknown architecture: kept
+           ScreenedPlan(8, 91.5, 0.29, "b:int8")]  # as slow as the unpruned (0.29 ms, trained): not worth it
+    assert [s.key for s in worth_training(pts, known={"base:int8"}, below_ms=0.29)] == [1, 2, 4, 5]
+    assert [s.key for s in worth_training(pts)] == [1, 2, 3, 4, 5, 8]
+    tie = [ScreenedPlan(7, 90.0, 0.1, "x"), ScreenedPlan(6, 90.0, 0.1, "x")]
+    assert [s.key for s in worth_training(tie)] == [6]  # a tie: the lower number, whatever the order
 
 
 def test_the_second_wave_bisects_the_trained_front_where_it_is_steepest():
@@ -102,7 +114,7 @@ def test_tilts_move_channels_between_early_and_late_and_between_inner_and_shared
 def test_a_screened_search_screens_then_trains_the_chosen_and_resumes_without_screening_again(tmp_path):
     import autoprune
     from autoprune import storage
-    from autoprune.search_loop import SCREEN_ATTR, TILT_ATTR, WAVE_ATTR
+    from autoprune.search_loop import SCREEN_ATTR, TILT_ATTR, WAVE_ATTR, Screening
 
     def run(trials: int):
         return autoprune.search(task="digits", device="x86-ort", latency_budget_ms=0.05, n_trials=trials,
@@ -134,9 +146,19 @@ def test_a_screened_search_screens_then_trains_the_chosen_and_resumes_without_sc
     wave_of = {r.screened_from: r for r in trained if r.screened_from is not None}
     assert max(wave_of[k].number for k in first) < wave_of[second[0]].number  # queued once those were trained
     lo, hi = sorted(first, key=at.get)
-    if wave_of[hi].accuracy > wave_of[lo].accuracy:  # a stretch of the trained front to bisect (else: the next best)
+    # a stretch of the trained front to bisect, with a plan worth training inside it (else: the screen's next best)
+    screening = Screening(plans=24, budget_ms=0.05, near=load_space("default").screen.near, seed=0)
+    pool = screening.pool(records)
+    placed = between(pool, screening.trained(records, first, pool), 1, 0.05, screening.near, taken=first)
+    if wave_of[hi].accuracy > wave_of[lo].accuracy and placed:
         assert at[lo] < at[second[0]] < at[hi]
     assert trained[0].baseline and trained[1].warm_start == "unpruned int8"
+    # no two trained plans share an architecture and precision (they would time alike), and none
+    # the screen chose is as slow as the unpruned model trained before it (float32 or INT8: on digits
+    # either may be the faster)
+    assert len({(r.arch_hash, r.precision) for r in trained}) == len(trained)
+    unpruned_ms = min(trained[0].latency_ms, trained[1].latency_ms)
+    assert all(r.screen_latency_ms < unpruned_ms for r in screened if r.number in chosen)
     assert len(trained) == 5 and all(r.state == "COMPLETE" for r in trained)
     for r in trained[2:]:  # a trained plan is the screened plan it came from
         assert r.params == next(s for s in screened if s.number == r.screened_from).params
@@ -245,7 +267,11 @@ def test_a_screen_smaller_than_the_uniform_ladder_screens_the_ladder_and_trains(
                               results_dir=tmp_path, progress=False, finalize=False, screen_plans=4)
     rows = result.trials
     assert (rows["state"] == "PRUNED").sum() == 4  # the ladder's first four plans
-    assert (rows["state"] == "COMPLETE").sum() == 3 and rows["screened_from"].notna().sum() == 1
+    # on digits, ratios 0.1 and 0.2 round to the unpruned model's layers: the screen leaves out what
+    # trials 0 and 1 trained already, and the third trained trial is the sampler's, of other layers
+    done = rows[rows["state"] == "COMPLETE"]
+    assert len(done) == 3 and rows["screened_from"].notna().sum() == 0
+    assert done[["params", "precision"]].drop_duplicates().shape[0] == 3  # (parameter counts)
 
 
 def test_the_screen_times_with_a_short_protocol_of_its_own_cache_key():
