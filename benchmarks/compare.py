@@ -571,8 +571,10 @@ def _unequal_walls(rows: pd.DataFrame) -> str:
         walls = dict(zip(t["arm"], t["wall_s"]))
         if len(walls) == 2 and abs(walls["random"] / walls["autoprune"] - 1) > 0.1:
             off.append(f"{task} seed {seed} ({walls['random']:.0f} s against {walls['autoprune']:.0f} s)")
-    return ("- Not equal wall time: random search had "
-            + "; ".join(off) + ". It ran to the wall time of an earlier autoprune search of that seed.\n") if off else ""
+    if not off:
+        return ""
+    return ("- Not equal wall time: random search had " + "; ".join(off)
+            + ". It ran to the wall time of an earlier autoprune search of that seed.\n")
 
 
 def _commands(rows: pd.DataFrame) -> str:
