@@ -706,8 +706,8 @@ class Screening:
         screened = [r for r in records if r.screen and r.state == "PRUNED"]
         spent = sum(r.duration_s or 0.0 for r in screened)
         wave = f", the first wave of {room}" if first < room else ""
-        self.log(f"screened {len(screened)} plans in {spent:.0f} s ({len(pool)} within the "
-                 f"{self.budget_ms:g} ms budget, scored); training {len(chosen)} of them{wave} (screened trials "
+        self.log(f"screened {len(screened)} plans in {spent:.0f} s ({len(pool)} scored, faster than the unpruned "
+                 f"model, one per architecture); training {len(chosen)} of them{wave} (screened trials "
                  f"{', '.join(map(str, chosen)) or 'none'})")
 
     def pool(self, records: list[TrialRecord]) -> list:

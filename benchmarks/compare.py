@@ -41,7 +41,9 @@ members are rows in JSON-lines files under ``--results-dir``, and each finished
 (task, seed, arm) is a row of ``--rows``; run the same command again to go on.
 ``--redo`` runs the ``--arms`` of the listed seeds again (after a change to the search
 that replays show alters them): their rows stay in the rows file, marked superseded,
-and their folders move to ``<results-dir>-superseded/``.
+and their folders move to ``<results-dir>-superseded/``. Random search then ran to the
+old wall time; ``--equal-wall --arms random`` brings it to the new one (a longer study
+is cut to its first trials, which are what a shorter search ran: ``cut_to_wall``).
 
 Run: ``.venv/bin/python benchmarks/compare.py [--task fashion-mnist] [--seeds 0,1,2]``
 (``--quick``: a smoke run on digits).
@@ -155,9 +157,26 @@ def search_arm(args, task: str, seed: int, arm: str, root: Path, wall_limit: flo
     else:
         timed(config.n_trials)
     df = results.trials_frame(session.study)
+    if until_wall:
+        df, spent = cut_to_wall(df, spent, wall_limit)
     df = df[df["state"] == "COMPLETE"].copy()
     df["dir"] = str(session.study_dir)
     return df, spent
+
+
+def cut_to_wall(df: pd.DataFrame, spent: float, limit: float) -> tuple[pd.DataFrame, float]:
+    """The trials a search run until ``limit`` seconds would have run, and its wall time:
+    those begun before it. A study that ran longer (to the wall time of an autoprune search
+    done again since) is cut rather than run again: each trial depends only on the trials
+    before it (random search's plans do not depend on results at all), so its first trials
+    are what the shorter search ran. Each trial's start is its place in the study's summed
+    durations, scaled to ``spent`` (the loop's own seconds between trials, spread evenly)."""
+    took = df.sort_values("trial")["duration_s"].fillna(0.0)
+    if spent <= limit or took.sum() <= 0:
+        return df, spent
+    ends = took.cumsum() * (spent / took.sum())
+    kept = (ends - took * (spent / took.sum())) < limit
+    return df.loc[kept[kept].index], float(ends[kept].iloc[-1])
 
 
 def _refuse_an_earlier_space(study_dir: Path) -> None:
@@ -333,7 +352,8 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
     if args.redo:
         _set_aside(args, task, seed, done, rows_path)
     have = {r["arm"] for r in done if r["task"] == task and r["seed"] == seed
-            and _current(r, args) and not (args.refinalize and not _retimed(r))}
+            and _current(r, args) and not (args.refinalize and not _retimed(r))
+            and not (args.equal_wall and _off_wall(r, done, args))}
     todo = [arm for arm in ARMS + (ABLATION if args.ablation else ()) if arm not in have
             and (args.arms is None or arm in args.arms)]
     if not todo:
@@ -363,7 +383,7 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command(),
                **host(info, final),
                "load_median": round(statistics.median(load), 2), "load_max": round(max(load), 2)}
-        if args.refinalize:  # the rows file is written again whole, with the rows it replaces marked
+        if args.refinalize or args.equal_wall:  # the rows file is written again whole, the rows it replaces marked
             _supersede(rows_path, done, row, args)
         else:
             append_row(rows_path, row)
@@ -400,7 +420,8 @@ def _supersede(rows_path: Path, done: list[dict], row: dict, args) -> None:
 
     key = (row["task"], row["seed"], row["arm"])
     for r in done:
-        if (r["task"], r["seed"], r["arm"]) == key and _current(r, args) and not _retimed(r):
+        if (r["task"], r["seed"], r["arm"]) == key and _current(r, args) and (
+                not _retimed(r) if args.refinalize else _off_wall(r, done, args)):
             r["superseded"] = row["date"]
     atomic_write_text(rows_path, "".join(json.dumps(r, default=float) + "\n" for r in done + [row]))
 
@@ -428,6 +449,15 @@ def _set_aside(args, task: str, seed: int, done: list[dict], rows_path: Path) ->
         print(f"[{task} {seed} {arm}] --redo: its row is kept, marked superseded; its files are in {aside}",
               file=sys.stderr, flush=True)
     atomic_write_text(rows_path, "".join(json.dumps(r, default=float) + "\n" for r in done))
+
+
+def _off_wall(row: dict, done: list[dict], args) -> bool:
+    """A search row run until autoprune's wall time whose wall time is more than 10% off
+    the current autoprune row's of its seed (``--equal-wall`` cuts or extends it)."""
+    if row["arm"] not in UNTIL_WALL:
+        return False
+    wall = _wall(args, done, row["task"], row["seed"], "autoprune")
+    return wall is not None and abs(row["wall_s"] / wall - 1) > 0.1
 
 
 def _at_budget(row: dict, args) -> bool:
@@ -718,6 +748,10 @@ def main() -> None:
     parser.add_argument("--redo", action="store_true",
                         help="run the --arms of the listed seeds again: their current rows stay in the rows file, "
                              "marked superseded, and their files move to <results-dir>-superseded/")
+    parser.add_argument("--equal-wall", action="store_true",
+                        help="bring the --arms that search until autoprune's wall time (random) to it where their "
+                             "row is more than 10%% off: a longer study is cut (its first trials), a shorter one runs "
+                             "on; only members not finalized yet are finalized; the old rows stay, marked superseded")
     parser.add_argument("--quick", action="store_true", help="smoke run: digits, one seed, short ladders")
     add_load_arguments(parser)
     args = parser.parse_args()
@@ -725,8 +759,11 @@ def main() -> None:
         parser.error("--refinalize finalizes named arms again: add --arms (e.g. --arms autoprune)")
     if args.redo and not args.arms:
         parser.error("--redo runs named arms again: add --arms (e.g. --arms autoprune)")
-    if args.redo and args.refinalize:
-        parser.error("--redo searches again and --refinalize finalizes an old search again: use one")
+    if sum((args.redo, args.refinalize, args.equal_wall)) > 1:
+        parser.error("use one of --redo (search again), --refinalize (finalize an old search again) and "
+                     "--equal-wall (bring random search to autoprune's wall time)")
+    if args.equal_wall and not args.arms:
+        parser.error("--equal-wall brings named arms to autoprune's wall time: add --arms (e.g. --arms random)")
     if args.arms and (unknown := set(args.arms) - set(ARMS + ABLATION)):
         parser.error(f"unknown arm(s) {', '.join(sorted(unknown))}; arms: {', '.join(ARMS + ABLATION)}")
     global LADDER, TP_RATIOS

@@ -63,6 +63,15 @@ def test_best_speedup_respects_the_accuracy_drop(compare_module):
     assert compare_module.best_speedup(df, 95.0, 2.0, 0.5) is None
 
 
+def test_a_search_run_past_the_wall_time_is_cut_to_the_trials_begun_within_it(compare_module):
+    df = pd.DataFrame({"trial": [4, 0, 1, 2, 3], "duration_s": [10.0, 10.0, 10.0, 10.0, None], "state": "COMPLETE"})
+    # 40 s of trials in 44 s of wall time: each trial's 10 s count 11; trial 3 (no duration, failed) counts 0
+    cut, wall = compare_module.cut_to_wall(df, spent=44.0, limit=25.0)
+    assert sorted(cut["trial"]) == [0, 1, 2] and wall == pytest.approx(33.0)  # trial 2 began at 22 s
+    same, wall = compare_module.cut_to_wall(df, spent=44.0, limit=50.0)  # it ran no longer than the limit
+    assert len(same) == 5 and wall == 44.0
+
+
 def test_compare_keeps_autoprune_rows_of_an_earlier_default_space_apart(compare_module, tmp_path):
     """A changed default space runs the autoprune and random search arms again: their
     earlier rows (those without a recorded space were made with retired/default-2.yaml)
@@ -229,6 +238,21 @@ def test_compare_quick_runs_every_arm_finalizes_and_resumes(tmp_path):
     run_script(*args, timeout=600)  # nothing left to run, nothing moved again
     assert len(rows.read_text().splitlines()) == 7
     assert len(list((tmp_path / "runs-superseded" / "digits" / "0").iterdir())) == 1
+    # autoprune searched again in half random search's wall time: --equal-wall cuts random search's study
+    # to its trials begun within it (not run again) and supersedes its row
+    before = [json.loads(line) for line in rows.read_text().splitlines()]
+    old = next(r for r in before if r["arm"] == "random" and "superseded" not in r)
+    for r in before:
+        if r["arm"] == "autoprune" and "superseded" not in r:
+            r["wall_s"] = old["wall_s"] / 2
+    rows.write_text("".join(json.dumps(r) + "\n" for r in before))
+    run_script(*args, "--equal-wall", "--arms", "random", timeout=600)
+    cut = [json.loads(line) for line in rows.read_text().splitlines()]
+    randoms = [r for r in cut if r["arm"] == "random"]
+    assert len(cut) == 8 and "superseded" in randoms[0] and "superseded" not in randoms[1]
+    assert randoms[1]["candidates"] < old["candidates"] and randoms[1]["wall_s"] < 0.75 * old["wall_s"]
+    run_script(*args, "--equal-wall", "--arms", "random", timeout=600)  # within 10% now: nothing to do
+    assert len(rows.read_text().splitlines()) == 8
 
 
 def test_roofline_gemm_quick(tmp_path):
