@@ -360,11 +360,14 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
         return
     ctx, resolved = _context(args, task, seed)
     cands: dict[str, tuple[pd.DataFrame, float]] = {}
+    limits: dict[str, float] = {}  # the wall time each search run until autoprune's ran to
     for arm in todo:
         if arm in SEARCHES:
             limit = cands["autoprune"][1] if "autoprune" in cands else _wall(args, done, task, seed, "autoprune")
             if limit is None and arm in UNTIL_WALL:
                 raise SystemExit(f"{arm} runs until autoprune's wall time: run the autoprune arm of seed {seed} first")
+            if arm in UNTIL_WALL:
+                limits[arm] = limit
             cands[arm] = search_arm(args, task, seed, arm, root, limit)
         else:
             cands[arm] = recipe_arm(ctx, arm, root, seed, resolved)
@@ -379,6 +382,7 @@ def run_seed(args, task: str, seed: int, done: list[dict], rows_path: Path, moni
                "finalized": len(final), "candidates": len(df),
                **({"budget_ms": _budget(args)} if arm in SEARCHES else {}),
                **({"space_hash": _space_hash()} if arm in UNTIL_WALL + ("autoprune",) else {}),
+               **({"wall_limit": round(limits[arm], 1)} if arm in limits else {}),
                "final_retimes": RETIMES,
                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command(),
                **host(info, final),
@@ -452,12 +456,18 @@ def _set_aside(args, task: str, seed: int, done: list[dict], rows_path: Path) ->
 
 
 def _off_wall(row: dict, done: list[dict], args) -> bool:
-    """A search row run until autoprune's wall time whose wall time is more than 10% off
-    the current autoprune row's of its seed (``--equal-wall`` cuts or extends it)."""
+    """A search row run until autoprune's wall time that ran to another than the current
+    autoprune row's of its seed (``--equal-wall`` cuts or extends it): its recorded
+    ``wall_limit``, or, for rows written before it was (2026-12-07), a wall time more than
+    10% off (it overshoots by at most its last trial)."""
     if row["arm"] not in UNTIL_WALL:
         return False
     wall = _wall(args, done, row["task"], row["seed"], "autoprune")
-    return wall is not None and abs(row["wall_s"] / wall - 1) > 0.1
+    if wall is None:
+        return False
+    if "wall_limit" in row:
+        return abs(row["wall_limit"] - wall) > 0.5
+    return abs(row["wall_s"] / wall - 1) > 0.1
 
 
 def _at_budget(row: dict, args) -> bool:
@@ -593,13 +603,15 @@ def report(rows: pd.DataFrame, args, monitor) -> str:
 
 
 def _unequal_walls(rows: pd.DataFrame) -> str:
-    """The seeds where random search's wall time is more than 10% off autoprune's: it ran
-    to the wall time of an autoprune row that has been searched again since (``--redo``,
-    or a search that got faster), so the two did not search equally long there."""
+    """The seeds where random search ran to another wall time than autoprune's row has
+    (its ``wall_limit``; rows without one: more than 10% off): autoprune searched again
+    since (``--redo``), so the two did not search equally long there."""
     off = []
     for (task, seed), t in rows[rows["arm"].isin(("autoprune", "random"))].groupby(["task", "seed"], sort=False):
         walls = dict(zip(t["arm"], t["wall_s"]))
-        if len(walls) == 2 and abs(walls["random"] / walls["autoprune"] - 1) > 0.1:
+        limit = t.loc[t["arm"] == "random", "wall_limit"] if "wall_limit" in t else pd.Series(dtype=float)
+        if len(walls) == 2 and (abs(limit.iloc[0] - walls["autoprune"]) > 0.5 if limit.notna().any()
+                                else abs(walls["random"] / walls["autoprune"] - 1) > 0.1):
             off.append(f"{task} seed {seed} ({walls['random']:.0f} s against {walls['autoprune']:.0f} s)")
     if not off:
         return ""
