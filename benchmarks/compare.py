@@ -120,6 +120,9 @@ def search_arm(args, task: str, seed: int, arm: str, root: Path, wall_limit: flo
         raise SystemExit(f"--refinalize finalizes {arm}'s search of {task} seed {seed} again from its study, and "
                          f"{root / arm} has none (moved or deleted?): restore it, or leave out --refinalize to "
                          "search again")
+    if args.equal_wall and not (root / arm / "config.json").is_file():
+        raise SystemExit(f"--equal-wall cuts or extends {arm}'s study of {task} seed {seed}, and {root / arm} has "
+                         "none (moved or deleted?): restore it, or run the arm again with --redo")
     until_wall = arm in UNTIL_WALL
     space = _screened_retired_space(root) if arm == "screen-old-space" else "default"
     if space == "default":
@@ -170,8 +173,11 @@ def cut_to_wall(df: pd.DataFrame, spent: float, limit: float) -> tuple[pd.DataFr
     done again since) is cut rather than run again: each trial depends only on the trials
     before it (random search's plans do not depend on results at all), so its first trials
     are what the shorter search ran. Each trial's start is its place in the study's summed
-    durations, scaled to ``spent`` (the loop's own seconds between trials, spread evenly)."""
-    took = df.sort_values("trial")["duration_s"].fillna(0.0)
+    durations, scaled to ``spent`` (the loop's own seconds between trials, spread evenly);
+    an interrupted trial counts none."""
+    ordered = df.sort_values("trial")
+    # an interrupted trial's duration spans the gap between sittings, which the clock did not count
+    took = ordered["duration_s"].fillna(0.0).where(ordered["fail_stage"].astype(str) != "interrupted", 0.0)
     if spent <= limit or took.sum() <= 0:
         return df, spent
     ends = took.cumsum() * (spent / took.sum())
@@ -323,7 +329,8 @@ def finalize_arm(ctx, device, arm: str, cands: pd.DataFrame, root: Path, n: int,
                **f}
         append_row(root / f"{arm}.final.jsonl", out)
         done.append(out)
-    return pd.DataFrame([d for d in done if "error" not in d])
+    # members finalized for a longer cut of the same study (before --equal-wall) are not this one's
+    return pd.DataFrame([d for d in done if "error" not in d and d["trial"] in set(cands["trial"].astype(int))])
 
 
 def verdict(final: pd.DataFrame, base_final: float) -> dict:

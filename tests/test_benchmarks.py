@@ -64,12 +64,14 @@ def test_best_speedup_respects_the_accuracy_drop(compare_module):
 
 
 def test_a_search_run_past_the_wall_time_is_cut_to_the_trials_begun_within_it(compare_module):
-    df = pd.DataFrame({"trial": [4, 0, 1, 2, 3], "duration_s": [10.0, 10.0, 10.0, 10.0, None], "state": "COMPLETE"})
-    # 40 s of trials in 44 s of wall time: each trial's 10 s count 11; trial 3 (no duration, failed) counts 0
+    df = pd.DataFrame({"trial": [4, 0, 1, 2, 3, 5], "duration_s": [10.0, 10.0, 10.0, 10.0, None, 7000.0],
+                       "state": "COMPLETE", "fail_stage": [None] * 5 + ["interrupted"]})
+    # 40 s of trials in 44 s of wall time: each trial's 10 s count 11; trial 3 (no duration) counts 0, and so
+    # does trial 5, interrupted (its duration spans the gap between two sittings)
     cut, wall = compare_module.cut_to_wall(df, spent=44.0, limit=25.0)
     assert sorted(cut["trial"]) == [0, 1, 2] and wall == pytest.approx(33.0)  # trial 2 began at 22 s
     same, wall = compare_module.cut_to_wall(df, spent=44.0, limit=50.0)  # it ran no longer than the limit
-    assert len(same) == 5 and wall == 44.0
+    assert len(same) == 6 and wall == 44.0
 
 
 def test_compare_keeps_autoprune_rows_of_an_earlier_default_space_apart(compare_module, tmp_path):
