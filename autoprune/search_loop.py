@@ -711,16 +711,19 @@ class Screening:
                  f"{', '.join(map(str, chosen)) or 'none'})")
 
     def pool(self, records: list[TrialRecord]) -> list:
-        """The screened plans, scored (ScreenedPlan: the screen's score at its latency), one
-        per architecture and none of an architecture trained outside the screen's choice
-        (:func:`autoprune.screen.distinct`)."""
+        """The screened plans worth training, scored (ScreenedPlan: the screen's score at its
+        latency; :func:`autoprune.screen.worth_training`): faster than the trained unpruned
+        model (the baseline, and its unpruned warm starts), one per architecture, none of an
+        architecture trained outside the screen's choice."""
         from autoprune.screen import ScreenedPlan, worth_training
 
         known = [r for r in records if not r.screen and r.screened_from is None and r.state == "COMPLETE"]
+        # only the unpruned model sets the bound: a plan slower than a trained pruned one may be more accurate
+        unpruned = [r.latency_ms for r in known
+                    if r.latency_ms and (r.baseline or (r.warm_start or "").startswith("unpruned"))]
         scored = [ScreenedPlan(r.number, self.sign * r.screen_score, r.screen_latency_ms, _arch(r))
                   for r in records if r.screen and r.state == "PRUNED" and r.screen_score is not None]
-        return worth_training(scored, {_arch(r) for r in known} - {""},
-                              min((r.latency_ms for r in known if r.latency_ms), default=math.inf))
+        return worth_training(scored, {_arch(r) for r in known} - {""}, min(unpruned, default=math.inf))
 
     def trained(self, records: list[TrialRecord], first: Collection[int], pool: list) -> list:
         """The first wave's trained plans (screened trials ``first``): their trained metric at

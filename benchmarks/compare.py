@@ -769,8 +769,9 @@ def main() -> None:
                              "marked superseded, and their files move to <results-dir>-superseded/")
     parser.add_argument("--equal-wall", action="store_true",
                         help="bring the --arms that search until autoprune's wall time (random) to it where their "
-                             "row is more than 10%% off: a longer study is cut (its first trials), a shorter one runs "
-                             "on; only members not finalized yet are finalized; the old rows stay, marked superseded")
+                             "row ran to another (rows before wall_limit was recorded: more than 10%% off): a longer "
+                             "study is cut (its first trials), a shorter one runs on; only members not finalized yet "
+                             "are finalized; the old rows stay, marked superseded")
     parser.add_argument("--quick", action="store_true", help="smoke run: digits, one seed, short ladders")
     add_load_arguments(parser)
     args = parser.parse_args()
