@@ -122,6 +122,14 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Write the JSON-lines file ``path`` again whole, atomically (rows marked since they
+    were appended: a reader never sees it half written)."""
+    from autoprune._config import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r, default=float) + "\n" for r in rows))
+
+
 def append_row(path: Path, row: dict) -> None:
     """Add ``row`` to the JSON-lines file ``path`` (its folder made): one line a finished
     unit, so a run cut short keeps everything it finished."""

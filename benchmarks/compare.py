@@ -66,7 +66,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import LoadMonitor, add_load_arguments, append_row, command, facts, read_rows  # noqa: E402
+from _machine import LoadMonitor, add_load_arguments, append_row, command, facts, read_rows, write_rows  # noqa: E402
 
 SEARCHES = ("autoprune", "random", "space-no-screen", "screen-old-space")
 ABLATION = ("space-no-screen", "screen-old-space")  # with --ablation; autoprune is "both"
@@ -180,8 +180,9 @@ def cut_to_wall(df: pd.DataFrame, spent: float, limit: float) -> tuple[pd.DataFr
     took = ordered["duration_s"].fillna(0.0).where(ordered["fail_stage"].astype(str) != "interrupted", 0.0)
     if spent <= limit or took.sum() <= 0:
         return df, spent
-    ends = took.cumsum() * (spent / took.sum())
-    kept = (ends - took * (spent / took.sum())) < limit
+    scale = spent / took.sum()
+    ends = took.cumsum() * scale
+    kept = (ends - took * scale) < limit
     return df.loc[kept[kept].index], float(ends[kept].iloc[-1])
 
 
@@ -427,14 +428,12 @@ def _supersede(rows_path: Path, done: list[dict], row: dict, args) -> None:
     """Add ``row`` (finalized again, ``--refinalize``) to the rows file and mark the rows it
     replaces: the same task, seed and arm, current, finalized without timing slow pairs
     again. They stay in the file, with the date of the row that replaced them."""
-    from autoprune._config import atomic_write_text
-
     key = (row["task"], row["seed"], row["arm"])
     for r in done:
         if (r["task"], r["seed"], r["arm"]) == key and _current(r, args) and (
                 not _retimed(r) if args.refinalize else _off_wall(r, done, args)):
             r["superseded"] = row["date"]
-    atomic_write_text(rows_path, "".join(json.dumps(r, default=float) + "\n" for r in done + [row]))
+    write_rows(rows_path, done + [row])
 
 
 def _set_aside(args, task: str, seed: int, done: list[dict], rows_path: Path) -> None:
@@ -442,8 +441,6 @@ def _set_aside(args, task: str, seed: int, done: list[dict], rows_path: Path) ->
     their files aside, so they run again. An arm without a current row (a redo cut short
     and run again) is left to resume; its files are moved before its rows are marked, so
     an interruption between the two moves nothing twice (no folder: nothing to move)."""
-    from autoprune._config import atomic_write_text
-
     root = args.results_dir / task / str(seed)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M")
     for arm in args.arms:
@@ -459,7 +456,7 @@ def _set_aside(args, task: str, seed: int, done: list[dict], rows_path: Path) ->
             r["superseded"] = f"{stamp} (--redo; files in {aside})"
         print(f"[{task} {seed} {arm}] --redo: its row is kept, marked superseded; its files are in {aside}",
               file=sys.stderr, flush=True)
-    atomic_write_text(rows_path, "".join(json.dumps(r, default=float) + "\n" for r in done))
+    write_rows(rows_path, done)
 
 
 def _off_wall(row: dict, done: list[dict], args) -> bool:
@@ -470,11 +467,15 @@ def _off_wall(row: dict, done: list[dict], args) -> bool:
     if row["arm"] not in UNTIL_WALL:
         return False
     wall = _wall(args, done, row["task"], row["seed"], "autoprune")
-    if wall is None:
-        return False
-    if "wall_limit" in row:
-        return abs(row["wall_limit"] - wall) > 0.5
-    return abs(row["wall_s"] / wall - 1) > 0.1
+    return wall is not None and _ran_to_another_wall(row, wall)
+
+
+def _ran_to_another_wall(row: dict, autoprune_wall: float) -> bool:
+    """Whether a row run until autoprune's wall time ran to another than ``autoprune_wall``."""
+    limit = row.get("wall_limit")
+    if isinstance(limit, (int, float)) and not math.isnan(limit):
+        return abs(limit - autoprune_wall) > 0.5
+    return abs(row["wall_s"] / autoprune_wall - 1) > 0.1
 
 
 def _at_budget(row: dict, args) -> bool:
@@ -615,11 +616,10 @@ def _unequal_walls(rows: pd.DataFrame) -> str:
     since (``--redo``), so the two did not search equally long there."""
     off = []
     for (task, seed), t in rows[rows["arm"].isin(("autoprune", "random"))].groupby(["task", "seed"], sort=False):
-        walls = dict(zip(t["arm"], t["wall_s"]))
-        limit = t.loc[t["arm"] == "random", "wall_limit"] if "wall_limit" in t else pd.Series(dtype=float)
-        if len(walls) == 2 and (abs(limit.iloc[0] - walls["autoprune"]) > 0.5 if limit.notna().any()
-                                else abs(walls["random"] / walls["autoprune"] - 1) > 0.1):
-            off.append(f"{task} seed {seed} ({walls['random']:.0f} s against {walls['autoprune']:.0f} s)")
+        by_arm = {r["arm"]: r for r in t.to_dict("records")}
+        if len(by_arm) == 2 and _ran_to_another_wall(by_arm["random"], by_arm["autoprune"]["wall_s"]):
+            off.append(f"{task} seed {seed} ({by_arm['random']['wall_s']:.0f} s against "
+                       f"{by_arm['autoprune']['wall_s']:.0f} s)")
     if not off:
         return ""
     return ("- Not equal wall time: random search had " + "; ".join(off)
