@@ -4,9 +4,10 @@
 setup:
 	@scripts/bootstrap.sh
 
-# A short search on the reference task: screen 24 plans, train 4 (the baseline and the
-# unpruned model at INT8 among them), finalize the most accurate within the budget (a
-# member's full fine-tune takes 2-3 min here); prints the Pareto front and the pick.
+# A short search on the reference task: score 24 plans within the budget (at most 96
+# drawn), train 4 (the baseline and the unpruned model at INT8 among them), finalize the
+# most accurate within the budget (a member's full fine-tune takes 2-3 min here); prints
+# the Pareto front and the pick.
 # The budget is relative (--speedup 8: 1/8 of the unpruned model's latency, measured),
 # because a budget in ms held on one host and not the next (2026-12-06).
 demo: setup

@@ -520,8 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "`precision.choices`, e.g. float32,int8; float32 is always offered, as the baseline's). "
                         "Only those the device profile supports (`precision.supported`)")
     s.add_argument("--screen-plans", type=int, metavar="N",
-                   help="plans to screen cheaply (pruned, BatchNorm re-estimated, a few distilled steps, scored "
-                        "on a validation subset, timed) before the best --trials are trained (default: the "
+                   help="plans to screen cheaply (pruned, timed, and if within the budget BatchNorm re-estimated, "
+                        "a few distilled steps, scored on a validation subset) before the best --trials are "
+                        "trained; a plan timed over the budget does not count, up to 4x N drawn (default: the "
                         "space's `screen.plans`; 0: no screen, every trial is the sampler's)")
     s.add_argument("--data-dir", help="dataset folder (default: the Debian package's)")
     s.add_argument("--workers", type=int, metavar="N",

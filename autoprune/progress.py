@@ -58,8 +58,10 @@ class SearchProgress:
         if self._progress is None:
             return
         if record.screen and not record.interrupted and record.fail_stage is None:
+            if record.screen_score is None:
+                return  # timed over the budget: not one of the plans the screen is to score
             if self._screen is None:
-                self._screen = self._progress.add_task("[dim]screened plans (pruned, scored, timed; not trained)[/]",
+                self._screen = self._progress.add_task("[dim]screened plans (pruned, timed, scored; not trained)[/]",
                                                        total=self.screen_total or None)
             self._progress.advance(self._screen)
             return
