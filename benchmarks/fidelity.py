@@ -211,6 +211,23 @@ def kendall(a: pd.Series, b: pd.Series) -> float:
     return float("nan") if tau is None or math.isnan(tau) else float(tau)
 
 
+BOOTSTRAP = 2000
+
+
+def bootstrap_tau(a: pd.Series, b: pd.Series, n: int = BOOTSTRAP) -> tuple[float, float]:
+    """The 5th and 95th percentiles of Kendall's tau over ``n`` resamples of the
+    candidates (with replacement; a fixed generator, so a report regenerates alike)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x, y = a.to_numpy(), b.to_numpy()
+    taus = [kendall(pd.Series(x[i]), pd.Series(y[i])) for i in rng.integers(0, len(x), (n, len(x)))]
+    if all(math.isnan(t) for t in taus):  # a figure alike for every candidate ranks nothing
+        return float("nan"), float("nan")
+    lo, hi = np.nanpercentile(taus, [5, 95])
+    return float(lo), float(hi)
+
+
 def local_tau(df: pd.DataFrame, col: str, within: float = 1.25) -> tuple[float, int]:
     """Kendall's tau over the pairs whose latencies are within ``within`` x of each other."""
     conc = disc = 0
@@ -232,7 +249,9 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=14)
     parser.add_argument("--low", type=float, default=0.2, help="the lowest shared ratio drawn")
     parser.add_argument("--high", type=float, default=0.85, help="the highest")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", "--seeds", dest="seeds", type=lambda v: [int(x) for x in v.split(",")],
+                        default=[0], help="the seed that draws the plans; several (0,1,2): the report pools "
+                                          "their candidates, with each seed's tau beside")
     parser.add_argument("--rungs", action=argparse.BooleanOptionalAction, default=True,
                         help="train every candidate through the search's later rungs before the final fine-tune "
                              "(--no-rungs: the first rung, then the final fine-tune; about a third cheaper)")
@@ -251,37 +270,40 @@ def main() -> None:
     args = parser.parse_args()
 
     monitor = LoadMonitor()
-    task, space, resolved, ctx = replay_context(args.task, args.space, args.device, args.seed)
     every = read_rows(args.rows)
     scratch = tempfile.TemporaryDirectory()
-    drawn = plans(resolved, args.candidates, args.seed, args.low, args.high)
-    # rows of other plans (another seed, or the space as it was) stay in the file, not in this report
-    done = [r for r in every if r["seed"] == args.seed and r.get("rungs", True) == args.rungs
-            and any(r["plan"] == p.to_dict() for p in drawn)]
     began = time.monotonic()
-    for i in spread_order(len(drawn)):
-        plan = drawn[i]
-        if args.report_only or any(r["plan"] == plan.to_dict() for r in done):
-            continue
-        if time.monotonic() - began > args.max_minutes * 60:
-            break
-        work = Path(scratch.name) / str(i)
-        work.mkdir()
-        row = {"seed": args.seed, "index": i, "rungs": args.rungs,
-               **candidate(ctx, plan, args.seed + i, work, args.rungs)}
-        done.append(row)
-        every.append(row)  # (a --retime of this same run rewrites the file from it)
-        append_row(args.rows, row)
-        print(json.dumps({k: v for k, v in row.items() if k != "plan"}), file=sys.stderr, flush=True)
+    done: list[dict] = []
+    for seed in args.seeds:
+        task, space, resolved, ctx = replay_context(args.task, args.space, args.device, seed)
+        drawn = plans(resolved, args.candidates, seed, args.low, args.high)
+        # rows of other plans (another seed, or the space as it was) stay in the file, not in this report
+        mine = [r for r in every if r["seed"] == seed and r.get("rungs", True) == args.rungs
+                and any(r["plan"] == p.to_dict() for p in drawn)]
+        for i in spread_order(len(drawn)):
+            plan = drawn[i]
+            if args.report_only or any(r["plan"] == plan.to_dict() for r in mine):
+                continue
+            if time.monotonic() - began > args.max_minutes * 60:
+                break
+            work = Path(scratch.name) / f"{seed}-{i}"
+            work.mkdir()
+            row = {"seed": seed, "index": i, "rungs": args.rungs, **candidate(ctx, plan, seed + i, work, args.rungs)}
+            mine.append(row)
+            every.append(row)  # (a --retime of this same run rewrites the file from it)
+            append_row(args.rows, row)
+            print(json.dumps({k: v for k, v in row.items() if k != "plan"}), file=sys.stderr, flush=True)
+        if args.retime:
+            for row in mine:
+                work = Path(scratch.name) / f"retime-{seed}-{row['index']}"
+                work.mkdir()
+                plan = next(p for p in drawn if p.to_dict() == row["plan"])
+                row.update(retime(ctx, row, plan, seed + row["index"], work))  # the same row in `every`
+                print(json.dumps({k: v for k, v in row.items() if k != "plan"}), file=sys.stderr, flush=True)
+        done += mine
     if args.retime:
         from autoprune._config import atomic_write_text
 
-        for n, row in enumerate(done):
-            work = Path(scratch.name) / f"retime-{n}"
-            work.mkdir()
-            plan = next(p for p in drawn if p.to_dict() == row["plan"])
-            row.update(retime(ctx, row, plan, args.seed + row["index"], work))  # the same row in `every`
-            print(json.dumps({k: v for k, v in row.items() if k != "plan"}), file=sys.stderr, flush=True)
         atomic_write_text(args.rows, "".join(json.dumps(r) + "\n" for r in every))
 
     df = pd.DataFrame(done)
@@ -296,14 +318,19 @@ def main() -> None:
             int(col.split()[1]) / ((rec.all_rungs[-1] if args.rungs else rec.finetune_steps) + rec.final_steps))
         rows.append({"method": col, "tau": kendall(df[col], df["final"]), "seconds_per_candidate": cost,
                      "deciding": col == deciding, "local_tau": tau_local, "local_pairs": pairs})
+        if len(args.seeds) > 1:  # each seed's own figure beside the pooled one, and how far the pool is sure
+            rows[-1].update({f"tau_seed_{k}": kendall(g[col], g["final"]) for k, g in df.groupby("seed")})
+            rows[-1]["tau_5"], rows[-1]["tau_95"] = bootstrap_tau(df[col], df["final"])
     table = pd.DataFrame(rows)
+    shown = [*(["seed"] if len(args.seeds) > 1 else []), "index", "latency_ms", "mmacs", *figures, *rung_cols, "final"]
     table.to_csv(args.out.with_suffix(".csv"), index=False, float_format="%.3f")
     text = (
         "# Screen fidelity: cheap scores against the final accuracy\n\n"
         f"{facts()}"
         f"- Rows in `{args.rows}` (a run resumes from them; `--report-only` rewrites this report from them).\n"
         f"- Task `{args.task}`, space `{args.space}`, device `{args.device}` (latency measured, float32 only).\n"
-        f"- {len(df)} of {args.candidates} plans drawn from the space (done in an order that spans the range), "
+        f"- {len(df)} of {args.candidates * len(args.seeds)} plans drawn from the space ({args.candidates} a seed, "
+        f"seeds {', '.join(map(str, args.seeds))}; done in an order that spans the range), "
         f"shared ratio evenly spaced over {args.low:g}-{args.high:g}, the rest of each plan (deviations) at random.\n"
         f"- Screens: pruned, BatchNorm re-estimated on {sc.bn_batches} batches of {sc.batch_size}, then the steps "
         f"named (distilled, lr {sc.lr:g}), scored on the first {sc.samples} validation images (search-time "
@@ -322,11 +349,13 @@ def main() -> None:
         + "\n## Kendall's tau against the final accuracy\n\n"
         + table.to_markdown(index=False, floatfmt=".3f") + "\n\n"
         "`local_tau` counts only the pairs of candidates within 25% of each other's latency "
-        "(`local_pairs` of them).\n\n"
+        "(`local_pairs` of them)."
+        + (" `tau` pools every seed's candidates (one ranking over all of them); `tau_seed_N` is one seed's "
+           f"alone; `tau_5`-`tau_95`: the 90% interval of the pooled tau over {BOOTSTRAP} resamples of the "
+           "candidates (bootstrap)." if len(args.seeds) > 1 else "") + "\n\n"
         "## Per candidate\n\n"
-        + df[["index", "latency_ms", "mmacs", *figures, *rung_cols, "final"]].sort_values("latency_ms")
-        .to_markdown(index=False, floatfmt=[".3f" if c in KL else ".2f" for c in
-                                            ["index", "latency_ms", "mmacs", *figures, *rung_cols, "final"]]) + "\n"
+        + df[shown].sort_values("latency_ms")
+        .to_markdown(index=False, floatfmt=[".3f" if c in KL else ".2f" for c in shown]) + "\n"
     )
     under = ("the re-timing's: the latencies and seconds above were measured under it" if args.retime else
              "accuracy only: load changes the run's duration, not its figures; latencies are measured under it")
@@ -338,12 +367,15 @@ def _retimed_note(df: pd.DataFrame) -> str:
     """What ``--retime`` changed, for the report (nothing: no line)."""
     if "retimed" not in df or df["retimed"].isna().all():
         return ""
-    differs = [d for d in df["retime_differs"] if isinstance(d, dict) and d]
+    retimed = df[df["retimed"].notna()]
+    differs = [d for d in retimed["retime_differs"] if isinstance(d, dict) and d]
     gaps = [abs(a - b) for d in differs for k, (a, b) in d.items() if k not in KL]  # points, not divergences
-    return (f"- Latencies and seconds re-timed with `--retime` ({df['retimed'].dropna().max()}): each candidate's "
+    which = ("each candidate's" if len(retimed) == len(df)
+             else f"{len(retimed)} of {len(df)} candidates' (the others' as trained)")
+    return (f"- Latencies and seconds re-timed with `--retime` ({retimed['retimed'].max()}): {which} "
             "screens and first rung run again, not the final fine-tune; the figures are those of the run that "
-            f"trained them to final. {len(df) - len(differs)} of {len(df)} candidates gave every screen figure "
-            "again exactly" + (f"; the others differ by up to {max(gaps):.2f} points" if gaps else "") + ".\n")
+            f"trained them to final. {len(retimed) - len(differs)} of {len(retimed)} candidates gave every screen "
+            "figure again exactly" + (f"; the others differ by up to {max(gaps):.2f} points" if gaps else "") + ".\n")
 
 
 if __name__ == "__main__":

@@ -364,6 +364,15 @@ def test_fidelity_ranks_every_screen_and_rung_against_final_and_resumes(tmp_path
     assert all(r["rung 40 steps s"] > 0 and r["rung 40 steps s"] != b["rung 40 steps s"] for r, b in zip(after, before))
     exact = sum(not r["retime_differs"] for r in after)
     assert f"{exact} of 3 candidates gave every screen figure again exactly" in out.read_text()
+    # two seeds: the second seed's plans run, the first's resume; one ranking pools both, each seed's beside
+    run_script(*args, "--seed", "0,1", "--no-rungs")
+    both = pd.read_csv(out.with_suffix(".csv")).set_index("method")
+    assert len(rows.read_text().splitlines()) == 9  # 3 (seed 0, rungs) + 3 + 3 (seeds 0 and 1, first rung only)
+    assert {"tau_seed_0", "tau_seed_1", "tau_5", "tau_95"} <= set(both.columns)
+    interval = both[["tau_5", "tau_95"]].dropna()  # (a figure alike for every plan has no tau)
+    assert not interval.empty and (interval["tau_5"] <= interval["tau_95"]).all() and both["deciding"].sum() == 1
+    text = out.read_text()
+    assert "6 of 6 plans drawn from the space (3 a seed, seeds 0, 1" in text and "tau_seed_N" in text
 
 
 def test_tilts_sets_each_tilt_against_the_ladder_resumes_and_refuses_a_bad_plan_in_one_line(tmp_path):
