@@ -60,9 +60,10 @@ OBJECTIVES = ("accuracy", "latency_ms", "size_mb")
 WARM_START_RATIOS = (0.5, 0.3)
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 SCREEN_ENV = "AUTOPRUNE_SCREEN_PLANS"  # the default of --screen-plans, when set
-# A screen scores `plans` plans within the budget; a plan timed over it costs only its timing
-# and does not count, up to this many drawn per plan to score. Under an 8x budget on a slow
-# day every ladder plan timed over it and `make demo` scored 1-3 of its 24 plans.
+# A screen scores `plans` plans within the budget; a plan timed over it (or one that failed)
+# costs only its timing and does not count, up to this many drawn per plan to score. Under
+# an 8x budget on an Intel host every INT8 ladder plan timed over it, and `make demo` had
+# scored 1-3 of its 24 plans.
 SCREEN_DRAWS = 4
 
 

@@ -249,7 +249,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=14)
     parser.add_argument("--low", type=float, default=0.2, help="the lowest shared ratio drawn")
     parser.add_argument("--high", type=float, default=0.85, help="the highest")
-    parser.add_argument("--seed", "--seeds", dest="seeds", type=lambda v: [int(x) for x in v.split(",")],
+    parser.add_argument("--seed", "--seeds", dest="seeds", type=_seeds, metavar="N[,N...]",
                         default=[0], help="the seed that draws the plans; several (0,1,2): the report pools "
                                           "their candidates, with each seed's tau beside")
     parser.add_argument("--rungs", action=argparse.BooleanOptionalAction, default=True,
@@ -361,6 +361,11 @@ def main() -> None:
              "accuracy only: load changes the run's duration, not its figures; latencies are measured under it")
     args.out.write_text(text + f"\n- {monitor.summary()} ({under})\n")
     print(text)
+
+
+def _seeds(value: str) -> list[int]:
+    """``--seed``'s value: one seed or several, comma-separated (argparse names this in its error)."""
+    return [int(x) for x in value.split(",")]
 
 
 def _retimed_note(df: pd.DataFrame) -> str:

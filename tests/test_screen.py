@@ -43,8 +43,8 @@ def test_worth_training_one_plan_per_architecture_none_trained_already_and_none_
 
 def test_the_screen_scores_its_plans_within_the_budget_and_draws_at_most_four_per_plan(tmp_path):
     """A plan timed over the budget costs only its timing and does not count: the screen
-    draws on till ``plans`` are scored within the budget (on a slow day every ladder plan
-    of `make demo` timed over its 8x budget and it scored 1-3 of its 24), and stops at
+    draws on till ``plans`` are scored within the budget (on an Intel host every INT8 ladder
+    plan of `make demo` timed over its 8x budget and it scored 1-3 of its 24), and stops at
     SCREEN_DRAWS x ``plans`` drawn, where the budget is met by almost nothing."""
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
