@@ -373,6 +373,13 @@ def test_fidelity_ranks_every_screen_and_rung_against_final_and_resumes(tmp_path
     assert not interval.empty and (interval["tau_5"] <= interval["tau_95"]).all() and both["deciding"].sum() == 1
     text = out.read_text()
     assert "6 of 6 plans drawn from the space (3 a seed, seeds 0, 1" in text and "tau_seed_N" in text
+    # --refinal: each candidate trained to final once more under another seed; the first final ranked by it
+    run_script(*args, "--seed", "0,1", "--no-rungs", "--refinal")
+    again = [json.loads(line) for line in rows.read_text().splitlines()][3:]
+    assert len(again) == 6 and all(0 <= r["final again"] <= 100 for r in again)
+    ceiling = pd.read_csv(out.with_suffix(".csv")).set_index("method").loc["final again (noise ceiling)"]
+    assert -1 <= ceiling["tau"] <= 1 and not ceiling["deciding"]
+    assert "6 of 6 candidates trained once more to final under another seed" in out.read_text()
 
 
 def test_tilts_sets_each_tilt_against_the_ladder_resumes_and_refuses_a_bad_plan_in_one_line(tmp_path):
