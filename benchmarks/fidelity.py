@@ -15,6 +15,11 @@ accuracy:
 - over the pairs of candidates whose measured latencies are within 25% of each other
   (``local tau``): what a screen must tell apart to choose between plans of one speed.
 
+``--seed 0,1`` pools several seeds' candidates into one ranking (each seed's tau and a
+bootstrap interval beside); ``--refinal`` trains each candidate to final once more under
+another seed, and the first final ranked by the second is the ceiling that the training's
+own noise sets on any figure.
+
 Rows go to a JSON-lines file as they finish, and a run resumes from it.
 
 Run: ``.venv/bin/python benchmarks/fidelity.py [--candidates 14] [--seed 0]``.
