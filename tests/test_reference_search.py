@@ -6,6 +6,7 @@ import pytest
 from conftest import REPO
 
 import autoprune
+from autoprune.search_loop import SCREEN_DRAWS
 from autoprune.tasks.builtin import FASHION_DIR
 
 pytestmark = [
@@ -28,7 +29,10 @@ def test_fashion_search_finds_a_faster_model_within_budget(tmp_path):
     assert base is not None and base["accuracy"] > 88
     done = result.trials[result.trials["state"] == "COMPLETE"]
     # one screened plan trained, after the baseline and the unpruned model at INT8
-    assert len(done) == 3 and (result.trials["state"] == "PRUNED").sum() == 12
+    # 12 plans scored within the 1 ms budget (the unpruned model's neighbours on the ladder may time
+    # over it: those do not count, and the screen draws more, at most 4x)
+    screened = result.trials[result.trials["state"] == "PRUNED"]
+    assert len(done) == 3 and (screened["screen_score"].notna().sum() == 12 or len(screened) == 12 * SCREEN_DRAWS)
     assert done["screened_from"].notna().sum() == 1
     # the most-pruned candidates are measured faster than the baseline
     assert done["latency_ms"].min() < base["latency_ms"]
