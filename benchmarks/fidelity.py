@@ -42,7 +42,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import LoadMonitor, add_load_arguments, append_row, facts, read_rows  # noqa: E402
+from _machine import LoadMonitor, add_load_arguments, append_row, facts, read_rows, write_rows  # noqa: E402
 
 # (name, ScreenConfig overrides); "zero-shot" is scored with no BatchNorm re-estimation
 METHODS = {
@@ -157,18 +157,11 @@ def candidate(ctx, plan, seed: int, work: Path, rungs: bool = True) -> dict:
     """Every screen figure of one plan, its latency, its rungs and its final accuracy
     (``rungs=False``: the first rung only, then the final fine-tune, as finalize trains
     a member the search stopped at its first rung)."""
-    from autoprune import objective
-    from autoprune.finalize import fine_tune
-
     row, model, report = screens(ctx, plan, seed, work)
     rec = ctx.space.space.recovery
     t0 = time.perf_counter()
-    if rungs:
-        reached, _ = objective.climb(ctx, model, report.masks, 0.0,
-                                     {rec.finetune_steps: row[f"rung {rec.finetune_steps} steps"]}, seed, {})
-        row.update({f"rung {s} steps": a for s, a in reached.items()})
-    fine_tune(model, ctx.task, rec, rec.final_steps, report.masks, ctx.distill, seed=seed + rec.final_steps)
-    row["final"] = ctx.task.metric(model, ctx.task.val)
+    reached, row["final"] = to_final(ctx, model, report.masks, row[f"rung {rec.finetune_steps} steps"], seed, rungs)
+    row.update({f"rung {s} steps": a for s, a in reached.items()})
     # the whole recovery, first rung included (the rungs' costs are shares of it)
     row["train s"] = row[f"rung {rec.finetune_steps} steps s"] + time.perf_counter() - t0
     return row
@@ -183,16 +176,26 @@ def refinal(ctx, plan, seed: int, rungs: bool = True) -> float:
     of one plan differ by the training's own noise, which bounds how well any figure can
     rank plans by their final accuracy."""
     from autoprune import objective
+
+    seed += REFINAL_SEED
+    model, report, _ = objective.prune_and_recover(ctx, plan, seed, {})
+    first = ctx.task.metric(model, ctx.task.val, ctx.space.space.recovery.eval_samples) if rungs else math.nan
+    return to_final(ctx, model, report.masks, first, seed, rungs)[1]
+
+
+def to_final(ctx, model, masks, first: float, seed: int, rungs: bool) -> tuple[dict[int, float], float]:
+    """From the first rung (``first``: its figure) to the final accuracy, as finalize trains
+    a member: the later rungs if ``rungs``, then the final fine-tune, scored on the whole
+    validation set. Returns the later rungs reached ({} without them) and that accuracy."""
+    from autoprune import objective
     from autoprune.finalize import fine_tune
 
     rec = ctx.space.space.recovery
-    seed += REFINAL_SEED
-    model, report, _ = objective.prune_and_recover(ctx, plan, seed, {})
+    reached = {}
     if rungs:
-        first = ctx.task.metric(model, ctx.task.val, rec.eval_samples)
-        objective.climb(ctx, model, report.masks, 0.0, {rec.finetune_steps: first}, seed, {})
-    fine_tune(model, ctx.task, rec, rec.final_steps, report.masks, ctx.distill, seed=seed + rec.final_steps)
-    return ctx.task.metric(model, ctx.task.val)
+        reached, _ = objective.climb(ctx, model, masks, 0.0, {rec.finetune_steps: first}, seed, {})
+    fine_tune(model, ctx.task, rec, rec.final_steps, masks, ctx.distill, seed=seed + rec.final_steps)
+    return reached, ctx.task.metric(model, ctx.task.val)
 
 
 def retime(ctx, row: dict, plan, seed: int, work: Path) -> dict:
@@ -335,12 +338,12 @@ def main() -> None:
                 continue
             plan = next(p for p in drawn if p.to_dict() == row["plan"])
             row["final again"] = refinal(ctx, plan, seed + row["index"], args.rungs)  # the same row in `every`
-            _rewrite(args.rows, every)  # (a row that changes: the file is written again, whole)
+            write_rows(args.rows, every)  # (a row that changes: the file is written again, whole)
             print(json.dumps({k: row[k] for k in ("seed", "index", "final", "final again")}), file=sys.stderr,
                   flush=True)
         done += mine
     if args.retime:
-        _rewrite(args.rows, every)
+        write_rows(args.rows, every)
 
     df = pd.DataFrame(done)
     rec, sc = space.recovery, space.screen
@@ -418,12 +421,6 @@ def _refinal_note(df: pd.DataFrame) -> str:
             f"(median; at most {gap.max():.2f}). Its tau is the first final ranked by the second: about as far "
             "as a figure can agree with a final accuracy that moves this much from one training to the next "
             "(its cost is a whole training's).\n")
-
-
-def _rewrite(path: Path, rows: list[dict]) -> None:
-    from autoprune._config import atomic_write_text
-
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _seeds(value: str) -> list[int]:
