@@ -56,7 +56,8 @@ class ScreenedPlan:
     arch: str = ""  # what its latency depends on (architecture and precision); "": unknown
 
 
-def select(screened: Sequence[ScreenedPlan], k: int, budget_ms: float, near: float) -> list[int]:
+def select(screened: Sequence[ScreenedPlan], k: int, budget_ms: float, near: float,
+           taken: Collection[int] = ()) -> list[int]:
     """The keys of at most ``k`` plans worth training, best first.
 
     Within the budget, plans are taken by Pareto layer of (score up, latency down):
@@ -64,8 +65,10 @@ def select(screened: Sequence[ScreenedPlan], k: int, budget_ms: float, near: flo
     than ``near`` points behind the best score at least as fast (the screen cannot
     tell such a plan apart from worse). Within a layer that does not fit whole, the
     plans are spread across its latency range, so the trained plans cover the front.
+    Plans in ``taken`` (chosen already) are not chosen again but still count in how far
+    behind the others are: without them the next layer would be a front of its own.
     """
-    pool = [s for s in screened if s.latency_ms <= budget_ms]
+    pool = [s for s in screened if s.latency_ms <= budget_ms and s.key not in taken]
     chosen: list[ScreenedPlan] = []
     while pool and len(chosen) < k:
         layer = front(pool)
@@ -131,8 +134,7 @@ def second_wave(screened: Sequence[ScreenedPlan], trained: Sequence[ScreenedPlan
     (:func:`select`) among the plans not chosen yet."""
     chosen = between(screened, trained, k, budget_ms, near, taken=first, clip=clip)
     if len(chosen) < k:
-        taken = set(first) | set(chosen)
-        chosen += select([s for s in screened if s.key not in taken], k - len(chosen), budget_ms, near)
+        chosen += select(screened, k - len(chosen), budget_ms, near, taken={*first, *chosen})
     return chosen
 
 
