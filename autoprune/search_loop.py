@@ -701,10 +701,14 @@ class Screening:
         from autoprune.screen import select
 
         room = max(0, target - _pending(records))
+        # a budget faster than the unpruned model binds: what counts is the best model within it, so
+        # the best-scoring plans are trained, in one wave (the waves spread the trained plans over the
+        # front's latency range, and its fast end is never the pick under a budget)
+        binds = self.budget_ms < self.unpruned_ms(records) < math.inf
         # two waves need two points to bisect between and one to place: three or more
-        first = (room + 1) // 2 if self.waves == 2 and room >= 3 else room
+        first = (room + 1) // 2 if self.waves == 2 and room >= 3 and not binds else room
         pool = self.pool(records)
-        chosen = select(pool, first, self.budget_ms, self.near)
+        chosen = select(pool, first, self.budget_ms, self.near, best_first=binds)
         _queue_screened(study, records, chosen)
         study.set_user_attr(SCREEN_ATTR, chosen)
         if first == room:
@@ -712,6 +716,7 @@ class Screening:
         screened = [r for r in records if r.screen and r.state == "PRUNED"]
         spent = sum(r.duration_s or 0.0 for r in screened)
         wave = f", the first wave of {room}" if first < room else ""
+        wave += ", the best-scoring: the budget is faster than the unpruned model" if binds and chosen else ""
         self.log(f"screened {len(screened)} plans in {spent:.0f} s ({_scoring(screened)} within the budget and "
                  f"scored, {len(pool)} worth training: faster than the unpruned model, one per architecture); "
                  f"training {len(chosen)} of them{wave} (screened trials {', '.join(map(str, chosen)) or 'none'})")
@@ -724,12 +729,18 @@ class Screening:
         from autoprune.screen import ScreenedPlan, worth_training
 
         known = [r for r in records if not r.screen and r.screened_from is None and r.state == "COMPLETE"]
-        # only the unpruned model sets the bound: a plan slower than a trained pruned one may be more accurate
-        unpruned = [r.latency_ms for r in known
-                    if r.latency_ms and (r.baseline or (r.warm_start or "").startswith("unpruned"))]
         scored = [ScreenedPlan(r.number, self.sign * r.screen_score, r.screen_latency_ms, _arch(r))
                   for r in records if r.screen and r.state == "PRUNED" and r.screen_score is not None]
-        return worth_training(scored, {_arch(r) for r in known} - {""}, min(unpruned, default=math.inf))
+        return worth_training(scored, {_arch(r) for r in known} - {""}, self.unpruned_ms(records))
+
+    @staticmethod
+    def unpruned_ms(records: list[TrialRecord]) -> float:
+        """The fastest trained unpruned model's latency (the baseline, or its unpruned warm
+        starts; inf: none trained). Only the unpruned model bounds what is worth training: a
+        plan slower than a trained pruned one may be more accurate."""
+        return min((r.latency_ms for r in records if not r.screen and r.screened_from is None
+                    and r.state == "COMPLETE" and r.latency_ms
+                    and (r.baseline or (r.warm_start or "").startswith("unpruned"))), default=math.inf)
 
     def trained(self, records: list[TrialRecord], first: Collection[int], pool: list) -> list:
         """The first wave's trained plans (screened trials ``first``): their trained metric at

@@ -30,6 +30,8 @@ def test_select_takes_the_front_within_budget_first_then_spreads_over_latency():
     # plans chosen already are not chosen again, but still make the ones behind them far behind
     assert select(pts, 5, budget_ms=0.2, near=1.0, taken={0, 1, 2, 3}) == [4]
     assert select(pts, 5, budget_ms=0.2, near=50.0, taken={0, 1, 2, 3, 4}) == [5]
+    # under a budget that binds, a layer that does not fit whole gives its best-scoring plans
+    assert select(pts, 2, budget_ms=0.2, near=1.0, best_first=True) == [0, 1]
 
 
 def test_worth_training_one_plan_per_architecture_none_trained_already_and_none_as_slow_as_the_unpruned():
@@ -112,6 +114,17 @@ def test_the_second_wave_is_queued_once_the_first_is_trained_between_its_trained
     assert study.ask().user_attrs["screened_from"] == 1
     assert screening.phase(study, target=3) == "train"  # chosen once: asked again, it does not choose again
     assert study.user_attrs[SCREEN_ATTR][2:] == [1]
+
+    # a budget faster than the trained unpruned model binds: the best-scoring plans within it, in one wave
+    bound = optuna.create_study(study_name="bound", storage=f"sqlite:///{tmp_path / 'screen.db'}",
+                                directions=["maximize", "minimize", "minimize"])
+    bound.add_trial(create_trial(state=TrialState.COMPLETE, values=[92.0, 0.6, 1.0], params={"ratio": 0.0},
+                                 distributions={"ratio": FloatDistribution(0.0, 0.9)},
+                                 user_attrs={"baseline": True, "accuracy": 92.0, "latency_ms": 0.6}))
+    for trial in study.get_trials(states=[TrialState.PRUNED]):
+        bound.add_trial(trial)
+    Screening(plans=5, budget_ms=0.55, near=1.0, seed=0, log=lambda message: None, waves=2).phase(bound, target=4)
+    assert bound.user_attrs[SCREEN_ATTR] == [5, 4, 3] and bound.user_attrs[WAVE_ATTR] == []  # (numbered from 1)
 
 
 def test_the_second_wave_bisects_the_trained_front_where_it_is_steepest():
