@@ -703,7 +703,7 @@ class Screening:
         room = max(0, target - _pending(records))
         # a budget faster than the unpruned model binds: what counts is the best model within it, so
         # the best-scoring plans are trained, in one wave (the waves spread the trained plans over the
-        # front's latency range, and its fast end is never the pick under a budget)
+        # front's latency range, whose fast end is far from the best within a budget)
         binds = self.budget_ms < self.unpruned_ms(records) < math.inf
         # two waves need two points to bisect between and one to place: three or more
         first = (room + 1) // 2 if self.waves == 2 and room >= 3 and not binds else room
