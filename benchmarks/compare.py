@@ -591,10 +591,13 @@ def report(rows: pd.DataFrame, args, monitor) -> str:
             line = {"arm": arm, "seeds": len(a), "wall_s (median)": a["wall_s"].median()}
             for col in COLUMNS[4:]:
                 v = pd.to_numeric(a[col], errors="coerce")
-                line[col] = (f"{v.median():.2f} [{v.min():.2f}-{v.max():.2f}]" if v.notna().any() else "")
+                # a seed with no candidate at a budget has no figure: the median is of those that do, and says so
+                some = f" ({v.notna().sum()} of {len(v)} seeds)" if v.isna().any() else ""
+                line[col] = (f"{v.median():.2f} [{v.min():.2f}-{v.max():.2f}]{some}" if v.notna().any() else "")
             agg.append(line)
         parts.append(f"## {task}\n\nMedian over seeds [min-max]; speed-ups are paired final speed-ups over "
-                     "the unpruned float32 model, metrics are final (full fine-tune, whole validation set).\n\n"
+                     "the unpruned float32 model, metrics are final (full fine-tune, whole validation set); "
+                     "\"(n of m seeds)\": the other seeds' arm had no finalized candidate there.\n\n"
                      + pd.DataFrame(agg).to_markdown(index=False, floatfmt=".1f") + "\n\n" + _sittings(t))
     return ("# autoprune against uniform pruning, random search and Torch-Pruning's global pruning\n\n"
             + facts()

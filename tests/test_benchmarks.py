@@ -114,6 +114,11 @@ def test_compare_keeps_autoprune_rows_of_an_earlier_default_space_apart(compare_
     assert re.search(r"again where either is over 15% slower .*: random on fashion-mnist seed 0\. The other", text)
     assert c._retimed({"date": "2026-12-07 01:00 UTC"}) and not c._retimed({"date": "2026-12-06 20:26 UTC"})
     assert c.report_rows([old, rand], args)["arm"].tolist() == [c.EARLIER, c.RANDOM_EARLIER]  # no current row
+    # a budget where one seed's arm has no candidate: the median of the others, saying how many
+    seed1 = {**new, "seed": 1, "metric_at_8x": 91.5}
+    text = c.report(c.report_rows([new, seed1], args), args, LoadMonitor())
+    assert re.search(r"\| autoprune +\| +2 \| .*\| 91\.50 \[91\.50-91\.50\] \(1 of 2 seeds\) +\| +\|", text)
+    assert "92.00 [92.00-92.00] |" in text  # every seed has it: no count
 
 
 def test_a_task_without_residual_blocks_searches_the_space_before_block_removal_alike(compare_module, tmp_path):
