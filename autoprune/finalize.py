@@ -30,17 +30,10 @@ import pandas as pd
 from autoprune import accelerator
 from autoprune._config import atomic_write_text
 from autoprune.errors import ExportError, StudyError
+from autoprune.measure import RETIME_OFF, RETIME_PAUSE_S, RETIMES, slower
 
 POLL_S = 2.0  # how often a process waiting for members that others finalize looks again
 FINAL_SLACK = 3.0  # accuracy points a search-time figure may be below the pick's allowance and still be finalized
-# A final timing this much (relative) slower than the search's figure for the same
-# architecture is taken again: on this 2-core machine, slow spells lasting seconds timed
-# small INT8 members 1.5x slower than their search figure (4 of 13 finalized in the
-# 2026-12-06 compare and demo, while the same files timed alike later) and the baseline
-# up to 1.1x.
-RETIME_OFF = 0.15
-RETIMES = 2  # rounds of the paired timing after the first, at most
-RETIME_PAUSE_S = 5.0  # between rounds: a spell lasts seconds
 
 
 def choose(result, members: int, trials: list[int] | None = None) -> pd.DataFrame:
@@ -106,9 +99,6 @@ def paired_timing(device, base_onnx, onnx, work_dir, tag: str, expected_ms: floa
     Returns (the baseline's median, the candidate's :class:`Measurement`, the rounds, the
     candidate's first median)."""
 
-    def slow(got: float, expected: float | None) -> bool:
-        return expected is not None and expected > 0 and got > expected * (1 + RETIME_OFF)
-
     bases, cands = [], []
     for round_ in range(1 + RETIMES):
         if round_:
@@ -116,7 +106,7 @@ def paired_timing(device, base_onnx, onnx, work_dir, tag: str, expected_ms: floa
         bases.append(device.measure(base_onnx, work_dir, tag="baseline").measurement.median_ms)
         cands.append(device.measure(onnx, work_dir, tag=tag).measurement)
         best = min(cands, key=lambda m: m.median_ms)
-        if not slow(best.median_ms, expected_ms) and not slow(min(bases), expected_base_ms):
+        if not slower(best.median_ms, expected_ms) and not slower(min(bases), expected_base_ms):
             break
     return min(bases), best, len(cands), cands[0].median_ms
 

@@ -23,6 +23,22 @@ from typing import Any
 
 SCHEMA = "autoprune.measurement-cache/1"
 
+# A timing this much (relative) slower than an earlier figure of the same architecture
+# is taken again, and the fastest round counts (finalize's paired timing, a trained
+# plan against its screen figure): on a shared 2-core machine, slow spells lasting
+# seconds to tens of seconds timed small INT8 models 1.5-1.7x slower (4 of 13 finalized
+# members in the 2026-12-06 compare and demo; results/benchmarks/process_modes-intel.md),
+# and a slow spell only ever adds time.
+RETIME_OFF = 0.15
+RETIMES = 2  # rounds after the first, at most
+RETIME_PAUSE_S = 5.0  # between rounds: a spell lasts seconds
+
+
+def slower(got_ms: float, expected_ms: float | None) -> bool:
+    """Whether ``got_ms`` is more than ``RETIME_OFF`` slower than ``expected_ms``, an
+    earlier figure of the same architecture (None: there is none)."""
+    return expected_ms is not None and expected_ms > 0 and got_ms > expected_ms * (1 + RETIME_OFF)
+
 
 @dataclass(frozen=True)
 class Measurement:

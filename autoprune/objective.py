@@ -32,7 +32,7 @@ from autoprune.errors import DataError
 from autoprune.evaluate import OnnxModel
 from autoprune.export import OnnxArtifact, count_params, to_onnx
 from autoprune.limits import time_limit
-from autoprune.measure import Measurement, MeasurementCache
+from autoprune.measure import RETIME_PAUSE_S, RETIMES, Measurement, MeasurementCache, slower
 from autoprune.profiles import DeviceProfile
 from autoprune.quantize import Quantized, calibration_inputs, quantize
 from autoprune.recover import Distill, TrainConfig, recalibrate_bn, train
@@ -311,18 +311,51 @@ def measure(ctx: Context, onnx: OnnxArtifact, work_dir: Path, times: dict[str, f
     return got.measurement, got.cached, got.build_info
 
 
-def run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, seed: int, number: int = -1) -> Candidate:
-    """Evaluate one plan end to end; raise TrialFailure(stage, reason) on any failure."""
+def measure_against(ctx: Context, onnx: OnnxArtifact, work_dir: Path, times: dict[str, float], number: int,
+                    expected_ms: float | None, rounds: list[float],
+                    pause_s: float = RETIME_PAUSE_S) -> tuple[Measurement, bool, dict[str, Any]]:
+    """:func:`measure`, then, where a fresh figure is more than ``RETIME_OFF`` slower than
+    ``expected_ms`` (the screen's figure for this architecture), up to ``RETIMES`` more
+    rounds ``pause_s`` apart, keeping the fastest, which the cache then holds. Each
+    round's median is appended to ``rounds`` when there was more than one.
+
+    Why: the screen chose the plan by its latency, and a slow spell of a shared machine
+    (results/benchmarks/process_modes-intel.md) timed four of six such plans 1.6x slower
+    once trained, over the budget, so they were cut at the first rung. Every round is a
+    full measurement, and a spell only ever adds time."""
+    latency, cached, info = measure(ctx, onnx, work_dir, times, number)
+    taken = [latency.median_ms]
+    while not cached and len(taken) <= RETIMES and slower(latency.median_ms, expected_ms):
+        time.sleep(pause_s)
+        again = ctx.device.measure(onnx, work_dir, tag=f"trial {number} again" if number >= 0 else "",
+                                   stage=lambda name: _stage(name, times)).measurement  # fresh: no cache
+        taken.append(again.median_ms)
+        if again.median_ms < latency.median_ms:
+            latency = again
+    if len(taken) > 1:
+        rounds.extend(taken)
+        if ctx.cache is not None and ctx.profile.measurement.cache:
+            ctx.cache.put(ctx.device.cache_key(onnx), latency)
+    return latency, cached, info
+
+
+def run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, seed: int, number: int = -1,
+                  expected_ms: float | None = None) -> Candidate:
+    """Evaluate one plan end to end; raise TrialFailure(stage, reason) on any failure.
+
+    ``expected_ms``: an earlier figure of the plan's architecture (the screen's): a timing
+    much slower than it is taken again (:func:`measure_against`)."""
     sys.audit("autoprune.trial", number)
     try:
-        return _run_candidate(ctx, plan, trial_dir, seed, number)
+        return _run_candidate(ctx, plan, trial_dir, seed, number, expected_ms)
     finally:
         sys.audit("autoprune.trial", -1)  # work outside a trial (the budget check) is never a target
 
 
 def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, seed: int,
-                   number: int) -> Candidate:
+                   number: int, expected_ms: float | None) -> Candidate:
     times: dict[str, float] = {}
+    rounds: list[float] = []  # the medians of every timing round, when there was more than one
     rec = ctx.space.space.recovery
     files = TrialFiles(trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
@@ -336,7 +369,7 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         with _stage("prune", times, ctx.space.space.prune_timeout_s):
             shaped, _ = prune(ctx, plan.shape_only(), seed)
         early = export_candidate(ctx, shaped, plan.precision, files.onnx, times, latency_only=True).artifact
-        latency, cached, info = measure(ctx, early, trial_dir, times, number)
+        latency, cached, info = measure_against(ctx, early, trial_dir, times, number, expected_ms, rounds)
         build_info.update(info)
         over = ctx.stager.skip_recovery(latency.median_ms)
 
@@ -371,7 +404,8 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         with _stage("evaluate", times):
             acc = ctx.task.metric(OnnxModel(onnx.path), ctx.task.val, rec.eval_samples)
     if early is None or early.arch_hash != onnx.arch_hash:
-        latency, cached, build_info = measure(ctx, onnx, trial_dir, times, number)
+        rounds.clear()
+        latency, cached, build_info = measure_against(ctx, onnx, trial_dir, times, number, expected_ms, rounds)
     also = {device.name: measure_on(ctx, device, onnx, trial_dir, times, number) for device in ctx.also}
     return Candidate(
         accuracy=acc,
@@ -393,6 +427,7 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         precision=plan.precision,
         quantization=exported.settings if plan.precision != "float32" else {},
         float_accuracy=float_acc,
+        latency_rounds=rounds,
     )
 
 

@@ -73,6 +73,8 @@ class SearchProgress:
                 extra += "  [dim]zero-shot (fine-tune skipped)[/]"
             elif record.finetune_steps:  # the accuracy's fidelity: how many steps it rests on
                 extra += f"  [dim]{record.finetune_steps} steps[/]"
+            if record.latency_rounds:  # timed again: the first was far slower than the screen's figure
+                extra += f"  [dim]fastest of {len(record.latency_rounds)} timings[/]"
             if record.build.get("tasks"):  # TVM: how much tuning this candidate cost
                 extra += (f"  [dim]tuning {record.build.get('tuning_s', 0):.0f} s, "
                           f"{record.build.get('tasks_reused', 0)}/{record.build['tasks']} tasks reused[/]")

@@ -81,6 +81,8 @@ def _row(r: TrialRecord) -> dict[str, Any]:
         "latency_sessions": r.latency_sessions,
         "latency_session_spread": r.latency_session_spread,
         "latency_cached": r.latency_cached,
+        # every timing round's median where a figure far slower than the screen's was taken again
+        "latency_rounds": " ".join(f"{ms:.4g}" for ms in r.latency_rounds) if r.latency_rounds else None,
         "size_mb": r.size_mb,
         "macs": r.macs,
         "params": r.params_count,

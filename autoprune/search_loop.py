@@ -490,6 +490,20 @@ def _check_budget(ctx: Context, budget_ms: float | None, log: Callable[[str], No
                     "it does not judge the budget")
                 continue
             found[label] = (onnx, m)
+        timings = [found["unpruned"][1].median_ms]
+        if budget_ms is None:
+            # The budget is the unpruned model's figure / --speedup, so a slow spell of a shared
+            # machine at that one timing loosens it by as much (1.10-1.15 ms here against 0.84-0.89
+            # ms in the same hour): the model is timed again after the others, the faster counts.
+            onnx, first = found["unpruned"]
+            try:
+                again = ctx.device.measure(onnx, Path(tmp)).measurement
+            except TrialFailure as exc:  # it timed a moment ago: the first figure stands
+                log(f"timing the unpruned model again failed ({exc.reason}); its first timing sets the budget")
+            else:
+                timings.append(again.median_ms)
+                if again.median_ms < first.median_ms:
+                    found["unpruned"] = (onnx, again)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     measured = {ctx.device.cache_key(o): m for o, m in found.values()}
@@ -498,7 +512,9 @@ def _check_budget(ctx: Context, budget_ms: float | None, log: Callable[[str], No
     if from_speedup:
         # 4 significant figures: the budget is a measurement's quotient, not a user's round number
         budget_ms = float(f"{base / speedup:.4g}")
-        given = f"budget {budget_ms:g} ms (--speedup {speedup:g}: the unpruned model's {base:.4g} ms / {speedup:g})"
+        both = " and ".join(f"{ms:.3f}" for ms in timings)
+        given = (f"budget {budget_ms:g} ms (--speedup {speedup:g}: the unpruned model's {base:.4g} ms, the faster of "
+                 f"its timings {both} ms, / {speedup:g})")
     else:
         given = f"budget {budget_ms:g} ms"
     timed = {precision: m for precision, (_, m) in found.items() if precision in smallest}
@@ -578,10 +594,12 @@ def _objective(setup: _Setup, ctx: Context, store) -> Callable[[Any], tuple[floa
         if record.screen:
             screen(trial, plan, files)
         ctx.stager = _stager(setup, trial.study)
+        expected_ms = None
         if record.screened_from is not None:  # the screen chose it: its zero-shot figure does not judge it again
             ctx.stager.skips = False
+            expected_ms = _screen_latency(trial.study, record.screened_from)
         try:
-            cand = run_candidate(ctx, plan, files.dir, config.seed + trial.number, trial.number)
+            cand = run_candidate(ctx, plan, files.dir, config.seed + trial.number, trial.number, expected_ms)
         except TrialFailure as exc:
             record = TrialRecord.of(trial)
             if exc.device_lost and record.retry_of is None:
@@ -774,6 +792,12 @@ class Screening:
         self.log(f"screen: the second wave trains {len(chosen)} more where the first wave's front is steepest "
                  f"(screened trials {', '.join(map(str, chosen)) or 'none'})")
         return "train"
+
+
+def _screen_latency(study, number: int) -> float | None:
+    """The screen's latency figure of screened trial ``number`` (None: not recorded)."""
+    found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    return found[0].user_attrs.get("screen_latency_ms") if found else None
 
 
 def _arch(record: TrialRecord) -> str:

@@ -116,6 +116,7 @@ class Candidate:
     precision: str = "float32"
     quantization: dict[str, Any] = field(default_factory=dict)  # how it was quantized (autoprune.quantize)
     float_accuracy: float | None = None  # a quantized candidate's float model, before quantization
+    latency_rounds: list[float] = field(default_factory=list)  # each timing's median, when taken again
 
 
 # the per-device figures recorded for every further device, as ``<key>@<profile>``
@@ -165,6 +166,7 @@ class TrialRecord:
     latency_threads: int | None = None
     latency_sessions: int | None = None
     latency_session_spread: float | None = None
+    latency_rounds: list[float] | None = None  # each timing round's median, when it was taken again
     load_avg: float | None = None
     size_mb: float | None = None
     onnx_bytes: int | None = None
@@ -309,6 +311,7 @@ def candidate_attrs(c: Candidate) -> dict[str, Any]:
         "latency_threads": m.threads,
         "latency_sessions": m.sessions,
         "latency_session_spread": m.session_spread,
+        "latency_rounds": c.latency_rounds or None,
         "load_avg": m.load_avg,
         "size_mb": c.size_mb,
         "onnx_bytes": c.onnx.bytes,

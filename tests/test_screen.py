@@ -11,6 +11,7 @@ import optuna
 import pytest
 from conftest import run_cli
 
+from autoprune.measure import slower
 from autoprune.screen import ScreenedPlan, between, second_wave, select, worth_training
 from autoprune.space import load_space, resolve, space_of
 
@@ -263,6 +264,12 @@ def test_a_screened_search_screens_then_trains_the_chosen_and_resumes_without_sc
     assert len(trained) == 5 and all(r.state == "COMPLETE" for r in trained)
     for r in wave_of.values():  # a trained plan is the screened plan it came from
         assert r.params == next(s for s in screened if s.number == r.screened_from).params
+        # and its timing was taken again where it was far slower than the screen's figure
+        screen_ms = next(s for s in screened if s.number == r.screened_from).screen_latency_ms
+        if r.latency_rounds:
+            assert slower(r.latency_rounds[0], screen_ms) and r.latency_ms == min(r.latency_rounds), r
+        else:
+            assert r.latency_cached or not slower(r.latency_ms, screen_ms), r
     # benchmarks/replay_waves.py rebuilds what the second wave saw and picks what it recorded
     sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
     try:

@@ -249,6 +249,40 @@ def test_processes_finalizing_one_study_share_its_members_and_take_over_a_dead_o
     assert sorted(final["trial"]) == members and set(final["final_steps"]) <= {0, 10}
 
 
+def test_a_trained_plans_timing_much_slower_than_its_screen_figure_is_taken_again(ctx, tmp_path):
+    """measure_against: once where the figure agrees with the screen's, is faster, or has
+    none to agree with, or where the cache answers; again (up to RETIMES more rounds) where
+    it is over RETIME_OFF slower, keeping the fastest round, which the cache then holds.
+    Real ONNX Runtime timings."""
+    import copy
+
+    from autoprune.export import to_onnx
+    from autoprune.measure import RETIMES, MeasurementCache
+    from autoprune.objective import measure_against
+
+    onnx = to_onnx(ctx.task.model.eval(), ctx.task.example_input(1), tmp_path / "m.onnx", 1e-4, 1e-4)
+
+    def fresh(name: str):
+        local = copy.copy(ctx)
+        local.cache = MeasurementCache(tmp_path / f"{name}.json")
+        return local
+
+    rounds: list[float] = []
+    m, cached, _ = measure_against(fresh("none"), onnx, tmp_path, {}, 1, None, rounds, pause_s=0)
+    assert not cached and rounds == []  # nothing to agree with: once
+    measure_against(fresh("faster"), onnx, tmp_path, {}, 1, m.median_ms * 10, rounds, pause_s=0)
+    assert rounds == []  # faster than the screen's figure: it stands
+    local = fresh("slow")
+    m, cached, _ = measure_against(local, onnx, tmp_path, {}, 1, m.median_ms / 10, rounds, pause_s=0)
+    assert not cached and len(rounds) == 1 + RETIMES  # still slow after every round: all were taken
+    assert m.median_ms == min(rounds)  # the fastest round is kept
+    if not m.noisy:  # (a noisy figure is never cached)
+        assert local.cache.get(local.device.cache_key(onnx)).median_ms == m.median_ms
+        more: list[float] = []
+        again, cached, _ = measure_against(local, onnx, tmp_path, {}, 1, m.median_ms / 10, more, pause_s=0)
+        assert cached and again.median_ms == m.median_ms and more == []  # the cache answers: not timed
+
+
 def test_a_final_timing_much_slower_than_the_search_one_is_taken_again(ctx, tmp_path):
     """Finalize's paired timing: once where its figures agree with the search's (or are
     faster), again (up to RETIMES more rounds) where the candidate's or the baseline's is
