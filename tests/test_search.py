@@ -133,8 +133,8 @@ def test_the_budget_check_times_the_most_pruned_model_at_every_precision(tmp_pat
 
 def test_a_speedup_budget_is_measured_once_and_kept_on_resume(tmp_path, capfd):
     """--speedup X: the budget is the unpruned model's latency, timed twice when the study
-    starts (the faster counts, and is the baseline trial's figure), divided by X; the study
-    records it, a resume keeps it, another X is another study.
+    starts (the faster counts; the baseline trial reuses it unless it was noisy), divided by
+    X; the study records it, a resume keeps it, another X is another study.
     (A 128-channel model: digits' is so small that its most-pruned plan is not reliably faster.)"""
     import re
 
