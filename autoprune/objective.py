@@ -312,12 +312,12 @@ def measure(ctx: Context, onnx: OnnxArtifact, work_dir: Path, times: dict[str, f
 
 
 def measure_against(ctx: Context, onnx: OnnxArtifact, work_dir: Path, times: dict[str, float], number: int,
-                    expected_ms: float | None, rounds: list[float],
-                    pause_s: float = RETIME_PAUSE_S) -> tuple[Measurement, bool, dict[str, Any]]:
+                    expected_ms: float | None,
+                    pause_s: float = RETIME_PAUSE_S) -> tuple[Measurement, bool, dict[str, Any], list[float]]:
     """:func:`measure`, then, where a fresh figure is more than ``RETIME_OFF`` slower than
     ``expected_ms`` (the screen's figure for this architecture), up to ``RETIMES`` more
-    rounds ``pause_s`` apart, keeping the fastest, which the cache then holds. Each
-    round's median is appended to ``rounds`` when there was more than one.
+    rounds ``pause_s`` apart, keeping the fastest, which the cache then holds. Returns
+    :func:`measure`'s figures and every round's median (empty: timed once).
 
     Why: the screen chose the plan by its latency, and a slow spell of a shared machine
     (results/benchmarks/process_modes-intel.md) timed four of six such plans 1.6x slower
@@ -332,11 +332,11 @@ def measure_against(ctx: Context, onnx: OnnxArtifact, work_dir: Path, times: dic
         taken.append(again.median_ms)
         if again.median_ms < latency.median_ms:
             latency = again
-    if len(taken) > 1:
-        rounds.extend(taken)
-        if ctx.cache is not None and ctx.profile.measurement.cache:
-            ctx.cache.put(ctx.device.cache_key(onnx), latency)
-    return latency, cached, info
+    if len(taken) == 1:
+        return latency, cached, info, []
+    if ctx.cache is not None and ctx.profile.measurement.cache:
+        ctx.cache.put(ctx.device.cache_key(onnx), latency)
+    return latency, cached, info, taken
 
 
 def run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, seed: int, number: int = -1,
@@ -355,7 +355,6 @@ def run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, seed
 def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, seed: int,
                    number: int, expected_ms: float | None) -> Candidate:
     times: dict[str, float] = {}
-    rounds: list[float] = []  # the medians of every timing round, when there was more than one
     rec = ctx.space.space.recovery
     files = TrialFiles(trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
@@ -369,7 +368,7 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         with _stage("prune", times, ctx.space.space.prune_timeout_s):
             shaped, _ = prune(ctx, plan.shape_only(), seed)
         early = export_candidate(ctx, shaped, plan.precision, files.onnx, times, latency_only=True).artifact
-        latency, cached, info = measure_against(ctx, early, trial_dir, times, number, expected_ms, rounds)
+        latency, cached, info, rounds = measure_against(ctx, early, trial_dir, times, number, expected_ms)
         build_info.update(info)
         over = ctx.stager.skip_recovery(latency.median_ms)
 
@@ -404,8 +403,7 @@ def _run_candidate(ctx: Context, plan: pruning.PruningPlan, trial_dir: Path, see
         with _stage("evaluate", times):
             acc = ctx.task.metric(OnnxModel(onnx.path), ctx.task.val, rec.eval_samples)
     if early is None or early.arch_hash != onnx.arch_hash:
-        rounds.clear()
-        latency, cached, build_info = measure_against(ctx, onnx, trial_dir, times, number, expected_ms, rounds)
+        latency, cached, build_info, rounds = measure_against(ctx, onnx, trial_dir, times, number, expected_ms)
     also = {device.name: measure_on(ctx, device, onnx, trial_dir, times, number) for device in ctx.also}
     return Candidate(
         accuracy=acc,

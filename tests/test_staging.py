@@ -267,19 +267,17 @@ def test_a_trained_plans_timing_much_slower_than_its_screen_figure_is_taken_agai
         local.cache = MeasurementCache(tmp_path / f"{name}.json")
         return local
 
-    rounds: list[float] = []
-    m, cached, _ = measure_against(fresh("none"), onnx, tmp_path, {}, 1, None, rounds, pause_s=0)
+    m, cached, _, rounds = measure_against(fresh("none"), onnx, tmp_path, {}, 1, None, pause_s=0)
     assert not cached and rounds == []  # nothing to agree with: once
-    measure_against(fresh("faster"), onnx, tmp_path, {}, 1, m.median_ms * 10, rounds, pause_s=0)
+    rounds = measure_against(fresh("faster"), onnx, tmp_path, {}, 1, m.median_ms * 10, pause_s=0)[3]
     assert rounds == []  # faster than the screen's figure: it stands
     local = fresh("slow")
-    m, cached, _ = measure_against(local, onnx, tmp_path, {}, 1, m.median_ms / 10, rounds, pause_s=0)
+    m, cached, _, rounds = measure_against(local, onnx, tmp_path, {}, 1, m.median_ms / 10, pause_s=0)
     assert not cached and len(rounds) == 1 + RETIMES  # still slow after every round: all were taken
     assert m.median_ms == min(rounds)  # the fastest round is kept
     if not m.noisy:  # (a noisy figure is never cached)
         assert local.cache.get(local.device.cache_key(onnx)).median_ms == m.median_ms
-        more: list[float] = []
-        again, cached, _ = measure_against(local, onnx, tmp_path, {}, 1, m.median_ms / 10, more, pause_s=0)
+        again, cached, _, more = measure_against(local, onnx, tmp_path, {}, 1, m.median_ms / 10, pause_s=0)
         assert cached and again.median_ms == m.median_ms and more == []  # the cache answers: not timed
 
 
